@@ -1,0 +1,37 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "spawngate",
+    platforms: [.macOS(.v14)],
+    products: [
+        .library(name: "SpawnGate", targets: ["SpawnGate"]),
+        .executable(name: "spawngate", targets: ["spawngate"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams", exact: "6.2.2"),
+    ],
+    targets: [
+        // libsodium does all of our cryptography (Ed25519, SHA-256, BLAKE2b, randomness).
+        .systemLibrary(
+            name: "CSodium", pkgConfig: "libsodium",
+            providers: [.apt(["libsodium-dev"]), .brew(["libsodium"])]),
+        .target(
+            name: "SpawnGate",
+            dependencies: [
+                "CSodium",
+                .product(name: "Yams", package: "Yams"),
+            ]),
+        .executableTarget(
+            name: "spawngate",
+            dependencies: [
+                "SpawnGate",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .testTarget(
+            name: "SpawnGateTests",
+            dependencies: ["SpawnGate"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,65 @@
+/// The decision record of PRODUCT.md: stdout of `check` and `hook pre-spawn`, the body of a receipt, a line of
+/// the audit log. Environment variable values never appear, only their names.
+public struct Decision: Sendable, Equatable {
+    public struct Spawn: Sendable, Equatable {
+        public var argv: [String]
+        public var cwd: String
+        public var env: [String]
+        public var sandbox: String
+        public init(argv: [String], cwd: String, env: [String], sandbox: String) {
+            self.argv = argv; self.cwd = cwd; self.env = env; self.sandbox = sandbox
+        }
+    }
+
+    public var reason: ReasonCode
+    public var detail: String
+    public var requestID: String?
+    public var broker: String?
+    public var fingerprint: String?
+    public var rule: String?
+    public var policy: String?
+    public var spawn: Spawn?
+
+    public var allowed: Bool { reason == .allowed }
+
+    public init(reason: ReasonCode, detail: String, requestID: String?, broker: String?, fingerprint: String?,
+                rule: String? = nil, policy: String? = nil, spawn: Spawn? = nil) {
+        self.reason = reason; self.detail = detail; self.requestID = requestID; self.broker = broker
+        self.fingerprint = fingerprint; self.rule = rule; self.policy = policy; self.spawn = spawn
+    }
+
+    public init(_ verification: Verification, policy: String? = nil) {
+        switch verification {
+        case .verified(let v):
+            self.init(reason: .allowed, detail: "signature, audience and validity window are good", requestID: v.requestID,
+                      broker: v.broker, fingerprint: v.fingerprint.description, policy: policy)
+        case .denied(let d, let id, let broker, let fp):
+            self.init(reason: d.reason, detail: d.detail, requestID: id, broker: broker, fingerprint: fp?.description,
+                      rule: d.rule, policy: policy)
+        }
+    }
+
+    public func jsonMembers() -> [(String, JSONWriter.Value)] {
+        func opt(_ s: String?) -> JSONWriter.Value { s.map { .string($0) } ?? .null }
+        var spawnValue: JSONWriter.Value = .null
+        if let spawn {
+            var w = JSONWriter()
+            w.writeObject([("argv", .strings(spawn.argv)), ("cwd", .string(spawn.cwd)), ("env", .strings(spawn.env)),
+                           ("sandbox", .string(spawn.sandbox))])
+            spawnValue = .object(w)
+        }
+        return [
+            ("decision", .string(allowed ? "allow" : "deny")), ("reason", .string(reason.rawValue)),
+            ("detail", .string(detail)), ("request_id", opt(requestID)), ("broker", opt(broker)),
+            ("fingerprint", opt(fingerprint)), ("rule", opt(rule)), ("policy", opt(policy)), ("spawn", spawnValue),
+        ]
+    }
+
+    /// One line of JSON.
+    public var json: String { String(decoding: JSONWriter.object(jsonMembers()), as: UTF8.self) }
+
+    /// One line for people: `deny bad_signature: the signature does not verify …`.
+    public var summary: String {
+        allowed ? "allow: \(detail)" : "deny \(reason.rawValue): \(detail)"
+    }
+}

@@ -1,0 +1,38 @@
+/// Stable reason codes (PRODUCT.md): scripts and brokers match on these strings, so they never change meaning.
+public enum ReasonCode: String, CaseIterable, Sendable, Codable {
+    case allowed
+    case malformed
+    case badSignature = "bad_signature"
+    case unknownKey = "unknown_key"
+    case revokedKey = "revoked_key"
+    case wrongAudience = "wrong_audience"
+    case expired
+    case notYetValid = "not_yet_valid"
+    case ttlTooLong = "ttl_too_long"
+    case replay
+    case remoteSpawnDisabled = "remote_spawn_disabled"
+    case noMatchingRule = "no_matching_rule"
+    case deniedByRule = "denied_by_rule"
+    case cliNotAllowed = "cli_not_allowed"
+    case argsNotAllowed = "args_not_allowed"
+    case cwdNotAllowed = "cwd_not_allowed"
+    case envNotAllowed = "env_not_allowed"
+    case rateLimited = "rate_limited"
+    case concurrencyLimit = "concurrency_limit"
+    case auditUnavailable = "audit_unavailable"
+    case internalError = "internal_error"
+}
+
+/// A refusal, as a value. What the requester learns: the code, one sentence, and the rule that decided.
+public struct Denial: Sendable, Equatable, Error {
+    public let reason: ReasonCode
+    public let detail: String
+    public let rule: String?
+
+    public init(_ reason: ReasonCode, _ detail: String, rule: String? = nil) {
+        precondition(reason != .allowed)
+        self.reason = reason
+        self.detail = detail
+        self.rule = rule
+    }
+}

@@ -1,0 +1,118 @@
+import Foundation
+
+/// Enrolled broker keys: `keys/NAME.pub` are trusted, `keys/revoked/NAME.pub` are refused.
+///
+/// The file name is the broker's name; the comment inside the line is a label only. Every read lists the
+/// directory afresh, so an operator's `key revoke` takes effect on the very next request. A file that cannot be
+/// read or parsed makes the store unusable (the gateway cannot decide), never "skipped": a corrupt revocation
+/// must not turn into an acceptance.
+public struct KeyStore: Sendable {
+    public let home: Home
+
+    public enum Status: String, Sendable { case enrolled, revoked }
+
+    public struct Entry: Sendable, Equatable {
+        public let name: String
+        public let key: PublicKey
+        public let status: Status
+        /// When the key was enrolled or revoked (the file's modification time).
+        public let date: Int64
+    }
+
+    public enum Lookup: Sendable, Equatable {
+        case enrolled(name: String, key: PublicKey)
+        case revoked(name: String)
+        case unknown
+    }
+
+    public func entries() throws(GatewayFailure) -> [Entry] {
+        try read(home.keysDir, status: .enrolled) + read(home.revokedDir, status: .revoked)
+    }
+
+    private func read(_ dir: String, status: Status) throws(GatewayFailure) -> [Entry] {
+        let names: [String]
+        do { names = try FileManager.default.contentsOfDirectory(atPath: dir) } catch {
+            throw GatewayFailure("cannot list \(dir): \(error.localizedDescription); the key store must be readable to decide anything")
+        }
+        var out: [Entry] = []
+        for file in names.sorted() where file.hasSuffix(".pub") && !file.hasPrefix(".") {
+            let path = "\(dir)/\(file)"
+            let text: [UInt8]
+            do { text = try Files.read(path, limit: PublicKey.maxLineLength + 2) } catch { throw GatewayFailure(error.message) }
+            do {
+                let (key, _) = try PublicKey.parseLine(String(decoding: text, as: UTF8.self))
+                // Revoked files may carry "@<time>" so that a name revoked twice keeps both keys refused.
+                let name = String(file.dropLast(4).split(separator: "@", maxSplits: 1).first ?? "")
+                out.append(Entry(name: name, key: key, status: status, date: Files.modificationTime(path) ?? 0))
+            } catch {
+                throw GatewayFailure("\(path) is not a valid key line (\(error.message)); fix or remove it, the key store must be intact to decide anything")
+            }
+        }
+        return out
+    }
+
+    /// Revocation is checked first: a key that is both enrolled and revoked (a half-finished manual edit) is revoked.
+    public func lookup(_ fingerprint: Fingerprint) throws(GatewayFailure) -> Lookup {
+        let all = try entries()
+        if let r = all.first(where: { $0.status == .revoked && $0.key.fingerprint == fingerprint }) { return .revoked(name: r.name) }
+        if let e = all.first(where: { $0.status == .enrolled && $0.key.fingerprint == fingerprint }) { return .enrolled(name: e.name, key: e.key) }
+        return .unknown
+    }
+
+    /// Trusts `key` as broker `name`, after the operator compared its fingerprint out of band.
+    public func enroll(name: String, key: PublicKey, expected: Fingerprint, reEnroll: Bool = false) throws(OperatorError) {
+        try Home.validateBrokerName(name)
+        guard key.fingerprint == expected else {
+            throw OperatorError("fingerprint mismatch: the key is \(key.fingerprint) but you expected \(expected); do not enroll it until you have the right key from \(name)")
+        }
+        let all: [Entry]
+        do { all = try entries() } catch { throw OperatorError(error.message) }
+        if let bound = all.first(where: { $0.name == name && $0.status == .enrolled }) {
+            if bound.key == key { throw OperatorError("\(name) is already enrolled with this key (\(expected))") }
+            throw OperatorError("\(name) is already bound to another key (\(bound.key.fingerprint)); revoke it first with 'spawngate key revoke \(name)' if the broker really has a new key")
+        }
+        if let other = all.first(where: { $0.key == key && $0.name != name }) {
+            throw OperatorError("this key is already \(other.status) as '\(other.name)'; one key belongs to one broker name")
+        }
+        if let revoked = all.first(where: { $0.name == name && $0.status == .revoked }) {
+            guard reEnroll else {
+                let same = revoked.key == key ? "this same key" : "a key"
+                throw OperatorError("\(name) had \(same) revoked; revocation stays until you re-enroll on purpose: repeat the command with --re-enroll")
+            }
+        }
+        let path = "\(home.keysDir)/\(name).pub"
+        try Files.writeAtomically(path, Array((key.line(comment: name) + "\n").utf8), mode: 0o644, exclusive: true)
+        // Only after the new enrollment is durable does a revocation record of this same key go; records of
+        // other keys once bound to the name stay, so those keys remain refused.
+        if reEnroll {
+            for old in all where old.status == .revoked && old.name == name && old.key == key {
+                let files = (try? FileManager.default.contentsOfDirectory(atPath: home.revokedDir)) ?? []
+                for f in files where f == "\(name).pub" || f.hasPrefix("\(name)@") {
+                    let p = "\(home.revokedDir)/\(f)"
+                    if let t = try? Files.read(p, limit: PublicKey.maxLineLength + 2),
+                       let parsed = try? PublicKey.parseLine(String(decoding: t, as: UTF8.self)), parsed.key == old.key {
+                        guard unlink(p) == 0 else {
+                            throw OperatorError("enrolled \(name), but could not remove the old revocation record \(p): \(errnoText())")
+                        }
+                    }
+                }
+            }
+            Files.syncDirectory(home.revokedDir)
+        }
+    }
+
+    /// Moves `keys/NAME.pub` to `keys/revoked/NAME.pub` (one rename: no moment where the key is in neither place).
+    public func revoke(name: String) throws(OperatorError) {
+        try Home.validateBrokerName(name)
+        let from = "\(home.keysDir)/\(name).pub"
+        var to = "\(home.revokedDir)/\(name).pub"
+        if Files.exists(to) { to = "\(home.revokedDir)/\(name)@\(Int(Date().timeIntervalSince1970)).pub" }
+        guard Files.exists(from) else { throw OperatorError("no enrolled broker named '\(name)'; see 'spawngate key list'") }
+        try Files.makeDirectory(home.revokedDir, mode: 0o700)
+        guard rename(from, to) == 0 else { throw OperatorError("cannot revoke \(name): \(errnoText())") }
+        // Touch so that `key list` shows the revocation date.
+        _ = utimes(to, nil)
+        Files.syncDirectory(home.revokedDir)
+        Files.syncDirectory(home.keysDir)
+    }
+}

@@ -1,0 +1,129 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// File operations that either complete or leave the old file untouched, and permission checks in the
+/// style of OpenSSH's StrictModes.
+public enum Files {
+    /// Writes `contents` to `path` atomically: a new file in the same directory (created with `mode`, never
+    /// wider), fsync, rename over the target, fsync the directory. A crash leaves either the old or the new
+    /// file, never a half-written one. With `exclusive`, refuses to replace an existing file.
+    public static func writeAtomically(_ path: String, _ contents: [UInt8], mode: mode_t, exclusive: Bool = false) throws(OperatorError) {
+        let dir = (path as NSString).deletingLastPathComponent
+        let tmp = "\(dir)/.\((path as NSString).lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode)
+        guard fd >= 0 else { throw OperatorError("cannot create \(tmp): \(errnoText())") }
+        var ok = false
+        defer { if !ok { unlink(tmp) } }
+        // The umask may have narrowed the mode; that is fine. Widening is what we must never do.
+        var written = 0
+        while written < contents.count {
+            let n = contents.withUnsafeBytes { write(fd, $0.baseAddress! + written, contents.count - written) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                let e = errnoText(); close(fd)
+                throw OperatorError("cannot write \(path): \(e)")
+            }
+            written += n
+        }
+        guard fsync(fd) == 0 else { let e = errnoText(); close(fd); throw OperatorError("cannot sync \(path): \(e)") }
+        close(fd)
+        if exclusive {
+            // link() fails if the target exists: no window in which another writer's file could be replaced.
+            guard link(tmp, path) == 0 else {
+                throw OperatorError(errno == EEXIST ? "\(path) already exists; refusing to overwrite it" : "cannot create \(path): \(errnoText())")
+            }
+            unlink(tmp)
+        } else {
+            guard rename(tmp, path) == 0 else { throw OperatorError("cannot replace \(path): \(errnoText())") }
+        }
+        ok = true
+        syncDirectory(dir)
+    }
+
+    static func syncDirectory(_ dir: String) {
+        let dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dfd >= 0 { _ = fsync(dfd); close(dfd) }
+    }
+
+    /// Reads a whole file, refusing anything larger than `limit` bytes before reading it.
+    public static func read(_ path: String, limit: Int) throws(OperatorError) -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw OperatorError("cannot read \(path): \(errnoText())") }
+        defer { close(fd) }
+        var out = [UInt8]()
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buf.withUnsafeMutableBytes { posixRead(fd, $0.baseAddress!, $0.count) }
+            if n < 0 { if errno == EINTR { continue }; throw OperatorError("cannot read \(path): \(errnoText())") }
+            if n == 0 { break }
+            out.append(contentsOf: buf[0..<n])
+            if out.count > limit { throw OperatorError("\(path) is larger than \(limit) bytes; refusing to read it") }
+        }
+        return out
+    }
+
+    /// Reads a file from standard input or a path ("-" or nil means standard input), bounded by `limit`.
+    public static func readInput(_ path: String?, limit: Int) throws(OperatorError) -> [UInt8] {
+        if let path, path != "-" { return try read(path, limit: limit) }
+        var out = [UInt8]()
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buf.withUnsafeMutableBytes { posixRead(0, $0.baseAddress!, $0.count) }
+            if n < 0 { if errno == EINTR { continue }; throw OperatorError("cannot read standard input: \(errnoText())") }
+            if n == 0 { break }
+            out.append(contentsOf: buf[0..<n])
+            // Stop early: the caller will refuse it anyway, and an endless stream must not grow memory.
+            if out.count > limit { break }
+        }
+        return out
+    }
+
+    /// Refuses a secret file that others could read, or that belongs to someone else.
+    public static func checkPrivate(_ path: String) throws(OperatorError) {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { throw OperatorError("cannot open \(path): \(errnoText())") }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw OperatorError("\(path) is not a regular file (a symlink or device is refused)") }
+        guard st.st_uid == geteuid() else {
+            throw OperatorError("\(path) is owned by uid \(st.st_uid), not by you (uid \(geteuid())); refusing to use it")
+        }
+        guard st.st_mode & 0o077 == 0 else {
+            throw OperatorError(String(format: "%@ has mode %o, so other users can read or change it; run 'chmod 600 %@' and check that the key has not leaked", path, Int(st.st_mode & 0o777), path))
+        }
+    }
+
+    /// Refuses a configuration file or directory that someone other than its owner could change.
+    public static func checkNotWritableByOthers(_ path: String) throws(OperatorError) {
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw OperatorError("cannot open \(path): \(errnoText())") }
+        guard st.st_uid == geteuid() || st.st_uid == 0 else {
+            throw OperatorError("\(path) is owned by uid \(st.st_uid), neither you nor root; refusing to trust it")
+        }
+        guard st.st_mode & 0o022 == 0 else {
+            throw OperatorError(String(format: "%@ has mode %o, so other users can change it; run 'chmod go-w %@'", path, Int(st.st_mode & 0o777), path))
+        }
+    }
+
+    public static func exists(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0
+    }
+
+    public static func makeDirectory(_ path: String, mode: mode_t) throws(OperatorError) {
+        guard mkdir(path, mode) == 0 || errno == EEXIST else { throw OperatorError("cannot create \(path): \(errnoText())") }
+    }
+
+    public static func modificationTime(_ path: String) -> Int64? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        return Int64(st.st_mtim.tv_sec)
+    }
+}
+
+/// `read(2)`, outside `Files` whose own `read` would shadow it.
+private func posixRead(_ fd: Int32, _ buf: UnsafeMutableRawPointer, _ count: Int) -> Int { read(fd, buf, count) }
+
+func errnoText(_ code: Int32 = errno) -> String { String(cString: strerror(code)) }

@@ -1,0 +1,107 @@
+import ArgumentParser
+import Foundation
+import SpawnGate
+
+struct Key: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show this broker's key; enroll, list and revoke other brokers' keys.",
+        subcommands: [Show.self, Enroll.self, List.self, Revoke.self])
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print this broker's public key line and fingerprint.")
+        @OptionGroup var home: HomeOption
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() throws {
+            try operatorAction {
+                let id = try home.resolved.loadIdentity()
+                let line = id.key.publicKey.line(comment: id.name)
+                if json {
+                    print(String(decoding: JSONWriter.object([("name", .string(id.name)), ("key", .string(line)),
+                                                              ("fingerprint", .string(id.key.publicKey.fingerprint.description))]), as: UTF8.self))
+                } else {
+                    print(line)
+                    print(id.key.publicKey.fingerprint)
+                }
+            }
+        }
+    }
+
+    struct Enroll: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Trust another broker's key under a name.",
+            discussion: """
+                Get the fingerprint from the other broker's operator over a channel you trust (in person, a call, a \
+                signed message): it is what makes the key theirs. Enrollment refuses a fingerprint mismatch, a name \
+                already bound to another key, a key already enrolled under another name, and a revoked key unless \
+                --re-enroll is given.
+                """)
+        @OptionGroup var home: HomeOption
+        @Argument(help: ArgumentHelp("The broker's name; requests must say from=<name>.", valueName: "name")) var name: String
+        @Option(help: ArgumentHelp("The key as one OpenSSH line: 'ssh-ed25519 AAAA… name'.", valueName: "line")) var key: String?
+        @Option(help: ArgumentHelp("A file holding the key line (e.g. the broker's identity.pub).", valueName: "file")) var file: String?
+        @Option(help: ArgumentHelp("The fingerprint you were given out of band: SHA256:…", valueName: "fingerprint")) var fingerprint: String
+        @Flag(name: .customLong("re-enroll"), help: "Trust again a key or name that was revoked.") var reEnroll = false
+
+        func validate() throws {
+            guard (key == nil) != (file == nil) else { throw ValidationError("Give the key with exactly one of --key or --file.") }
+            guard Fingerprint(fingerprint) != nil else {
+                throw ValidationError("'--fingerprint' must look like SHA256: followed by 43 base64 characters (as 'spawngate key show' or 'ssh-keygen -lf' print it).")
+            }
+        }
+
+        func run() throws {
+            try operatorAction {
+                let text: String
+                if let file {
+                    text = String(decoding: try Files.read(file, limit: PublicKey.maxLineLength + 2), as: UTF8.self)
+                } else {
+                    text = key!
+                }
+                let parsed: PublicKey
+                do { parsed = try PublicKey.parseLine(text).key } catch let e as OperatorError { throw OperatorError("\(file ?? "--key"): \(e.message)") }
+                try home.resolved.keyStore.enroll(name: name, key: parsed, expected: Fingerprint(fingerprint)!, reEnroll: reEnroll)
+                print("enrolled \(name) \(parsed.fingerprint)")
+            }
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List enrolled and revoked brokers: name, fingerprint, status, date.")
+        @OptionGroup var home: HomeOption
+        @Flag(help: "Print JSON Lines, one object per key.") var json = false
+
+        func run() throws {
+            try operatorAction {
+                let entries = try home.resolved.keyStore.entries()
+                let fmt = ISO8601DateFormatter()
+                for e in entries {
+                    let date = fmt.string(from: Date(timeIntervalSince1970: TimeInterval(e.date)))
+                    if json {
+                        print(String(decoding: JSONWriter.object([
+                            ("name", .string(e.name)), ("fingerprint", .string(e.key.fingerprint.description)),
+                            ("status", .string(e.status.rawValue)), ("date", .string(date))]), as: UTF8.self))
+                    } else {
+                        print("\(e.name)\t\(e.key.fingerprint)\t\(e.status.rawValue)\t\(date)")
+                    }
+                }
+                if entries.isEmpty && !json { printError("no brokers enrolled yet; use 'spawngate key enroll'") }
+            }
+        }
+    }
+
+    struct Revoke: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Revoke a broker's key: every request signed by it is refused from now on.",
+            discussion: "The key stays refused until an operator runs 'key enroll … --re-enroll'.")
+        @OptionGroup var home: HomeOption
+        @Argument(help: ArgumentHelp("The broker to revoke.", valueName: "name")) var name: String
+
+        func run() throws {
+            try operatorAction {
+                try home.resolved.keyStore.revoke(name: name)
+                print("revoked \(name)")
+            }
+        }
+    }
+}

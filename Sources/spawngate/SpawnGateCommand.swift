@@ -1,0 +1,65 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import ArgumentParser
+import SpawnGate
+
+@main
+struct SpawnGateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "spawngate",
+        abstract: "Signed, policy-checked, audited remote spawning of AI coding agents.",
+        discussion: """
+            A requesting broker signs a spawn request with its Ed25519 identity key; the target's gateway \
+            verifies it against enrolled keys, checks the policy, and only then starts the agent.
+            Exit codes of verify/check: 0 allowed, 1 denied, 2 the gateway cannot decide, 64 usage error.
+            """,
+        subcommands: [Init.self, Key.self, Sign.self, Verify.self])
+}
+
+/// `--home`, shared by every command.
+struct HomeOption: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("The broker's home directory (default: $SPAWNGATE_HOME, else ~/.spawngate).", valueName: "dir"))
+    var home: String?
+
+    var resolved: Home { Home.resolve(home) }
+}
+
+/// Exit statuses shared by the decision commands.
+enum Exit {
+    static let denied = ExitCode(1)
+    static let cannotDecide = ExitCode(2)
+}
+
+/// Prints `spawngate: <message>` to stderr.
+func printError(_ message: String) {
+    var stderr = StandardError()
+    print("spawngate: \(message)", to: &stderr)
+}
+
+struct StandardError: TextOutputStream {
+    mutating func write(_ string: String) {
+        let bytes = Array(string.utf8)
+        var offset = 0
+        // write(2) on fd 2 directly: no shared C FILE* (not concurrency-safe in Swift 6), no buffering to lose.
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.write(2, $0.baseAddress! + offset, bytes.count - offset) }
+            if n <= 0 { if n < 0 && errno == EINTR { continue }; return }
+            offset += n
+        }
+    }
+}
+
+/// Runs an operator action: an ``OperatorError`` prints its sentence and exits 1, a ``GatewayFailure`` exits 2.
+func operatorAction(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let e as OperatorError {
+        printError(e.message)
+        throw Exit.denied
+    } catch let e as GatewayFailure {
+        printError(e.message)
+        throw Exit.cannotDecide
+    }
+}
