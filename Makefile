@@ -1,0 +1,33 @@
+# spawngate: `make demo` runs the main story end to end, `make test` runs every test.
+# Both install missing system packages first (apt-get where present; otherwise they say what to install).
+
+SWIFT ?= swift
+BIN := .build/debug/spawngate
+
+.PHONY: all build test demo deps clean
+
+all: build
+
+# What the build and the tests need from the system:
+#   libsodium-dev   all cryptography (Ed25519, SHA-256, BLAKE2b)
+#   pkg-config      how SwiftPM finds libsodium
+#   openssh-client  ssh-keygen, which the tests use to cross-check fingerprints and key files
+#   python3 + cryptography  the independent wire-format implementation the interop tests run
+APT_PACKAGES := libsodium-dev pkg-config openssh-client python3
+
+deps:
+	@bash scripts/install-deps.sh $(APT_PACKAGES)
+
+build: deps
+	$(SWIFT) build
+
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+demo: deps
+	$(SWIFT) build --product spawngate
+	@bash scripts/demo.sh $(BIN)
+
+clean:
+	rm -rf .build

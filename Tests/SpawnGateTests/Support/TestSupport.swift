@@ -1,0 +1,85 @@
+import Foundation
+import Testing
+@testable import SpawnGate
+
+/// Real files, real processes: helpers shared by the suites.
+enum TestSupport {
+    /// The repository root, found from this file's path.
+    static let packageRoot: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        while url.path != "/" {
+            url.deleteLastPathComponent()
+            if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { return url.path }
+        }
+        fatalError("Package.swift not found above \(#filePath)")
+    }()
+
+    /// The `spawngate` executable built next to the test bundle.
+    static let binary: String = {
+        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        var dir = exe.deletingLastPathComponent()
+        for _ in 0..<4 {
+            let candidate = dir.appendingPathComponent("spawngate").path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+            dir.deleteLastPathComponent()
+        }
+        return packageRoot + "/.build/debug/spawngate"
+    }()
+
+    /// A fresh private directory; each test gets its own, so the parallel runner never shares state.
+    static func tempDir(_ label: String = "t") -> String {
+        var template = Array("/tmp/spawngate-\(label)-XXXXXX".utf8CString)
+        let path = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+        return path
+    }
+
+    struct Output {
+        let status: Int32
+        let stdout: String
+        let stderr: String
+    }
+
+    /// Runs a program to completion with the given standard input.
+    static func run(_ executable: String, _ arguments: [String], stdin: [UInt8] = [], environment: [String: String]? = nil) throws -> Output {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = arguments
+        if let environment { p.environment = environment }
+        let inPipe = Pipe(), outPipe = Pipe(), errPipe = Pipe()
+        p.standardInput = inPipe
+        p.standardOutput = outPipe
+        p.standardError = errPipe
+        try p.run()
+        // Write and read concurrently so that large outputs cannot deadlock on full pipes.
+        let writer = Thread {
+            inPipe.fileHandleForWriting.write(Data(stdin))
+            try? inPipe.fileHandleForWriting.close()
+        }
+        writer.start()
+        let err = errPipe.fileHandleForReading
+        nonisolated(unsafe) var errData = Data()
+        let errReader = Thread { errData = err.readDataToEndOfFile() }
+        errReader.start()
+        let outData = outPipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        while errReader.isExecuting || !errReader.isFinished { usleep(1000) }
+        return Output(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+                      stderr: String(decoding: errData, as: UTF8.self))
+    }
+
+    /// Runs the `spawngate` binary.
+    static func spawngate(_ arguments: [String], stdin: [UInt8] = []) throws -> Output {
+        try run(binary, arguments, stdin: stdin)
+    }
+
+    /// A broker home made with the real `init` code path.
+    static func makeHome(_ name: String, in dir: String) throws -> (Home, Identity) {
+        let root = "\(dir)/\(name)"
+        let id = try Home.initialize(at: root, name: name)
+        return (Home(root: root), id)
+    }
+
+    static func python(_ script: String, _ arguments: [String], stdin: [UInt8] = []) throws -> Output {
+        try run("/usr/bin/env", ["python3", packageRoot + "/" + script] + arguments, stdin: stdin)
+    }
+}
