@@ -48,7 +48,9 @@ struct Verify: ParsableCommand {
         do {
             let id = try home.loadIdentity()
             let input = try Files.readInput(file, limit: Envelope.maxSize)
-            let verifier = RequestVerifier(audience: id.name, keys: home.keyStore)
+            // The policy sets the window; a home without a policy file uses the defaults (verify never authorizes).
+            let window = Files.exists(home.policyFile) ? try PolicyLoader.loadForDecisions(home.policyFile).window : .defaults
+            let verifier = RequestVerifier(audience: id.name, keys: home.keyStore, window: window)
             decision = Decision(try verifier.verify(input))
         } catch let e as OperatorError {
             printError(e.message)

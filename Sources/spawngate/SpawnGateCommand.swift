@@ -15,7 +15,7 @@ struct SpawnGateCommand: ParsableCommand {
             verifies it against enrolled keys, checks the policy, and only then starts the agent.
             Exit codes of verify/check: 0 allowed, 1 denied, 2 the gateway cannot decide, 64 usage error.
             """,
-        subcommands: [Init.self, Key.self, Sign.self, Verify.self])
+        subcommands: [Init.self, Key.self, Sign.self, Verify.self, PolicyCommand.self])
 }
 
 /// `--home`, shared by every command.

@@ -95,10 +95,12 @@ public enum Files {
         }
     }
 
-    /// Refuses a configuration file or directory that someone other than its owner could change.
+    /// Refuses a configuration file or directory that someone other than its owner could change. A directory
+    /// writable by others is tolerated with the sticky bit (as /tmp), where others cannot replace our files.
     public static func checkNotWritableByOthers(_ path: String) throws(OperatorError) {
         var st = stat()
         guard stat(path, &st) == 0 else { throw OperatorError("cannot open \(path): \(errnoText())") }
+        if (st.st_mode & S_IFMT) == S_IFDIR, st.st_mode & S_ISVTX != 0, st.st_uid == 0 || st.st_uid == geteuid() { return }
         guard st.st_uid == geteuid() || st.st_uid == 0 else {
             throw OperatorError("\(path) is owned by uid \(st.st_uid), neither you nor root; refusing to trust it")
         }

@@ -1,0 +1,133 @@
+import ArgumentParser
+import Foundation
+import SpawnGate
+
+struct PolicyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "policy",
+        abstract: "Validate a policy, run its embedded tests, and explain how a request is decided.",
+        subcommands: [Check.self, Test.self, Explain.self])
+
+    /// The policy file: the argument, else the home's policy/policy.yaml.
+    static func path(_ file: String?, _ home: HomeOption) -> String { file ?? home.resolved.policyFile }
+
+    struct Check: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Check a policy: syntax, schema, meaning, embedded tests, and the CLIs' binaries on this machine.",
+            discussion: "Exit 0 when the policy is valid and every embedded test passes; 1 with one line per problem otherwise. Binary problems are warnings here (the file may be written for another machine) and denials at decision time.")
+        @OptionGroup var home: HomeOption
+        @Argument(help: ArgumentHelp("The policy file (default: the home's policy/policy.yaml).", valueName: "file")) var file: String?
+
+        func run() throws {
+            let path = PolicyCommand.path(file, home)
+            let policy: Policy
+            switch PolicyLoader.load(path) {
+            case .failure(let e):
+                for d in e.diagnostics { print(d) }
+                throw Exit.denied
+            case .success(let p): policy = p
+            }
+            for w in PolicyLinter.warnings(policy) { print(w) }
+            let results = PolicyTestRunner.run(policy)
+            let failed = results.filter { !$0.passed }
+            for f in failed { print(f.line(file: path)) }
+            guard failed.isEmpty else { throw Exit.denied }
+            print("\(path): ok: \(policy.clis.count) CLI(s), \(policy.rules.count) rule(s), \(results.count) test(s) passed\(policy.acceptRemoteSpawn ? "" : "; remote spawn is disabled (accept_remote_spawn is not true)")")
+        }
+    }
+
+    struct Test: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run the policy's embedded tests, one line per assertion.",
+            discussion: "Tests resolve paths as text (no file system), so they give the same answer on every machine. Exit 0 when all pass.")
+        @OptionGroup var home: HomeOption
+        @Argument(help: ArgumentHelp("The policy file (default: the home's policy/policy.yaml).", valueName: "file")) var file: String?
+
+        func run() throws {
+            let path = PolicyCommand.path(file, home)
+            guard case .success(let policy) = PolicyLoader.load(path) else {
+                if case .failure(let e) = PolicyLoader.load(path) { for d in e.diagnostics { print(d) } }
+                throw Exit.denied
+            }
+            let results = PolicyTestRunner.run(policy)
+            for r in results { print(r.line(file: path)) }
+            let failed = results.filter { !$0.passed }.count
+            print("\(results.count - failed) passed, \(failed) failed")
+            if failed > 0 { throw Exit.denied }
+        }
+    }
+
+    struct Explain: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show how a request is decided: every check and rule in order, with why it matched or not.",
+            discussion: """
+                Give a signed envelope (FILE, or - for standard input) to explain the whole decision, signature and \
+                time window included; or describe a request with --from and --cli (plus --cwd, --arg, --model, --task) \
+                to explain the policy alone. Paths are resolved on this machine unless --lexical is given.
+                """)
+        @OptionGroup var home: HomeOption
+        @Argument(help: ArgumentHelp("A signed request envelope, or - for standard input.", valueName: "file")) var envelope: String?
+        @Option(help: ArgumentHelp("The policy file (default: the home's policy/policy.yaml).", valueName: "file")) var policy: String?
+        @Option(help: ArgumentHelp("The requesting broker.", valueName: "broker")) var from: String?
+        @Option(help: ArgumentHelp("The CLI requested.", valueName: "cli")) var cli: String?
+        @Option(help: ArgumentHelp("The working directory requested.", valueName: "dir")) var cwd: String?
+        @Option(name: .customLong("arg"), parsing: .unconditionalSingleValue, help: ArgumentHelp("One argument; repeat for more.", valueName: "arg")) var args: [String] = []
+        @Option(help: ArgumentHelp("The model requested.", valueName: "model")) var model: String?
+        @Option(help: ArgumentHelp("The task text.", valueName: "text")) var task: String?
+        @Flag(help: "Resolve paths as text, as embedded tests do.") var lexical = false
+
+        func validate() throws {
+            if envelope == nil {
+                guard from != nil, cli != nil else { throw ValidationError("Give an envelope, or describe a request with at least --from and --cli.") }
+            } else if from != nil || cli != nil || cwd != nil || !args.isEmpty || model != nil || task != nil {
+                throw ValidationError("Give either an envelope or request flags, not both.")
+            }
+        }
+
+        func run() throws {
+            let home = home.resolved
+            let path = policy ?? home.policyFile
+            let loaded: Policy
+            switch PolicyLoader.load(path) {
+            case .failure(let e):
+                for d in e.diagnostics { print(d) }
+                throw Exit.cannotDecide
+            case .success(let p): loaded = p
+            }
+            var request: PolicyRequest
+            if let envelope {
+                let verification: Verification
+                do {
+                    let id = try home.loadIdentity()
+                    let bytes = try Files.readInput(envelope, limit: Envelope.maxSize)
+                    verification = try RequestVerifier(audience: id.name, keys: home.keyStore, window: loaded.window).verify(bytes)
+                } catch let e as OperatorError { printError(e.message); throw Exit.cannotDecide } catch let e as GatewayFailure { printError(e.message); throw Exit.cannotDecide }
+                switch verification {
+                case .denied(let d, _, _, _):
+                    print("signature, audience, window: deny: \(d.reason.rawValue): \(d.detail)")
+                    print("decision: deny \(d.reason.rawValue)")
+                    throw Exit.denied
+                case .verified(let v):
+                    print("signature, audience, window: ok: signed by \(v.broker) (\(v.fingerprint)), request \(v.requestID)")
+                    request = PolicyRequest(v)
+                }
+            } else {
+                request = PolicyRequest(broker: from!, cli: cli!, cwd: cwd, args: args, model: model, task: task)
+            }
+            let (outcome, steps) = PolicyEngine(policy: loaded, resolver: lexical ? .lexical : .filesystem).explain(request)
+            for s in steps { print(s) }
+            switch outcome {
+            case .deny(let d):
+                print("decision: deny \(d.reason.rawValue)\(d.rule.map { " (rule \($0))" } ?? ""): \(d.detail)")
+                throw Exit.denied
+            case .allow(let m):
+                if !lexical, let problem = BinaryCheck.problem(m.cli) {
+                    print("binary of '\(m.cli.name)': deny: \(problem)")
+                    print("decision: deny cli_not_allowed (rule \(m.rule.name))")
+                    throw Exit.denied
+                }
+                print("decision: allow by rule \(m.rule.name): argv \(m.argv), cwd \(m.cwd), env \(m.env), sandbox \(m.rule.sandbox.rawValue)")
+            }
+        }
+    }
+}
