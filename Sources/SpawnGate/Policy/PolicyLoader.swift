@@ -10,8 +10,12 @@ public enum PolicyLoader {
     public static func parse(_ text: String, file: String) -> Result<Policy, PolicyLoadError> {
         var r = YAMLNodeReader(file: file)
         let root: Node
+        // Our own Parser, kept alive until the tree has been checked: nodes hold their anchors weakly, and the
+        // parser is what keeps them, so this is how an anchor or alias stays visible to `usesAnchors`.
+        let parser: Parser
         do {
-            guard let node = try Yams.compose(yaml: text) else {
+            parser = try Parser(yaml: text)
+            guard let node = try parser.singleRoot() else {
                 r.error(nil, "the policy is empty; start from 'version: 1' and 'accept_remote_spawn: false'")
                 return .failure(PolicyLoadError(diagnostics: r.diagnostics))
             }
@@ -21,7 +25,7 @@ public enum PolicyLoader {
         } catch {
             return .failure(PolicyLoadError(diagnostics: [PolicyDiagnostic(file: file, line: 1, column: 1, message: "cannot read YAML: \(error)")]))
         }
-        if let n = root.usesAnchors {
+        if let n = withExtendedLifetime(parser, { root.usesAnchors }) {
             r.error(n, "anchors (&name) and aliases (*name) are not allowed in a policy; write each value out")
             return .failure(PolicyLoadError(diagnostics: r.diagnostics))
         }
@@ -80,8 +84,11 @@ public enum PolicyLoader {
         if let t = top["clock_skew"], let s = duration(t.value, "clock_skew", &r, range: 0...600) { window.clockSkew = s }
 
         var clis: [String: CLIEntry] = [:]
+        // Names of every entry, valid or not: a rule naming a broken entry should not add a second error.
+        var declared: Set<String> = []
         if let c = top["clis"], let entries = r.namedEntries(c.value, "clis") {
             for (name, key, value) in entries {
+                declared.insert(name)
                 if let e = cli(name, key, value, &r) { clis[name] = e }
             }
         }
@@ -89,7 +96,7 @@ public enum PolicyLoader {
         if let rs = top["rules"], let items = r.sequence(rs.value, "rules") {
             var seen: [String: Int] = [:]
             for (i, item) in items.enumerated() {
-                guard let rule = rule(i, item, &r, clis: clis) else { continue }
+                guard let rule = rule(i, item, &r, clis: clis, declared: declared) else { continue }
                 if let prev = seen[rule.name] {
                     r.error(item, "rule name '\(rule.name)' is already used by the rule at line \(prev); names identify rules in decisions and logs")
                 }
@@ -214,7 +221,7 @@ public enum PolicyLoader {
                         modelFlag: modelFlag, splitEquals: split, writable: writable, protected: protected, line: key.mark?.line ?? 0)
     }
 
-    private static func rule(_ i: Int, _ node: Node, _ r: inout YAMLNodeReader, clis: [String: CLIEntry]) -> Rule? {
+    private static func rule(_ i: Int, _ node: Node, _ r: inout YAMLNodeReader, clis: [String: CLIEntry], declared: Set<String>) -> Rule? {
         let p = "rules[\(i)]"
         guard let m = r.mapping(node, p, allowed: ruleKeys, required: ["name", "brokers"]) else { return nil }
         let start = r.diagnostics.count
@@ -241,7 +248,7 @@ public enum PolicyLoader {
         if let v = m["clis"], let items = r.stringItems(v.value, "\(label): clis") {
             let list = items.map(\.value)
             if list == ["*"] { ruleCLIs = nil } else {
-                for (c, node) in items where clis[c] == nil {
+                for (c, node) in items where !declared.contains(c) {
                     let hint = closestMatch(to: c, in: Array(clis.keys)).map { " (did you mean '\($0)'?)" } ?? ""
                     r.error(node, "\(label): clis: '\(c)' is not defined under clis:\(hint)")
                 }

@@ -1,0 +1,178 @@
+import Foundation
+import Testing
+@testable import SpawnGate
+
+func parsePolicy(_ text: String) -> Result<Policy, PolicyLoadError> { PolicyLoader.parse(text, file: "p.yaml") }
+
+func policyErrors(_ text: String) -> [String] {
+    switch parsePolicy(text) {
+    case .success: return []
+    case .failure(let e): return e.diagnostics.map(\.description)
+    }
+}
+
+@Suite("Policy loading and its error messages")
+struct PolicyLoaderTests {
+    static let base = """
+        version: 1
+        accept_remote_spawn: true
+        clis:
+          claude:
+            path: /usr/local/bin/claude
+            args: [[]]
+        rules:
+          - name: r
+            brokers: [mac-laptop]
+            clis: [claude]
+            cwd: [/w/**]
+
+        """
+
+    @Test func baseIsValid() throws {
+        let p = try parsePolicy(Self.base).get()
+        #expect(p.acceptRemoteSpawn)
+        #expect(p.rules.map(\.name) == ["r"])
+        #expect(p.window == .defaults)
+    }
+
+    // Snapshot of each message: file:line:column, what is wrong, what is expected.
+    @Test func yamlSyntaxError() {
+        #expect(policyErrors("version: 1\nrules:\n  - name: \"x\n") == [
+            "p.yaml:4:1: error: YAML syntax: found unexpected end of stream (while scanning a quoted scalar at 3:11)",
+        ])
+    }
+
+    @Test func unknownKeyWithSuggestion() {
+        let text = Self.base.replacingOccurrences(of: "    args: [[]]", with: "    args: [[]]\n    deny_arg: [x]")
+        #expect(policyErrors(text) == [
+            "p.yaml:7:5: error: unknown key 'deny_arg' in clis.claude (did you mean 'deny_args'?); allowed keys: path, sha256, args, deny_args, env, task, model_flag, split_equals, writable, protected",
+        ])
+        #expect(policyErrors("version: 1\naccept_remote_spawns: true\n") == [
+            "p.yaml:2:1: error: unknown key 'accept_remote_spawns' in the policy (did you mean 'accept_remote_spawn'?); allowed keys: version, accept_remote_spawn, max_ttl, clock_skew, clis, rules, tests",
+        ])
+    }
+
+    @Test func wrongType() {
+        #expect(policyErrors(Self.base + "    max_concurrent: many\n") == [
+            "p.yaml:12:21: error: rule 'r': max_concurrent must be a whole number from 1 to 100000",
+        ])
+        #expect(policyErrors("version: 1\naccept_remote_spawn: yes\n") == [
+            "p.yaml:2:22: error: accept_remote_spawn must be true or false (not yes/no/on/off, not quoted)",
+        ])
+        #expect(policyErrors(Self.base.replacingOccurrences(of: "brokers: [mac-laptop]", with: "brokers: mac-laptop")) == [
+            "p.yaml:9:14: error: rule 'r': brokers must be a list ([a, b] or lines starting with '- '), found the value 'mac-laptop'",
+        ])
+    }
+
+    @Test func badDuration() {
+        #expect(policyErrors("version: 1\nmax_ttl: 5 minutes\n") == [
+            "p.yaml:2:10: error: max_ttl must be a duration like 30s, 2m, 1h or 1d, from 1s to 86400s; got '5 minutes'",
+        ])
+        #expect(policyErrors("version: 1\nclock_skew: 30\n") == [
+            "p.yaml:2:13: error: clock_skew must be a duration like 30s, 2m, 1h or 1d, from 0s to 600s; got '30'",
+        ])
+    }
+
+    @Test func ruleNamingAnUndefinedCLI() {
+        #expect(policyErrors(Self.base.replacingOccurrences(of: "clis: [claude]", with: "clis: [claud]")) == [
+            "p.yaml:10:12: error: rule 'r': clis: 'claud' is not defined under clis: (did you mean 'claude'?)",
+        ])
+    }
+
+    @Test func duplicateKeyPointsAtTheSecond() {
+        #expect(policyErrors("version: 1\naccept_remote_spawn: false\nversion: 1\n") == [
+            "p.yaml:3:1: error: duplicate key 'version' (first at line 1): each key may appear once in a mapping",
+        ])
+    }
+
+    @Test func anchorsAndAliasesAreRefused() {
+        #expect(policyErrors("version: 1\nclis: &c {}\ntests: *c\n").first?.contains("anchors (&name) and aliases (*name) are not allowed") == true)
+    }
+
+    /// T15: no denylisted variable can be listed, in any CLI.
+    @Test("every denylisted environment variable is refused", arguments: [
+        "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "DYLD_INSERT_LIBRARIES", "DYLD_LIBRARY_PATH", "BASH_ENV", "ENV",
+        "NODE_OPTIONS", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME", "PERL5OPT", "PERL5LIB", "RUBYOPT", "JAVA_TOOL_OPTIONS",
+        "IFS", "SHELLOPTS", "PS4", "GIT_SSH_COMMAND", "GIT_CONFIG_PARAMETERS", "BASH_FUNC_x%%", "PATH", "HOME", "lower", "1X",
+    ])
+    func envDenylist(_ name: String) {
+        let text = Self.base.replacingOccurrences(of: "    args: [[]]", with: "    args: [[]]\n    env: [OK_VAR, \"\(name)\"]")
+        let errors = policyErrors(text)
+        #expect(errors.count == 1)
+        #expect(errors.first?.hasPrefix("p.yaml:7:19: error: clis.claude.env: ") == true, "\(errors)")
+    }
+
+    @Test func onlyTheBareStarIsABrokerWildcard() {
+        #expect(policyErrors(Self.base.replacingOccurrences(of: "[mac-laptop]", with: "[\"mac-*\"]")).first?.contains("the only wildcard for brokers") == true)
+        #expect(policyErrors(Self.base.replacingOccurrences(of: "[mac-laptop]", with: "[\"*\", mac-laptop]")).first?.contains("list it alone") == true)
+        #expect(policyErrors(Self.base.replacingOccurrences(of: "[mac-laptop]", with: "[\"*\"]")).isEmpty)
+    }
+
+    @Test func pathsMustBeAbsoluteAndPlain() {
+        #expect(policyErrors(Self.base.replacingOccurrences(of: "/usr/local/bin/claude", with: "claude")).first?.contains("never looked up in PATH") == true)
+        #expect(policyErrors(Self.base.replacingOccurrences(of: "/usr/local/bin/claude", with: "/usr/../tmp/claude")).first?.contains("without '.', '..'") == true)
+        #expect(policyErrors(Self.base.replacingOccurrences(of: "[/w/**]", with: "[/w/../etc]")).first?.contains("contains '..'") == true)
+        #expect(policyErrors(Self.base.replacingOccurrences(of: "[/w/**]", with: "[/w/**/x]")).first?.contains("only as the last component") == true)
+    }
+
+    @Test func allowRulesMustSayWhatAndWhere() {
+        #expect(policyErrors(Self.base.replacingOccurrences(of: "    cwd: [/w/**]\n", with: "")).first?.contains("needs 'cwd'") == true)
+        #expect(policyErrors(Self.base.replacingOccurrences(of: "    clis: [claude]\n", with: "")).first?.contains("needs 'clis'") == true)
+        #expect(policyErrors(Self.base.replacingOccurrences(of: "    args: [[]]\n", with: "")).first?.contains("clis.claude needs 'args'") == true)
+    }
+
+    @Test func denyRulesCarryNoLimits() {
+        let text = Self.base + "  - name: d\n    effect: deny\n    brokers: [\"*\"]\n    rate: 1/hour\n"
+        #expect(policyErrors(text) == ["p.yaml:15:5: error: rule 'd': 'rate' has no meaning on a deny rule; remove it"])
+    }
+
+    @Test func testsMayExpectOnlyPolicyReasons() {
+        let text = Self.base + "tests:\n  - request: {from: a, cli: claude}\n    expect: replay\n"
+        #expect(policyErrors(text).first?.hasPrefix("p.yaml:14:13: error: tests[0].expect must be allow or a reason the policy can give") == true)
+    }
+
+    @Test func limitsAndRatesParse() throws {
+        let text = Self.base + "    rate: 10/minute\n    burst: 3\n    max_concurrent: 2\n    sandbox: strict\n    max_runtime: 2h\n    limits: {memory: 4GiB, cpu: 30m, open_files: 1024, processes: 64, file_size: 100M}\n"
+        let r = try parsePolicy(text).get().rules[0]
+        #expect(r.rate == Rate(count: 10, periodSeconds: 60))
+        #expect(r.rate?.intervalMilliseconds == 6000)
+        #expect(r.burst == 3 && r.maxConcurrent == 2 && r.sandbox == .strict && r.maxRuntime == 7200)
+        #expect(r.limits.memoryBytes == 4 << 30 && r.limits.cpuSeconds == 1800 && r.limits.fileSizeBytes == 100 << 20)
+    }
+
+    /// F19: a policy others could change is refused, as is one owned by another user.
+    @Test func refusesPolicyOthersCanChange() throws {
+        let dir = TestSupport.tempDir("pol")
+        let path = dir + "/policy.yaml"
+        try Files.writeAtomically(path, Array(Self.base.utf8), mode: 0o600)
+        #expect(throws: Never.self) { try PolicyLoader.load(path).get() }
+        chmod(path, 0o620)
+        #expect(PolicyLoader.load(path).failureText.contains("run 'chmod go-w \(path)'"))
+        chmod(path, 0o600)
+        chmod(dir, 0o777)
+        #expect(PolicyLoader.load(path).failureText.contains("other users can change it"))
+        chmod(dir, 0o700)
+        if geteuid() == 0 {
+            chown(path, 65534, 65534)
+            #expect(PolicyLoader.load(path).failureText.contains("owned by uid 65534"))
+        }
+    }
+
+    /// Every policy this repository ships loads and passes its own tests.
+    @Test func shippedPoliciesPass() throws {
+        let root = TestSupport.packageRoot + "/policy"
+        var files = ["\(root)/policy.yaml"]
+        files += try FileManager.default.contentsOfDirectory(atPath: root + "/examples").filter { $0.hasSuffix(".yaml") }.map { "\(root)/examples/\($0)" }
+        #expect(files.count >= 4)
+        for f in files {
+            let text = try String(contentsOfFile: f, encoding: .utf8)
+            let p = try PolicyLoader.parse(text, file: f).get()
+            let failed = PolicyTestRunner.run(p).filter { !$0.passed }
+            #expect(failed.isEmpty, "\(failed.map { $0.line(file: f) })")
+        }
+    }
+}
+
+extension Result where Failure == PolicyLoadError {
+    var failureText: String { if case .failure(let e) = self { return e.description }; return "" }
+}
