@@ -4,7 +4,7 @@
 SWIFT ?= swift
 BIN := .build/debug/spawngate
 
-.PHONY: all build test demo deps clean
+.PHONY: all build test demo bench deps clean
 
 all: build
 
@@ -28,6 +28,10 @@ test: deps
 demo: deps
 	$(SWIFT) build --product spawngate
 	@bash scripts/demo.sh $(BIN)
+
+bench: deps
+	$(SWIFT) build -c release --product spawngate-bench
+	.build/release/spawngate-bench bench/results.md
 
 clean:
 	rm -rf .build

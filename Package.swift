@@ -29,6 +29,8 @@ let package = Package(
                 "SpawnGate",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
+        // `make bench`: measurements side by side in one run.
+        .executableTarget(name: "spawngate-bench", dependencies: ["SpawnGate"]),
         .testTarget(
             name: "SpawnGateTests",
             dependencies: ["SpawnGate"]),

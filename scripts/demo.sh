@@ -52,8 +52,46 @@ step "6. The same signed request replayed to another broker (the laptop itself h
 "$BIN" key enroll mac-laptop --file "$LAPTOP/identity.pub" --fingerprint "$FP" --home "$LAPTOP" >/dev/null
 expect 1 "$BIN" verify --home "$LAPTOP" "$WORK/request.json"
 
-step "7. After the VPS operator revokes the laptop's key, its requests are refused"
+step "7. The VPS operator writes a policy (laptop may run claude in /srv/app/**), checks it, and explains the request"
+mkdir -p "$WORK/srv/app" "$WORK/bin"
+printf '#!/bin/sh\necho "claude stand-in: $*"\n' > "$WORK/bin/claude"; chmod 755 "$WORK/bin/claude"
+SRV=$(cd "$WORK/srv" && pwd -P); BINDIR=$(cd "$WORK/bin" && pwd -P)
+cat > "$VPS/policy/policy.yaml" <<YAML
+version: 1
+accept_remote_spawn: true
+clis:
+  claude:
+    path: $BINDIR/claude
+    args: [[], ["--model", "sonnet|opus"]]
+    deny_args: ["--dangerously-skip-permissions"]
+rules:
+  - name: never-etc
+    effect: deny
+    brokers: ["*"]
+    cwd: [/etc/**]
+  - name: laptop-app
+    brokers: [mac-laptop]
+    clis: [claude]
+    cwd: [$SRV/app/**]
+    rate: 20/hour
+    burst: 5
+    max_concurrent: 3
+tests:
+  - request: {from: mac-laptop, cli: claude, cwd: $SRV/app}
+    expect: allow
+  - request: {from: mac-laptop, cli: claude, cwd: $SRV/app-evil}
+    expect: cwd_not_allowed
+  - request: {from: mac-laptop, cli: claude, cwd: $SRV/app, args: ["--dangerously-skip-permissions"]}
+    expect: args_not_allowed
+YAML
+chmod 600 "$VPS/policy/policy.yaml"
+expect 0 "$BIN" policy check --home "$VPS"
+run "$BIN" sign --home "$LAPTOP" --to vps-broker --name coder --cli claude --task "Implement the plan" --cwd "$SRV/app" > "$WORK/request2.json"
+expect 0 "$BIN" policy explain --home "$VPS" "$WORK/request2.json"
+expect 1 "$BIN" policy explain --home "$VPS" --from mac-laptop --cli claude --cwd /etc --arg --model --arg opus
+
+step "8. After the VPS operator revokes the laptop's key, its requests are refused"
 expect 0 "$BIN" key revoke mac-laptop --home "$VPS"
 expect 1 "$BIN" verify --home "$VPS" "$WORK/request.json"
 
-printf '\n\033[1mdemo complete:\033[0m enrollment, a verified request, and tampering, misaddressing and revocation refused.\n'
+printf '\n\033[1mdemo complete:\033[0m enrollment, a verified request, a checked policy deciding it, and tampering, misaddressing and revocation refused.\n'

@@ -163,7 +163,7 @@ public struct PolicyEngine: Sendable {
                 return .deny(Denial(.argsNotAllowed, "'\(cli.name)' takes no task text in this policy (task: none)", rule: rule.name))
             }
         }
-        note("decision", "allow", "by rule '\(rule.name)'")
+        note("policy", "allow", "by rule '\(rule.name)'")
         return .allow(PolicyMatch(rule: rule, cli: cli, argv: argv, cwd: cwd, env: cli.env, stdinTask: stdinTask, envTask: envTask))
     }
 

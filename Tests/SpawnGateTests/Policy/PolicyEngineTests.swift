@@ -191,7 +191,7 @@ struct PolicyEngineTests {
             "deny rule 'no-tmp' (line 19): skipped: cwd /w/app matches none of [\"/tmp/**\"]",
             "allow rule 'laptop' (line 15): match: broker, cli and cwd match",
             "args of 'claude': match: [\"--model\", \"opus\"] fit [\"--model\", \"sonnet|opus\"]",
-            "decision: allow: by rule 'laptop'",
+            "policy: allow: by rule 'laptop'",
         ])
     }
 

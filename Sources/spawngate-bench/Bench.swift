@@ -1,0 +1,111 @@
+import Foundation
+import SpawnGate
+
+/// `make bench`: side-by-side measurements in one run, printed as a table and written to bench/results.md.
+/// Ratios are the point; absolute times depend on the machine (recorded with the results).
+@main
+struct Bench {
+    static func now() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
+    /// Median of `rounds` rounds, each timing `batch` calls, in nanoseconds per call.
+    static func measure(rounds: Int = 31, batch: Int, _ body: (Int) -> Void) -> Double {
+        var samples: [Double] = []
+        var i = 0
+        for _ in 0..<3 { for _ in 0..<batch { body(i); i += 1 } }  // warm-up
+        for _ in 0..<rounds {
+            let t0 = now()
+            for _ in 0..<batch { body(i); i += 1 }
+            samples.append(Double(now() - t0) / Double(batch))
+        }
+        samples.sort()
+        return samples[samples.count / 2]
+    }
+
+    /// A policy of `rules` allow rules spread over `brokers` brokers, plus a few wildcard deny rules.
+    static func bigPolicy(rules: Int, brokers: Int) -> String {
+        var y = "version: 1\naccept_remote_spawn: true\nclis:\n"
+        for c in ["claude", "codex", "gemini"] { y += "  \(c):\n    path: /usr/local/bin/\(c)\n    args: [[], [\"--model\", \"sonnet|opus\"], [\"--resume\", \"*\"]]\n    deny_args: [\"--dangerously-skip-permissions\"]\n" }
+        y += "rules:\n"
+        for d in 0..<5 { y += "  - {name: deny-\(d), effect: deny, brokers: [\"*\"], cwd: [/forbidden\(d)/**]}\n" }
+        for i in 0..<rules {
+            y += "  - {name: r\(i), brokers: [b\(i % brokers)], clis: [\(["claude", "codex", "gemini"][i % 3])], cwd: [/w/b\(i % brokers)/p\(i)/**], rate: 20/hour, max_concurrent: 3}\n"
+        }
+        return y
+    }
+
+    static func main() throws {
+        var rows: [(String, String)] = []
+        func row(_ name: String, _ value: String) { rows.append((name, value)); print("\(name): \(value)") }
+
+        // 1. Policy evaluation at 10,000 rules / 1,000 brokers (lexical paths: the engine alone).
+        let text = bigPolicy(rules: 10_000, brokers: 1_000)
+        let t0 = now()
+        let policy = try PolicyLoader.parse(text, file: "bench.yaml").get()
+        let loadMs = Double(now() - t0) / 1e6
+        let engine = PolicyEngine(policy: policy, resolver: .lexical)
+        let requests: [PolicyRequest] = (0..<1000).map { k in
+            let i = (k * 7919) % 10_000
+            return PolicyRequest(broker: "b\(i % 1000)", cli: ["claude", "codex", "gemini"][i % 3], cwd: "/w/b\(i % 1000)/p\(i)/src", args: ["--model", "opus"])
+        }
+        var allowed = 0
+        let evalNs = measure(batch: 1000) { k in if case .allow = engine.evaluate(requests[k % 1000]) { allowed += 1 } }
+        precondition(allowed > 0, "benchmark requests must be allowed, or it measures the wrong path")
+        let denyNs = measure(batch: 1000) { k in
+            _ = engine.evaluate(PolicyRequest(broker: "b\(k % 1000)", cli: "claude", cwd: "/nowhere/\(k % 10)"))
+        }
+        row("policy load, 10,000 rules / 1,000 brokers", String(format: "%.0f ms", loadMs))
+        row("policy evaluation, allow (median per decision)", String(format: "%.2f µs", evalNs / 1000))
+        row("policy evaluation, deny after scanning a broker's rules", String(format: "%.2f µs", denyNs / 1000))
+
+        // 2. The same with real path canonicalization (realpath on an existing directory).
+        let dir = NSTemporaryDirectory() + "spawngate-bench-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir + "/w/app/src", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let realDir = try PathResolver.filesystem.resolve(dir).get()
+        let fsPolicy = try PolicyLoader.parse(bigPolicy(rules: 10_000, brokers: 1_000) + "  - {name: real, brokers: [b7], clis: [claude], cwd: [\(realDir)/w/app/**]}\n", file: "b.yaml").get()
+        let fsEngine = PolicyEngine(policy: fsPolicy, resolver: .filesystem)
+        let fsReq = PolicyRequest(broker: "b7", cli: "claude", cwd: realDir + "/w/app/src", args: [])
+        guard case .allow = fsEngine.evaluate(fsReq) else { fatalError("filesystem benchmark request was denied") }
+        let fsNs = measure(batch: 1000) { _ in _ = fsEngine.evaluate(fsReq) }
+        row("policy evaluation with realpath(3) of the cwd", String(format: "%.2f µs", fsNs / 1000))
+
+        // 3. Raw libsodium verify vs our verification (parse envelope, key lookup on disk, verify, parse payload).
+        let home = dir + "/home"
+        let vps = try Home.initialize(at: home, name: "vps-broker")
+        _ = vps
+        let laptop = SigningKey.generate()
+        try Home(root: home).keyStore.enroll(name: "mac-laptop", key: laptop.publicKey, expected: laptop.publicKey.fingerprint)
+        let request = SpawnRequest(name: "coder", cli: "claude", task: "Implement the plan", cwd: "/srv/app",
+                                   from: "mac-laptop", to: "vps-broker", iat: 1_800_000_000, exp: 1_800_000_060)
+        let payload = request.encoded()
+        let sig = laptop.sign(payload, domain: .request)
+        let verifyNs = measure(rounds: 15, batch: 500) { _ in
+            precondition(laptop.publicKey.isValidSignature(sig, domain: .request, message: payload))
+        }
+        let envelope = Envelope.seal(payload, with: laptop, domain: .request)
+        let verifier = RequestVerifier(audience: "vps-broker", keys: Home(root: home).keyStore, clock: FixedClock(1_800_000_010))
+        let fullNs = measure(rounds: 15, batch: 500) { _ in
+            guard case .verified = try! verifier.verify(envelope) else { fatalError("benchmark envelope refused") }
+        }
+        row("libsodium verify (raw, domain-prefixed message)", String(format: "%.1f µs", verifyNs / 1000))
+        row("request verification (envelope, key store on disk, verify, payload)", String(format: "%.1f µs (%.2f× raw verify)", fullNs / 1000, fullNs / verifyNs))
+        let verifyPlusPolicy = fullNs + evalNs
+        row("verification + policy evaluation (no durable state yet)", String(format: "%.1f µs (%.2f× raw verify)", verifyPlusPolicy / 1000, verifyPlusPolicy / verifyNs))
+
+        var uts = utsname()
+        uname(&uts)
+        let machine = withUnsafeBytes(of: &uts.machine) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+        let release = withUnsafeBytes(of: &uts.release) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+        var md = "# spawngate benchmarks\n\nMeasured by `make bench` (release build) on \(ProcessInfo.processInfo.activeProcessorCount) cores, \(machine), Linux \(release). "
+        md += "Each figure is the median of 15–31 rounds of 500–1,000 calls, all measured in one run.\n\n| what | median |\n|---|---|\n"
+        for (k, v) in rows { md += "| \(k) | \(v) |\n" }
+        if CommandLine.arguments.count > 1 {
+            try md.write(toFile: CommandLine.arguments[1], atomically: true, encoding: .utf8)
+            print("written to \(CommandLine.arguments[1])")
+        }
+    }
+}
