@@ -11,6 +11,16 @@ struct PolicyCommand: ParsableCommand {
     /// The policy file: the argument, else the home's policy/policy.yaml.
     static func path(_ file: String?, _ home: HomeOption) -> String { file ?? home.resolved.policyFile }
 
+    /// Loads a policy, or prints each diagnostic (one line per problem) and exits with `status`.
+    static func load(_ path: String, orExit status: ExitCode = Exit.denied) throws -> Policy {
+        switch PolicyLoader.load(path) {
+        case .success(let policy): return policy
+        case .failure(let e):
+            for d in e.diagnostics { print(d) }
+            throw status
+        }
+    }
+
     struct Check: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Check a policy: syntax, schema, meaning, embedded tests, and the CLIs' binaries on this machine.",
@@ -20,13 +30,7 @@ struct PolicyCommand: ParsableCommand {
 
         func run() throws {
             let path = PolicyCommand.path(file, home)
-            let policy: Policy
-            switch PolicyLoader.load(path) {
-            case .failure(let e):
-                for d in e.diagnostics { print(d) }
-                throw Exit.denied
-            case .success(let p): policy = p
-            }
+            let policy = try PolicyCommand.load(path)
             for w in PolicyLinter.warnings(policy) { print(w) }
             let results = PolicyTestRunner.run(policy)
             let failed = results.filter { !$0.passed }
@@ -45,10 +49,7 @@ struct PolicyCommand: ParsableCommand {
 
         func run() throws {
             let path = PolicyCommand.path(file, home)
-            guard case .success(let policy) = PolicyLoader.load(path) else {
-                if case .failure(let e) = PolicyLoader.load(path) { for d in e.diagnostics { print(d) } }
-                throw Exit.denied
-            }
+            let policy = try PolicyCommand.load(path)
             let results = PolicyTestRunner.run(policy)
             for r in results { print(r.line(file: path)) }
             let failed = results.filter { !$0.passed }.count
@@ -86,14 +87,7 @@ struct PolicyCommand: ParsableCommand {
 
         func run() throws {
             let home = home.resolved
-            let path = policy ?? home.policyFile
-            let loaded: Policy
-            switch PolicyLoader.load(path) {
-            case .failure(let e):
-                for d in e.diagnostics { print(d) }
-                throw Exit.cannotDecide
-            case .success(let p): loaded = p
-            }
+            let loaded = try PolicyCommand.load(policy ?? home.policyFile, orExit: Exit.cannotDecide)
             var request: PolicyRequest
             if let envelope {
                 let verification: Verification
