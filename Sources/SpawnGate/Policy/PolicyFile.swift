@@ -1,3 +1,5 @@
+import Foundation
+
 /// Loading the policy from disk, with StrictModes-style checks, for decisions and for `policy check`.
 extension PolicyLoader {
     /// Reads and parses a policy file; refuses one that others could change.
@@ -7,8 +9,9 @@ extension PolicyLoader {
         }
         do {
             try Files.checkNotWritableByOthers(path)
-            let dir = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
-            let real = (try? PathResolver.filesystem.resolve(dir.isEmpty ? "/" : dir).get()) ?? dir
+            var dir = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
+            if dir.isEmpty { dir = "/" } else if !dir.hasPrefix("/") { dir = FileManager.default.currentDirectoryPath + "/" + dir }
+            let real = (try? PathResolver.filesystem.resolve(dir).get()) ?? dir
             try Files.checkNotWritableByOthers(real)
         } catch {
             return fail(error.message)
