@@ -8,9 +8,6 @@ struct PolicyCommand: ParsableCommand {
         abstract: "Validate a policy, run its embedded tests, and explain how a request is decided.",
         subcommands: [Check.self, Test.self, Explain.self])
 
-    /// The policy file: the argument, else the home's policy/policy.yaml.
-    static func path(_ file: String?, _ home: HomeOption) -> String { file ?? home.resolved.policyFile }
-
     /// Loads a policy, or prints each diagnostic (one line per problem) and exits with `status`.
     static func load(_ path: String, orExit status: ExitCode = Exit.denied) throws -> Policy {
         switch PolicyLoader.load(path) {
@@ -25,11 +22,10 @@ struct PolicyCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Check a policy: syntax, schema, meaning, embedded tests, and the CLIs' binaries on this machine.",
             discussion: "Exit 0 when the policy is valid and every embedded test passes; 1 with one line per problem otherwise. Binary problems are warnings here (the file may be written for another machine) and denials at decision time.")
-        @OptionGroup var home: HomeOption
-        @Argument(help: ArgumentHelp("The policy file (default: the home's policy/policy.yaml).", valueName: "file")) var file: String?
+        @OptionGroup var target: PolicyFileArgument
 
         func run() throws {
-            let path = PolicyCommand.path(file, home)
+            let path = target.path
             let policy = try PolicyCommand.load(path)
             for w in PolicyLinter.warnings(policy) { print(w) }
             let results = PolicyTestRunner.run(policy)
@@ -44,11 +40,10 @@ struct PolicyCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Run the policy's embedded tests, one line per assertion.",
             discussion: "Tests resolve paths as text (no file system), so they give the same answer on every machine. Exit 0 when all pass.")
-        @OptionGroup var home: HomeOption
-        @Argument(help: ArgumentHelp("The policy file (default: the home's policy/policy.yaml).", valueName: "file")) var file: String?
+        @OptionGroup var target: PolicyFileArgument
 
         func run() throws {
-            let path = PolicyCommand.path(file, home)
+            let path = target.path
             let policy = try PolicyCommand.load(path)
             let results = PolicyTestRunner.run(policy)
             for r in results { print(r.line(file: path)) }
@@ -124,4 +119,12 @@ struct PolicyCommand: ParsableCommand {
             }
         }
     }
+}
+
+/// `[FILE]` for the policy commands: the file given, else the home's policy/policy.yaml.
+struct PolicyFileArgument: ParsableArguments {
+    @OptionGroup var home: HomeOption
+    @Argument(help: ArgumentHelp("The policy file (default: the home's policy/policy.yaml).", valueName: "file")) var file: String?
+
+    var path: String { file ?? home.resolved.policyFile }
 }

@@ -17,6 +17,8 @@ public struct KeyStore: Sendable {
         public let status: Status
         /// When the key was enrolled or revoked (the file's modification time).
         public let date: Int64
+        /// The file the entry was read from.
+        public let file: String
     }
 
     public enum Lookup: Sendable, Equatable {
@@ -43,7 +45,7 @@ public struct KeyStore: Sendable {
                 let (key, _) = try PublicKey.parseLine(String(decoding: text, as: UTF8.self))
                 // Revoked files may carry "@<time>" so that a name revoked twice keeps both keys refused.
                 let name = String(file.dropLast(4).split(separator: "@", maxSplits: 1).first ?? "")
-                out.append(Entry(name: name, key: key, status: status, date: Files.modificationTime(path) ?? 0))
+                out.append(Entry(name: name, key: key, status: status, date: Files.modificationTime(path) ?? 0, file: path))
             } catch {
                 throw GatewayFailure("\(path) is not a valid key line (\(error.message)); fix or remove it, the key store must be intact to decide anything")
             }
@@ -84,21 +86,12 @@ public struct KeyStore: Sendable {
         try Files.writeAtomically(path, Array((key.line(comment: name) + "\n").utf8), mode: 0o644, exclusive: true)
         // Only after the new enrollment is durable does a revocation record of this same key go; records of
         // other keys once bound to the name stay, so those keys remain refused.
-        if reEnroll {
-            for old in all where old.status == .revoked && old.name == name && old.key == key {
-                let files = (try? FileManager.default.contentsOfDirectory(atPath: home.revokedDir)) ?? []
-                for f in files where f == "\(name).pub" || f.hasPrefix("\(name)@") {
-                    let p = "\(home.revokedDir)/\(f)"
-                    if let t = try? Files.read(p, limit: PublicKey.maxLineLength + 2),
-                       let parsed = try? PublicKey.parseLine(String(decoding: t, as: UTF8.self)), parsed.key == old.key {
-                        guard unlink(p) == 0 else {
-                            throw OperatorError("enrolled \(name), but could not remove the old revocation record \(p): \(errnoText())")
-                        }
-                    }
-                }
+        for old in all where reEnroll && old.status == .revoked && old.name == name && old.key == key {
+            guard unlink(old.file) == 0 else {
+                throw OperatorError("enrolled \(name), but could not remove the old revocation record \(old.file): \(errnoText())")
             }
-            Files.syncDirectory(home.revokedDir)
         }
+        if reEnroll { Files.syncDirectory(home.revokedDir) }
     }
 
     /// Moves `keys/NAME.pub` to `keys/revoked/NAME.pub` (one rename: no moment where the key is in neither place).

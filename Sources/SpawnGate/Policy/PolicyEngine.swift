@@ -94,9 +94,10 @@ public struct PolicyEngine: Sendable {
             return .deny(Denial(.deniedByRule, "denied by rule '\(r.name)'", rule: r.name))
         }
 
-        guard case .success(let cwd) = resolved else {
-            if case .failure(let why) = resolved { return .deny(Denial(.cwdNotAllowed, "working directory \(why); it must be an existing directory")) }
-            fatalError("unreachable")
+        let cwd: String
+        switch resolved {
+        case .success(let c): cwd = c
+        case .failure(let why): return .deny(Denial(.cwdNotAllowed, "working directory \(why); it must be an existing directory"))
         }
         guard let cli = policy.clis[q.cli] else {
             note("cli '\(q.cli)'", "deny", "is not defined under clis:")

@@ -49,35 +49,33 @@ public enum Files {
         if dfd >= 0 { _ = fsync(dfd); close(dfd) }
     }
 
-    /// Reads a whole file, refusing anything larger than `limit` bytes before reading it.
+    /// Reads a whole file, refusing one larger than `limit` bytes (reading stops as soon as it is over).
     public static func read(_ path: String, limit: Int) throws(OperatorError) -> [UInt8] {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw OperatorError("cannot read \(path): \(errnoText())") }
         defer { close(fd) }
-        var out = [UInt8]()
-        var buf = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = buf.withUnsafeMutableBytes { posixRead(fd, $0.baseAddress!, $0.count) }
-            if n < 0 { if errno == EINTR { continue }; throw OperatorError("cannot read \(path): \(errnoText())") }
-            if n == 0 { break }
-            out.append(contentsOf: buf[0..<n])
-            if out.count > limit { throw OperatorError("\(path) is larger than \(limit) bytes; refusing to read it") }
-        }
+        let out = try readAll(fd, name: path, limit: limit)
+        if out.count > limit { throw OperatorError("\(path) is larger than \(limit) bytes; refusing to read it") }
         return out
     }
 
-    /// Reads a file from standard input or a path ("-" or nil means standard input), bounded by `limit`.
+    /// Reads a file from standard input or a path ("-" or nil means standard input). Standard input is read to
+    /// at most `limit + 1` bytes and returned as is, so the caller refuses an oversized request as its own input
+    /// error (an envelope over 64 KiB is `malformed`), and an endless stream cannot grow memory.
     public static func readInput(_ path: String?, limit: Int) throws(OperatorError) -> [UInt8] {
         if let path, path != "-" { return try read(path, limit: limit) }
+        return try readAll(0, name: "standard input", limit: limit)
+    }
+
+    /// Reads until end of file or until more than `limit` bytes have arrived.
+    private static func readAll(_ fd: Int32, name: String, limit: Int) throws(OperatorError) -> [UInt8] {
         var out = [UInt8]()
         var buf = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = buf.withUnsafeMutableBytes { posixRead(0, $0.baseAddress!, $0.count) }
-            if n < 0 { if errno == EINTR { continue }; throw OperatorError("cannot read standard input: \(errnoText())") }
+        while out.count <= limit {
+            let n = buf.withUnsafeMutableBytes { posixRead(fd, $0.baseAddress!, $0.count) }
+            if n < 0 { if errno == EINTR { continue }; throw OperatorError("cannot read \(name): \(errnoText())") }
             if n == 0 { break }
             out.append(contentsOf: buf[0..<n])
-            // Stop early: the caller will refuse it anyway, and an endless stream must not grow memory.
-            if out.count > limit { break }
         }
         return out
     }

@@ -76,6 +76,19 @@ struct KeyStoreTests {
         #expect(try ks.lookup(b.fingerprint) == .revoked(name: "laptop"))
     }
 
+    /// Re-enrolling one key removes that key's revocation record only; another key once bound to the name stays refused.
+    @Test func reEnrollRemovesOnlyThatKeysRevocation() throws {
+        let (ks, _) = try store()
+        let a = SigningKey.generate().publicKey, b = SigningKey.generate().publicKey
+        try ks.enroll(name: "laptop", key: a, expected: a.fingerprint)
+        try ks.revoke(name: "laptop")
+        try ks.enroll(name: "laptop", key: b, expected: b.fingerprint, reEnroll: true)
+        try ks.revoke(name: "laptop")
+        try ks.enroll(name: "laptop", key: a, expected: a.fingerprint, reEnroll: true)
+        #expect(try ks.lookup(a.fingerprint) == .enrolled(name: "laptop", key: a))
+        #expect(try ks.lookup(b.fingerprint) == .revoked(name: "laptop"))
+    }
+
     /// A key both enrolled and revoked (a half-done manual edit) counts as revoked.
     @Test func revokedWinsOverEnrolled() throws {
         let (ks, _) = try store()

@@ -94,6 +94,22 @@ struct SigningKeyTests {
         #expect(try home.loadIdentity().name == "laptop")
     }
 
+    /// A private key reached through a symlink, or owned by another user, is refused.
+    @Test func refusesSymlinkedOrForeignPrivateKey() throws {
+        let dir = TestSupport.tempDir("perm2")
+        let (home, _) = try TestSupport.makeHome("laptop", in: dir)
+        try FileManager.default.moveItem(atPath: home.identityKey, toPath: dir + "/elsewhere.key")
+        try FileManager.default.createSymbolicLink(atPath: home.identityKey, withDestinationPath: dir + "/elsewhere.key")
+        #expect { try home.loadIdentity() } throws: { ($0 as? OperatorError)?.message.contains("not a regular file") == true }
+        try FileManager.default.removeItem(atPath: home.identityKey)
+        try FileManager.default.moveItem(atPath: dir + "/elsewhere.key", toPath: home.identityKey)
+        #expect(try home.loadIdentity().name == "laptop")
+        if geteuid() == 0 {
+            chown(home.identityKey, 65534, 65534)
+            #expect { try home.loadIdentity() } throws: { ($0 as? OperatorError)?.message.contains("owned by uid 65534") == true }
+        }
+    }
+
     @Test func initRefusesToOverwrite() throws {
         let dir = TestSupport.tempDir("init")
         let (home, id) = try TestSupport.makeHome("laptop", in: dir)

@@ -56,6 +56,13 @@ struct BinaryCheckTests {
         #expect(BinaryCheck.problem(entry((path as NSString).deletingLastPathComponent))?.contains("not a regular file") == true)
     }
 
+    /// A binary owned by a third user (neither root nor the gateway's user) is refused.
+    @Test(.enabled(if: geteuid() == 0, "needs root to give the file away")) func refusesAForeignOwnedBinary() throws {
+        let path = try makeBinary()
+        chown(path, 65534, 65534)
+        #expect(BinaryCheck.problem(entry(path))?.contains("belongs to uid 65534") == true)
+    }
+
     /// A symlink is followed and the target is what gets checked.
     @Test func checksTheSymlinkTarget() throws {
         let path = try makeBinary()

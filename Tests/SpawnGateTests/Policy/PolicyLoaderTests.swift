@@ -158,6 +158,18 @@ struct PolicyLoaderTests {
         }
     }
 
+    /// The file itself: too large, not UTF-8, or holding a NUL byte is refused before parsing.
+    @Test func refusesOversizedBinaryOrNULFiles() throws {
+        let dir = TestSupport.tempDir("polfile")
+        let path = dir + "/policy.yaml"
+        try Files.writeAtomically(path, Array(Self.base.utf8) + Array(repeating: UInt8(ascii: "#"), count: PolicyLoader.maxSize), mode: 0o600)
+        #expect(PolicyLoader.load(path).failureText.contains("larger than \(PolicyLoader.maxSize) bytes"))
+        try Files.writeAtomically(path, Array(Self.base.utf8) + [0xC0, 0xAF, 0x0A], mode: 0o600)
+        #expect(PolicyLoader.load(path).failureText.contains("not valid UTF-8"))
+        try Files.writeAtomically(path, Array(Self.base.utf8) + [0x23, 0x00, 0x0A], mode: 0o600)
+        #expect(PolicyLoader.load(path).failureText.contains("NUL byte"))
+    }
+
     /// Every policy this repository ships loads and passes its own tests.
     @Test func shippedPoliciesPass() throws {
         let root = TestSupport.packageRoot + "/policy"
