@@ -90,8 +90,24 @@ run "$BIN" sign --home "$LAPTOP" --to vps-broker --name coder --cli claude --tas
 expect 0 "$BIN" policy explain --home "$VPS" "$WORK/request2.json"
 expect 1 "$BIN" policy explain --home "$VPS" --from mac-laptop --cli claude --cwd /etc --arg --model --arg opus
 
-step "8. After the VPS operator revokes the laptop's key, its requests are refused"
-expect 0 "$BIN" key revoke mac-laptop --home "$VPS"
-expect 1 "$BIN" verify --home "$VPS" "$WORK/request.json"
+step "8. The VPS decides the request: signature, policy, replay, rate, concurrency; the decision is audited first"
+expect 0 "$BIN" check --home "$VPS" "$WORK/request2.json"
+step "9. The same request replayed is refused, and so is a broker that reports different spawn fields than were signed"
+expect 1 "$BIN" check --home "$VPS" "$WORK/request2.json"
+run "$BIN" sign --home "$LAPTOP" --to vps-broker --name coder --cli claude --task "Implement the plan" --cwd "$SRV/app" > "$WORK/request3.json"
+python3 - "$WORK/request3.json" > "$WORK/hook.json" <<'PY'
+import json, sys
+print(json.dumps({"envelope": json.load(open(sys.argv[1])),
+                  "spawn": {"name": "coder", "cli": "claude", "task": "Implement the plan", "cwd": "/"}}))
+PY
+expect 1 "$BIN" hook pre-spawn --home "$VPS" < "$WORK/hook.json"
 
-printf '\n\033[1mdemo complete:\033[0m enrollment, a verified request, a checked policy deciding it, and tampering, misaddressing and revocation refused.\n'
+step "10. The VPS operator reads and checks the hash-chained audit log"
+expect 0 "$BIN" audit tail --home "$VPS"
+expect 0 "$BIN" audit verify --home "$VPS"
+
+step "11. After the VPS operator revokes the laptop's key, its requests are refused"
+expect 0 "$BIN" key revoke mac-laptop --home "$VPS"
+expect 1 "$BIN" check --home "$VPS" "$WORK/request3.json"
+
+printf '\n\033[1mdemo complete:\033[0m enrollment, a signed request decided and audited, and tampering, misaddressing, replay, a mismatched broker spawn and revocation refused.\n'

@@ -9,9 +9,9 @@ import Darwin
 /// before it (`prev`), so editing, deleting or reordering a line breaks the chain at that line. Truncating the
 /// tail leaves a valid but shorter chain; that is caught by comparing with a head kept elsewhere (the state store).
 ///
-/// Appends are serialised across processes with an exclusive `flock`, written with one `write`, and fsynced
-/// before returning: a decision is acted on only after its line is durable. A failed or short write is cut back
-/// off the file, so nothing half-written is ever left behind.
+/// Appends happen under the state store's write lock (and an exclusive `flock`), are written with one `write`, and
+/// fsynced before returning: a decision is acted on only after its line is durable. A failed or short write is cut
+/// back off the file, so nothing half-written is ever left behind.
 public struct AuditLog: Sendable {
     public static let genesis = [UInt8](repeating: 0, count: 32).hex
     /// A line longer than this is refused at append and flagged at verify (argv and details are bounded upstream).
@@ -34,58 +34,102 @@ public struct AuditLog: Sendable {
         }
     }
 
-    /// The chain position after an append: the new head and the number of lines.
+    /// Where the chain ends: the hash of the last line (or the genesis value), the number of lines, and the file
+    /// size in bytes. The state store keeps it, so appends need not re-read the file and a truncated or replaced
+    /// log is noticed.
     public struct Head: Sendable, Equatable {
         public let hash: String
         public let lines: Int
+        public let size: Int
+        public init(hash: String, lines: Int, size: Int) { self.hash = hash; self.lines = lines; self.size = size }
+        public static let empty = Head(hash: AuditLog.genesis, lines: 0, size: 0)
     }
 
-    /// Appends one line and fsyncs it. Throws when the line is not durably written; the caller then denies
-    /// (`audit_unavailable`).
+    /// How the file compares with the recorded head, before an append.
+    public enum Reconciliation: Sendable, Equatable {
+        /// The file ends where the head says.
+        case current
+        /// One whole, correctly chained line follows the head: a decision whose process died after writing its line
+        /// and before committing its state. The caller takes it into the chain (and honours what it says).
+        case rolledForward(line: [UInt8], head: Head)
+    }
+
+    /// Compares the file with `head`. An unsynced partial line after it (a write cut off by a crash; its decision
+    /// was never acted on) is cut back off. Anything else that differs means the log was changed behind the
+    /// gateway's back: the caller must not append (`audit_unavailable`) until an operator has looked.
+    /// Must be called with the state store's write lock held, so that no one else is appending.
+    public func reconcile(_ head: Head) throws(GatewayFailure) -> Reconciliation {
+        var st = stat()
+        if lstat(path, &st) != 0 {
+            if errno == ENOENT, head.size == 0 { return .current }
+            throw GatewayFailure("the audit log \(path) \(errno == ENOENT ? "is missing but \(head.lines) lines were written to it" : "cannot be inspected: \(errnoText())"); run 'spawngate audit verify'")
+        }
+        let size = Int(st.st_size)
+        if size == head.size { return .current }
+        if size < head.size {
+            throw GatewayFailure("the audit log \(path) is \(size) bytes but \(head.size) were written: its tail was truncated. Run 'spawngate audit verify'; 'spawngate audit rotate' starts a new log once you have kept the old one")
+        }
+        guard size - head.size <= Self.maxLineLength + 1 else { throw mismatch(head) }
+        let extra: [UInt8]
+        do { extra = try Files.read(path, from: head.size, count: size - head.size) } catch { throw GatewayFailure(error.message) }
+        let newlines = extra.lazy.filter { $0 == 0x0A }.count
+        if newlines == 0 {
+            let fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW)
+            guard fd >= 0, ftruncate(fd, off_t(head.size)) == 0, fsync(fd) == 0 else {
+                if fd >= 0 { close(fd) }
+                throw GatewayFailure("cannot cut a partial line off the audit log \(path): \(errnoText())")
+            }
+            close(fd)
+            return .current
+        }
+        let line = Array(extra.dropLast())
+        guard newlines == 1, extra.last == 0x0A, case .object(let m)? = try? StrictJSONReader.parse(line),
+              case .string(let prev)? = m["prev"], prev == head.hash else { throw mismatch(head) }
+        return .rolledForward(line: line, head: Head(hash: Sodium.blake2b256(line).hex, lines: head.lines + 1, size: size))
+    }
+
+    private func mismatch(_ head: Head) -> GatewayFailure {
+        GatewayFailure("the audit log \(path) does not end where the state store says it ended (line \(head.lines), byte \(head.size)): it was changed outside the gateway. Run 'spawngate audit verify'; 'spawngate audit rotate' starts a new log once you have kept the old one")
+    }
+
+    /// Appends one line after `head` and fsyncs it. Throws when the line is not durably written; the caller then
+    /// denies (`audit_unavailable`). Call ``reconcile(_:)`` first, under the same lock.
     @discardableResult
-    public func append(_ entry: Entry) throws(GatewayFailure) -> Head {
-        let fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0o600)
+    public func append(after head: Head, _ entry: Entry) throws(GatewayFailure) -> Head {
+        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else { throw GatewayFailure("cannot open the audit log \(path): \(errnoText())") }
         defer { close(fd) }
+        // The state store's lock already serialises the gateway's own appends; this keeps out anyone else who
+        // follows the same convention (log rotation scripts).
         guard flock(fd, LOCK_EX) == 0 else { throw GatewayFailure("cannot lock the audit log \(path): \(errnoText())") }
         defer { flock(fd, LOCK_UN) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw GatewayFailure("cannot inspect the audit log: \(errnoText())") }
+        guard Int(st.st_size) == head.size else { throw mismatch(head) }
 
-        let (prev, count, size) = try lastLine(fd)
-        var members: [(String, JSONWriter.Value)] = [("time", .int(entry.time))]
-        members += entry.decision.jsonMembers().filter { $0.0 != "spawn" }
-        members += [("nonce", entry.nonce.map { .string($0) } ?? .null),
-                    ("argv", entry.argv.map { .strings($0) } ?? .null),
-                    ("cwd", entry.cwd.map { .string($0) } ?? .null),
-                    ("prev", .string(prev))]
-        let line = JSONWriter.object(members)
+        let line = Self.line(entry, prev: head.hash)
         guard line.count <= Self.maxLineLength else { throw GatewayFailure("an audit line would be \(line.count) bytes, over the \(Self.maxLineLength)-byte limit") }
         let record = line + [0x0A]
         let n = record.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }
         guard n == record.count, fsync(fd) == 0 else {
             let e = errnoText()
             // Cut a partial line back off: the log must stay a sequence of whole, chained lines.
-            _ = ftruncate(fd, off_t(size))
+            _ = ftruncate(fd, off_t(head.size))
             _ = fsync(fd)
-            throw GatewayFailure("cannot write the audit log \(path): \(n < 0 ? e : "short write (\(n) of \(record.count) bytes)")")
+            throw GatewayFailure("cannot write the audit log \(path): \(n < 0 ? e : n == record.count ? "fsync failed: \(e)" : "short write (\(n) of \(record.count) bytes; the disk may be full)")")
         }
-        return Head(hash: Sodium.blake2b256(line).hex, lines: count + 1)
+        return Head(hash: Sodium.blake2b256(line).hex, lines: head.lines + 1, size: head.size + record.count)
     }
 
-    /// The hash of the last line (or the genesis value), the number of lines, and the file size.
-    private func lastLine(_ fd: Int32) throws(GatewayFailure) -> (String, Int, Int) {
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw GatewayFailure("cannot inspect the audit log: \(errnoText())") }
-        let size = Int(st.st_size)
-        if size == 0 { return (Self.genesis, 0, 0) }
-        // Lines are counted by reading the file; the log is read once per append (fine for a CLI process; the
-        // long-running gateway will keep the head in memory).
-        let bytes: [UInt8]
-        do { bytes = try Files.read(path, limit: Int.max) } catch { throw GatewayFailure(error.message) }
-        guard bytes.last == 0x0A else {
-            throw GatewayFailure("the audit log \(path) ends in a partial line; run 'spawngate audit verify' and repair it before deciding anything")
-        }
-        let lines = bytes.split(separator: 0x0A, omittingEmptySubsequences: false).dropLast()
-        return (Sodium.blake2b256(Array(lines.last!)).hex, lines.count, size)
+    /// The bytes of one line (without its newline).
+    static func line(_ entry: Entry, prev: String) -> [UInt8] {
+        var members: [(String, JSONWriter.Value)] = [("time", .int(entry.time))]
+        members += entry.decision.jsonMembers().filter { $0.0 != "spawn" }
+        members += [("nonce", entry.nonce.map { .string($0) } ?? .null),
+                    ("argv", entry.argv.map { .strings($0) } ?? .null),
+                    ("cwd", entry.cwd.map { .string($0) } ?? .null),
+                    ("prev", .string(prev))]
+        return JSONWriter.object(members)
     }
 
     /// The result of checking the chain.
@@ -109,6 +153,7 @@ public struct AuditLog: Sendable {
             return .broken(line: count, reason: "the last line is incomplete (no newline): a write was cut off or the file was truncated")
         }
         var prev = Self.genesis
+        var beforeLast = Self.genesis
         var n = 0
         for raw in bytes.split(separator: 0x0A, omittingEmptySubsequences: false).dropLast() {
             n += 1
@@ -120,16 +165,51 @@ public struct AuditLog: Sendable {
             guard p == prev else {
                 return .broken(line: n, reason: "its prev hash does not match line \(n - 1): a line was edited, deleted, inserted or reordered at or before this point")
             }
+            beforeLast = prev
             prev = Sodium.blake2b256(line).hex
         }
-        let head = Head(hash: prev, lines: n)
-        if let expected, expected != head {
+        let head = Head(hash: prev, lines: n, size: bytes.count)
+        // One line past the recorded head, chained to it, is a decision whose process died before committing;
+        // the next decision takes it in.
+        let pendingLine = expected.map { n == $0.lines + 1 && beforeLast == $0.hash } ?? false
+        if let expected, !pendingLine, expected.hash != head.hash || expected.lines != head.lines {
             if n < expected.lines {
                 return .broken(line: n + 1, reason: "the log has \(n) lines but \(expected.lines) were written: the tail was truncated")
             }
             return .broken(line: min(n, expected.lines), reason: "the log does not end where the state store says it ended (line \(expected.lines), head \(expected.hash.prefix(16))…): it was rewritten or replaced")
         }
         return .intact(head)
+    }
+
+    /// Moves the log aside to `audit.log.<time>` (kept as evidence) so a new chain can start; the caller resets
+    /// the head in the state store in the same transaction.
+    func moveAside(time: Int64) throws(GatewayFailure) -> String? {
+        guard Files.exists(path) else { return nil }
+        var target = "\(path).\(time)"
+        var i = 1
+        while Files.exists(target) { target = "\(path).\(time)-\(i)"; i += 1 }
+        guard rename(path, target) == 0 else { throw GatewayFailure("cannot move \(path) to \(target): \(errnoText())") }
+        return target
+    }
+
+    /// One audit line for people: time, decision, reason, broker, rule, request id, argv.
+    public static func summary(of line: String) -> String {
+        guard case .object(let m)? = try? StrictJSONReader.parse(Array(line.utf8)) else { return "(unreadable line) \(line)" }
+        func text(_ key: String) -> String {
+            guard case .string(let s)? = m[key] else { return "-" }
+            // Control characters stay escaped, so a hostile detail cannot drive the reader's terminal.
+            return String(s.unicodeScalars.map { c in
+                c.value < 0x20 || (0x7F...0x9F).contains(c.value) || c.value == 0x2028 || c.value == 0x2029
+                    ? String(format: "\\u%04x", c.value) : String(c)
+            }.joined())
+        }
+        let time = m["time"]?.safeInteger.map { ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: TimeInterval($0))) } ?? "-"
+        var out = "\(time) \(text("decision")) \(text("reason")) broker=\(text("broker")) rule=\(text("rule")) id=\(text("request_id").prefix(12))"
+        if case .array(let argv)? = m["argv"] {
+            out += " argv=" + String(decoding: JSONWriter.encode(.array(argv)), as: UTF8.self)
+        }
+        if m["decision"] != .string("allow") { out += " — " + text("detail") }
+        return out
     }
 
     /// The last `count` lines, as written.

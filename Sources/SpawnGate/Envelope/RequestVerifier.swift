@@ -15,15 +15,23 @@ public struct ValidityWindow: Sendable, Equatable {
 
 /// Wall-clock seconds, injected so tests never sleep.
 public protocol GateClock: Sendable {
+    /// Unix seconds.
     func now() -> Int64
+    /// Unix milliseconds (rate buckets need finer steps than seconds).
+    func nowMilliseconds() -> Int64
+}
+
+extension GateClock {
+    public func nowMilliseconds() -> Int64 { now() * 1000 }
 }
 
 public struct SystemClock: GateClock {
     public init() {}
-    public func now() -> Int64 {
+    public func now() -> Int64 { nowMilliseconds() / 1000 }
+    public func nowMilliseconds() -> Int64 {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
-        return Int64(ts.tv_sec)
+        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
     }
 }
 

@@ -54,7 +54,14 @@ public struct Home: Sendable {
         if !Files.exists(home.policyFile) {
             try Files.writeAtomically(home.policyFile, Array(policy.utf8), mode: 0o600, exclusive: true)
         }
+        if !Files.exists(home.stateDB) { try home.createState() }
         return Identity(name: name, key: key)
+    }
+
+    /// Creates an empty state store (and thereby a new, empty audit chain). `init` does it; an operator does it
+    /// by hand (`init --state`) only after a lost store, once every request signed before the loss has expired.
+    public func createState() throws(OperatorError) {
+        do { _ = try StateStore.create(stateDB) } catch { throw OperatorError(error.message) }
     }
 
     /// Loads this broker's identity, refusing a private key that others can read.

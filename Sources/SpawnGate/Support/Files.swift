@@ -59,6 +59,22 @@ public enum Files {
         return out
     }
 
+    /// Reads `count` bytes at offset `from` (fewer if the file is shorter).
+    public static func read(_ path: String, from offset: Int, count: Int) throws(OperatorError) -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw OperatorError("cannot read \(path): \(errnoText())") }
+        defer { close(fd) }
+        var out = [UInt8](repeating: 0, count: count)
+        var got = 0
+        while got < count {
+            let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + got, count - got, off_t(offset + got)) }
+            if n < 0 { if errno == EINTR { continue }; throw OperatorError("cannot read \(path): \(errnoText())") }
+            if n == 0 { break }
+            got += n
+        }
+        return Array(out[0..<got])
+    }
+
     /// Reads a file from standard input or a path ("-" or nil means standard input). Standard input is read to
     /// at most `limit + 1` bytes and returned as is, so the caller refuses an oversized request as its own input
     /// error (an envelope over 64 KiB is `malformed`), and an endless stream cannot grow memory.

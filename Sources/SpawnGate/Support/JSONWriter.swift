@@ -22,6 +22,38 @@ public struct JSONWriter {
         return w.bytes
     }
 
+    /// Writes a parsed value back out (object members sorted by key, so the output is deterministic).
+    public static func encode(_ value: JSONValue) -> [UInt8] {
+        var w = JSONWriter()
+        w.write(value)
+        return w.bytes
+    }
+
+    private mutating func write(_ value: JSONValue) {
+        switch value {
+        case .null: write(Value.null)
+        case .bool(let b): write(Value.bool(b))
+        case .number(let text): bytes.append(contentsOf: Array(text.utf8))
+        case .string(let s): Self.appendString(s, to: &bytes)
+        case .array(let items):
+            bytes.append(UInt8(ascii: "["))
+            for (i, item) in items.enumerated() {
+                if i > 0 { bytes.append(UInt8(ascii: ",")) }
+                write(item)
+            }
+            bytes.append(UInt8(ascii: "]"))
+        case .object(let members):
+            bytes.append(UInt8(ascii: "{"))
+            for (i, key) in members.keys.sorted().enumerated() {
+                if i > 0 { bytes.append(UInt8(ascii: ",")) }
+                Self.appendString(key, to: &bytes)
+                bytes.append(UInt8(ascii: ":"))
+                write(members[key]!)
+            }
+            bytes.append(UInt8(ascii: "}"))
+        }
+    }
+
     public mutating func writeObject(_ members: [(String, Value)]) {
         bytes.append(UInt8(ascii: "{"))
         for (i, (key, value)) in members.enumerated() {

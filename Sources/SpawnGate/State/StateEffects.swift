@@ -1,0 +1,144 @@
+import GRDB
+
+/// What an allowed request changes in the state store. The pipeline computes these from the verified request and
+/// the matching rule; ``StateStore`` checks and applies them together in one transaction, or not at all
+/// (`--dry-run` only checks them).
+public enum StateEffect: Sendable, Equatable {
+    /// Remember (key, nonce) until the request can no longer be valid, so it is never accepted twice.
+    case consumeNonce(fingerprint: String, nonce: String, keepUntil: Int64)
+    /// Take one token from the (broker, rule) bucket: GCRA with one emission interval and a burst.
+    case takeToken(broker: String, rule: String, intervalMilliseconds: Int64, burst: Int64)
+    /// Hold one of at most `max` concurrency slots of (broker, rule) until the lease ends.
+    case takeLease(LeaseRequest)
+}
+
+/// A concurrency slot being asked for. Until a process is bound to it, a lease ends at `expiresAt`.
+public struct LeaseRequest: Sendable, Equatable {
+    public let requestID: String
+    public let broker: String
+    public let rule: String
+    public let name: String
+    public let max: Int64
+    public let expiresAt: Int64
+}
+
+/// A lease as stored: who holds the slot, and how it ends (its process exits, or it expires).
+public struct Lease: Sendable, Equatable {
+    public let requestID: String
+    public let broker: String
+    public let rule: String
+    public let name: String
+    public let process: ProcessIdentity?
+    public let expiresAt: Int64?
+    public let createdAt: Int64
+
+    /// A lease bound to a process lives exactly as long as that process; an unbound one until it expires.
+    func isLive(now: Int64) -> Bool {
+        if let process { return process.isAlive }
+        if let expiresAt { return now < expiresAt }
+        return false
+    }
+
+    init(_ row: Row) {
+        requestID = row["request_id"]; broker = row["broker"]; rule = row["rule"]; name = row["name"]
+        let pid: Int32? = row["pid"], start: Int64? = row["pid_start"]
+        process = pid.map { ProcessIdentity(pid: $0, startTime: start ?? 0) }
+        expiresAt = row["expires_at"]; createdAt = row["created_at"]
+    }
+}
+
+extension StateStore {
+    /// Checks every effect against the current state, in order replay → rate → concurrency, and applies them all
+    /// when every one passes and `apply` is true. Returns the first denial; a denied request changes nothing.
+    static func admit(_ effects: [StateEffect], nowMilliseconds: Int64, apply: Bool, _ db: Database) throws -> Denial? {
+        let now = nowMilliseconds / 1000
+        var writes: [() throws -> Void] = []
+        for effect in effects {
+            switch effect {
+            case .consumeNonce(let fp, let nonce, let keepUntil):
+                if try Bool.fetchOne(db, sql: "SELECT 1 FROM nonce WHERE fingerprint = ? AND nonce = ?", arguments: [fp, nonce]) != nil {
+                    return Denial(.replay, "this request (nonce \(nonce)) was already accepted; sign a new one")
+                }
+                writes.append {
+                    try db.execute(sql: "INSERT INTO nonce (fingerprint, nonce, keep_until) VALUES (?, ?, ?)", arguments: [fp, nonce, keepUntil])
+                }
+
+            case .takeToken(let broker, let rule, let interval, let burst):
+                // GCRA: the bucket is one "theoretical arrival time"; a request fits while it is at most
+                // (burst - 1) intervals ahead of now.
+                let stored = try Int64.fetchOne(db, sql: "SELECT tat_ms FROM bucket WHERE broker = ? AND rule = ?", arguments: [broker, rule])
+                let tat = max(stored ?? nowMilliseconds, nowMilliseconds)
+                let tolerance = (burst - 1) * interval
+                if tat - nowMilliseconds > tolerance {
+                    let wait = tat - nowMilliseconds - tolerance
+                    return Denial(.rateLimited, "\(broker) has used its rate under rule '\(rule)'; the next request fits in \(Self.seconds(wait))", rule: rule)
+                }
+                writes.append {
+                    try db.execute(sql: "INSERT INTO bucket (broker, rule, tat_ms) VALUES (?, ?, ?) ON CONFLICT (broker, rule) DO UPDATE SET tat_ms = excluded.tat_ms",
+                                   arguments: [broker, rule, tat + interval])
+                }
+
+            case .takeLease(let want):
+                let leases = try Row.fetchAll(db, sql: "SELECT * FROM lease WHERE broker = ? AND rule = ?", arguments: [want.broker, want.rule]).map(Lease.init)
+                let dead = leases.filter { !$0.isLive(now: now) }
+                let live = leases.count - dead.count
+                if live >= want.max {
+                    return Denial(.concurrencyLimit, "\(want.broker) already has \(live) live agent\(live == 1 ? "" : "s") under rule '\(want.rule)' (max_concurrent \(want.max)); release one or wait for one to exit", rule: want.rule)
+                }
+                writes.append {
+                    // Leases whose process is gone or whose time is up are freed here, under the write lock.
+                    for d in dead { try db.execute(sql: "DELETE FROM lease WHERE request_id = ?", arguments: [d.requestID]) }
+                    try db.execute(sql: "INSERT INTO lease (request_id, broker, rule, name, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                                   arguments: [want.requestID, want.broker, want.rule, want.name, want.expiresAt, now])
+                }
+            }
+        }
+        guard apply else { return nil }
+        for w in writes { try w() }
+        // Nonces of requests that can no longer be valid are forgotten.
+        try db.execute(sql: "DELETE FROM nonce WHERE keep_until < ?", arguments: [now])
+        return nil
+    }
+
+    static func seconds(_ ms: Int64) -> String {
+        let s = (ms + 999) / 1000
+        return s == 1 ? "1 second" : "\(s) seconds"
+    }
+
+    /// Records a nonce that an audit line says was accepted but whose transaction never committed (the deciding
+    /// process died in between): it must never be accepted again.
+    static func rememberNonce(fingerprint: String, nonce: String, keepUntil: Int64, _ db: Database) throws {
+        try db.execute(sql: "INSERT OR IGNORE INTO nonce (fingerprint, nonce, keep_until) VALUES (?, ?, ?)", arguments: [fingerprint, nonce, keepUntil])
+    }
+
+    // MARK: - Leases, for the commands that bind, end and list them
+
+    /// Binds a lease to the process the broker started for it; it then ends when that process exits.
+    public func bindLease(requestID: String, to process: ProcessIdentity) throws(GatewayFailure) -> Bool {
+        do {
+            return try write { db in
+                try db.execute(sql: "UPDATE lease SET pid = ?, pid_start = ?, expires_at = NULL WHERE request_id = ?",
+                               arguments: [process.pid, process.startTime, requestID])
+                return db.changesCount == 1
+            }
+        } catch { throw Self.failure(error) }
+    }
+
+    /// Ends a lease (the agent exited). False when there was none.
+    public func releaseLease(requestID: String) throws(GatewayFailure) -> Bool {
+        do {
+            return try write { db in
+                try db.execute(sql: "DELETE FROM lease WHERE request_id = ?", arguments: [requestID])
+                return db.changesCount == 1
+            }
+        } catch { throw Self.failure(error) }
+    }
+
+    /// Every stored lease that is still live.
+    public func liveLeases(now: Int64) throws(GatewayFailure) -> [Lease] {
+        do {
+            return try read { db in try Row.fetchAll(db, sql: "SELECT * FROM lease ORDER BY created_at").map(Lease.init) }
+                .filter { $0.isLive(now: now) }
+        } catch { throw Self.failure(error) }
+    }
+}

@@ -1,0 +1,141 @@
+import GRDB
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The gateway's durable memory: seen nonces, rate buckets, concurrency leases and the audit chain head, in one
+/// SQLite database (WAL, `synchronous=FULL`). Every decision that changes state runs in one IMMEDIATE
+/// transaction, so several processes deciding at once are serialised by SQLite's write lock: the replay, rate and
+/// concurrency checks and their updates are atomic across processes.
+///
+/// A missing or unreadable store is a failure to decide, never a fresh start: starting empty would forget which
+/// nonces were used and let a captured request run again.
+public final class StateStore: Sendable {
+    public let path: String
+    let queue: DatabaseQueue
+
+    private init(path: String, queue: DatabaseQueue) {
+        self.path = path
+        self.queue = queue
+    }
+
+    private static var configuration: Configuration {
+        var c = Configuration()
+        c.journalMode = .wal
+        // Concurrent deciders wait for the write lock rather than fail; 30 s is far beyond any real decision.
+        c.busyMode = .timeout(30)
+        c.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
+        return c
+    }
+
+    private static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1") { db in
+            try db.execute(sql: """
+                CREATE TABLE nonce (
+                    fingerprint TEXT NOT NULL, nonce TEXT NOT NULL, keep_until INTEGER NOT NULL,
+                    PRIMARY KEY (fingerprint, nonce)) WITHOUT ROWID;
+                CREATE INDEX nonce_keep_until ON nonce(keep_until);
+                CREATE TABLE bucket (
+                    broker TEXT NOT NULL, rule TEXT NOT NULL, tat_ms INTEGER NOT NULL,
+                    PRIMARY KEY (broker, rule)) WITHOUT ROWID;
+                CREATE TABLE lease (
+                    request_id TEXT PRIMARY KEY NOT NULL, broker TEXT NOT NULL, rule TEXT NOT NULL, name TEXT NOT NULL,
+                    pid INTEGER, pid_start INTEGER, expires_at INTEGER, created_at INTEGER NOT NULL);
+                CREATE INDEX lease_owner ON lease(broker, rule);
+                CREATE TABLE audit_head (
+                    id INTEGER PRIMARY KEY CHECK (id = 1), hash TEXT NOT NULL, lines INTEGER NOT NULL, size INTEGER NOT NULL);
+                """)
+            try db.execute(sql: "INSERT INTO audit_head (id, hash, lines, size) VALUES (1, ?, 0, 0)", arguments: [AuditLog.genesis])
+        }
+        return m
+    }
+
+    /// Creates a new, empty store (mode 0600). Refuses to replace an existing one.
+    public static func create(_ path: String) throws(GatewayFailure) -> StateStore {
+        let fd = posixOpen(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { throw GatewayFailure("cannot create the state store \(path): \(errnoText())") }
+        close(fd)
+        do {
+            let queue = try DatabaseQueue(path: path, configuration: configuration)
+            try migrator.migrate(queue)
+            return StateStore(path: path, queue: queue)
+        } catch {
+            throw GatewayFailure("cannot set up the state store \(path): \(error)")
+        }
+    }
+
+    /// Opens the existing store. Missing, foreign-writable, corrupt, or from another schema: the gateway cannot decide.
+    public static func open(_ path: String) throws(GatewayFailure) -> StateStore {
+        guard Files.exists(path) else {
+            throw GatewayFailure("the state store \(path) is missing, so used nonces cannot be told from new ones. If it was lost, wait max_ttl + clock_skew (every request signed before the loss has then expired) and run 'spawngate init --state' to create an empty one")
+        }
+        do { try Files.checkNotWritableByOthers(path) } catch { throw GatewayFailure(error.message) }
+        do {
+            let queue = try DatabaseQueue(path: path, configuration: configuration)
+            let current = try queue.read { db in
+                try migrator.hasCompletedMigrations(db) && !migrator.hasBeenSuperseded(db)
+            }
+            guard current else {
+                throw GatewayFailure("the state store \(path) does not have the tables this version of spawngate uses; it was made by another version or is not a spawngate store")
+            }
+            return StateStore(path: path, queue: queue)
+        } catch let e as GatewayFailure {
+            throw e
+        } catch {
+            throw GatewayFailure("the state store \(path) cannot be read (\(error)); restore it from a backup, or see 'spawngate init --state'")
+        }
+    }
+
+    /// Runs `body` in one IMMEDIATE transaction: committed when it returns, rolled back when it throws.
+    func write<T>(_ body: (Database) throws -> T) throws -> T {
+        try queue.write(body)
+    }
+
+    /// Runs `body` in a read-only snapshot.
+    func read<T>(_ body: (Database) throws -> T) throws -> T {
+        try queue.read(body)
+    }
+
+    // MARK: - Audit chain head
+
+    static func auditHead(_ db: Database) throws -> AuditLog.Head {
+        guard let row = try Row.fetchOne(db, sql: "SELECT hash, lines, size FROM audit_head WHERE id = 1") else {
+            throw GatewayFailure("the state store has no audit chain head (was it edited?)")
+        }
+        return AuditLog.Head(hash: row["hash"], lines: row["lines"], size: row["size"])
+    }
+
+    static func setAuditHead(_ head: AuditLog.Head, _ db: Database) throws {
+        try db.execute(sql: "UPDATE audit_head SET hash = ?, lines = ?, size = ? WHERE id = 1",
+                       arguments: [head.hash, head.lines, head.size])
+    }
+
+    /// Where the audit log must end, as last recorded.
+    public func auditHead() throws(GatewayFailure) -> AuditLog.Head {
+        do { return try read { try Self.auditHead($0) } } catch { throw Self.failure(error) }
+    }
+
+    /// Starts a new audit chain: the old log is moved aside and the head reset, under the write lock so no
+    /// decision is appending meanwhile. Returns where the old log went.
+    public func rotateAudit(_ log: AuditLog, time: Int64) throws(GatewayFailure) -> String? {
+        do {
+            return try write { db in
+                let moved = try log.moveAside(time: time)
+                try Self.setAuditHead(.empty, db)
+                return moved
+            }
+        } catch { throw Self.failure(error) }
+    }
+
+    static func failure(_ error: any Error) -> GatewayFailure {
+        (error as? GatewayFailure) ?? GatewayFailure("the state store cannot be used: \(error)")
+    }
+}
+
+/// `open(2)`; inside `StateStore` the bare name means the static `open(_:)`.
+private func posixOpen(_ path: String, _ flags: Int32, _ mode: mode_t) -> Int32 {
+    open(path, flags, mode)
+}

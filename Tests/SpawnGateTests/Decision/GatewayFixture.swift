@@ -1,0 +1,91 @@
+import Foundation
+import Testing
+@testable import SpawnGate
+
+/// A settable clock: tests move time instead of sleeping.
+final class ManualClock: GateClock, @unchecked Sendable {
+    private let lock = NSLock()
+    private var ms: Int64
+    init(_ seconds: Int64) { ms = seconds * 1000 }
+    func now() -> Int64 { nowMilliseconds() / 1000 }
+    func nowMilliseconds() -> Int64 { lock.withLock { ms } }
+    func advance(seconds: Double) { lock.withLock { ms += Int64(seconds * 1000) } }
+}
+
+/// Two real homes (mac-laptop enrolled at vps-broker), a stand-in `claude` script, a project directory, and a
+/// policy written for the test. Everything the pipeline touches is real: keys, policy file, SQLite, audit log.
+struct Gateway {
+    let dir = TestSupport.tempDir("gw")
+    let laptop: Identity
+    let vps: Home
+    let clock: ManualClock
+    var app: String { dir + "/srv/app" }
+    var claude: String { dir + "/bin/claude" }
+
+    /// `rule` lines are added to the allow rule `laptop-app` (e.g. "rate: 10/minute").
+    init(rule: [String] = [], now: Int64 = 1_800_000_000) throws {
+        clock = ManualClock(now)
+        (_, laptop) = try TestSupport.makeHome("mac-laptop", in: dir)
+        let vpsIdentity: Identity
+        (vps, vpsIdentity) = try TestSupport.makeHome("vps-broker", in: dir)
+        _ = vpsIdentity
+        try vps.keyStore.enroll(name: "mac-laptop", key: laptop.key.publicKey, expected: laptop.key.publicKey.fingerprint)
+        try FileManager.default.createDirectory(atPath: app, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: dir + "/bin", withIntermediateDirectories: true)
+        try "#!/bin/sh\necho \"claude stand-in: $*\"\n".write(toFile: claude, atomically: true, encoding: .utf8)
+        chmod(claude, 0o755)
+        try writePolicy(rule: rule)
+    }
+
+    func writePolicy(rule: [String]) throws {
+        let text = """
+            version: 1
+            accept_remote_spawn: true
+            clis:
+              claude:
+                path: \(claude)
+                args: [[], ["--model", "sonnet|opus"]]
+            rules:
+              - name: laptop-app
+                brokers: [mac-laptop]
+                clis: [claude]
+                cwd: [\(app)/**]
+            \(rule.map { "    " + $0 }.joined(separator: "\n"))
+            """
+        try text.write(toFile: vps.policyFile, atomically: true, encoding: .utf8)
+        chmod(vps.policyFile, 0o600)
+    }
+
+    func pipeline() throws -> DecisionPipeline {
+        try DecisionPipeline.open(home: vps, clock: clock)
+    }
+
+    func request(cwd: String? = nil, args: [String]? = nil, nonce: [UInt8] = Sodium.randomBytes(16)) -> SpawnRequest {
+        let iat = clock.now()
+        return SpawnRequest(name: "coder", cli: "claude", task: "Implement the plan", cwd: cwd ?? app, args: args,
+                            from: "mac-laptop", to: "vps-broker", iat: iat, exp: iat + 60, nonce: nonce)
+    }
+
+    func envelope(_ r: SpawnRequest? = nil, key: SigningKey? = nil) -> [UInt8] {
+        Envelope.seal((r ?? request()).encoded(), with: key ?? laptop.key, domain: .request)
+    }
+
+    /// The b64u nonce inside an envelope, as the audit log and the state store record it.
+    static func nonce(of envelope: [UInt8]) throws -> String {
+        let payload = try Envelope.parse(envelope).get().payload
+        return Base64.urlEncode(try SpawnRequest.parse(payload).get().nonce)
+    }
+
+    var audit: AuditLog { AuditLog(path: vps.auditLog) }
+
+    func auditLines() throws -> [[String: Any]] {
+        guard FileManager.default.fileExists(atPath: vps.auditLog) else { return [] }
+        return try String(contentsOfFile: vps.auditLog, encoding: .utf8).split(separator: "\n").map {
+            try #require(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])
+        }
+    }
+}
+
+extension DecisionPipeline.Outcome {
+    var reason: ReasonCode { decision.reason }
+}
