@@ -47,7 +47,7 @@ struct Gateway {
                 args: [[], ["--model", "sonnet|opus"]]
             rules:
               - name: laptop-app
-                brokers: [mac-laptop]
+                brokers: [mac-laptop, ref-laptop]
                 clis: [claude]
                 cwd: [\(app)/**]
             \(rule.map { "    " + $0 }.joined(separator: "\n"))
@@ -74,6 +74,18 @@ struct Gateway {
     static func nonce(of envelope: [UInt8]) throws -> String {
         let payload = try Envelope.parse(envelope).get().payload
         return Base64.urlEncode(try SpawnRequest.parse(payload).get().nonce)
+    }
+
+    /// Runs `spawngate ARGS --home <vps>` with the envelope on standard input.
+    func cli(_ args: [String], stdin: [UInt8] = []) throws -> TestSupport.Output {
+        try TestSupport.spawngate(args + ["--home", vps.root], stdin: stdin)
+    }
+
+    /// `spawngate check -` on an envelope: the exit status and the decision JSON.
+    func check(_ envelope: [UInt8], _ extra: [String] = []) throws -> (status: Int32, decision: [String: Any]) {
+        let out = try cli(["check", "-"] + extra, stdin: envelope)
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [String: Any], "stdout: \(out.stdout) stderr: \(out.stderr)")
+        return (out.status, json)
     }
 
     var audit: AuditLog { AuditLog(path: vps.auditLog) }
