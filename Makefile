@@ -32,7 +32,8 @@ demo: deps
 
 bench: deps
 	$(SWIFT) build -c release --product spawngate-bench
-	.build/release/spawngate-bench bench/results.md
+	$(SWIFT) build -c release --product spawngate
+	.build/release/spawngate-bench bench/results.md .build/release/spawngate
 
 clean:
 	rm -rf .build

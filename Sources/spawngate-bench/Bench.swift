@@ -93,8 +93,78 @@ struct Bench {
         }
         row("libsodium verify (raw, domain-prefixed message)", String(format: "%.1f µs", verifyNs / 1000))
         row("request verification (envelope, key store on disk, verify, payload)", String(format: "%.1f µs (%.2f× raw verify)", fullNs / 1000, fullNs / verifyNs))
-        let verifyPlusPolicy = fullNs + evalNs
-        row("verification + policy evaluation (no durable state yet)", String(format: "%.1f µs (%.2f× raw verify)", verifyPlusPolicy / 1000, verifyPlusPolicy / verifyNs))
+
+        // 4. The whole decision pipeline on a real home: verify, policy (realpath), binary check, then the state
+        // transaction. Dry run reads the state store only; a durable decision also fsyncs the audit line and commits.
+        let app = dir + "/srv/app", bin = dir + "/bin"
+        try FileManager.default.createDirectory(atPath: app, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
+        try "#!/bin/sh\nexit 0\n".write(toFile: bin + "/claude", atomically: true, encoding: .utf8)
+        chmod(bin + "/claude", 0o755)
+        let realApp = try PathResolver.filesystem.resolve(app).get()
+        let policyText = """
+            version: 1
+            accept_remote_spawn: true
+            clis:
+              claude: {path: \(try PathResolver.filesystem.resolve(bin).get())/claude, args: [[]]}
+            rules:
+              - {name: laptop-app, brokers: [mac-laptop], clis: [claude], cwd: [\(realApp)/**], rate: 100000/second, burst: 100000}
+            """
+        try policyText.write(toFile: home + "/policy/policy.yaml", atomically: true, encoding: .utf8)
+        chmod(home + "/policy/policy.yaml", 0o600)
+        // The real clock: the `spawngate check` processes below share this state store and have no other.
+        let pipeline = try DecisionPipeline.open(home: Home(root: home))
+        func fresh(_ n: Int) -> [[UInt8]] {
+            let t = SystemClock().now()
+            return (0..<n).map { _ in
+                Envelope.seal(SpawnRequest(name: "coder", cli: "claude", task: "Implement the plan", cwd: realApp, from: "mac-laptop",
+                                           to: "vps-broker", iat: t, exp: t + 60).encoded(), with: laptop, domain: .request)
+            }
+        }
+        let dryEnvelopes = fresh(1)
+        let dryNs = measure(rounds: 15, batch: 500) { _ in
+            guard pipeline.decide(dryEnvelopes[0], mode: .dryRun).decision.allowed else { fatalError("benchmark request denied") }
+        }
+        let durableEnvelopes = fresh((15 + 3) * 100)  // rounds plus the 3 warm-up batches
+        var next = 0
+        let durableNs = measure(rounds: 15, batch: 100) { _ in
+            let d = pipeline.decide(durableEnvelopes[next]).decision
+            next += 1
+            guard d.allowed else { fatalError("benchmark request denied: \(d.detail)") }
+        }
+        row("whole decision, dry run (verify, policy with realpath, binary check, state read)", String(format: "%.1f µs (%.2f× raw verify)", dryNs / 1000, dryNs / verifyNs))
+        row("whole decision, durable (plus audit append + fsync, state commit + fsync), one process", String(format: "%.2f ms (%.0f decisions/s)", durableNs / 1e6, 1e9 / durableNs))
+
+        // 5. `spawngate check` as a fresh process per request: the hook path.
+        if CommandLine.arguments.count > 2 {
+            let exe = CommandLine.arguments[2]
+            let files: [String] = try fresh(31).enumerated().map { i, e in
+                let f = dir + "/req\(i).json"
+                try Data(e).write(to: URL(fileURLWithPath: f))
+                return f
+            }
+            var times: [Double] = []
+
+            // posix_spawn and waitpid directly: Foundation's Process adds tens of milliseconds of its own.
+            for f in files {
+                let args = [exe, "check", "--home", home, f]
+                var cargs = args.map { strdup($0) } + [nil]
+                defer { for a in cargs { free(a) } }
+                var actions = posix_spawn_file_actions_t()
+                posix_spawn_file_actions_init(&actions)
+                posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+                defer { posix_spawn_file_actions_destroy(&actions) }
+                var pid: pid_t = 0
+                let t = now()
+                guard posix_spawn(&pid, exe, &actions, nil, &cargs, environ) == 0 else { fatalError("cannot start \(exe)") }
+                var status: Int32 = 0
+                waitpid(pid, &status, 0)
+                times.append(Double(now() - t))
+                guard status == 0 else { fatalError("spawngate check denied the benchmark request (status \(status))") }
+            }
+            times.sort()
+            row("`spawngate check` as a fresh process (the hook path), durable", String(format: "%.1f ms", times[times.count / 2] / 1e6))
+        }
 
         var uts = utsname()
         uname(&uts)
@@ -103,7 +173,7 @@ struct Bench {
         var md = "# spawngate benchmarks\n\nMeasured by `make bench` (release build) on \(ProcessInfo.processInfo.activeProcessorCount) cores, \(machine), Linux \(release). "
         md += "Each figure is the median of 15–31 rounds of 500–1,000 calls, all measured in one run.\n\n| what | median |\n|---|---|\n"
         for (k, v) in rows { md += "| \(k) | \(v) |\n" }
-        if CommandLine.arguments.count > 1 {
+        if CommandLine.arguments.count > 1, CommandLine.arguments[1] != "-" {
             try md.write(toFile: CommandLine.arguments[1], atomically: true, encoding: .utf8)
             print("written to \(CommandLine.arguments[1])")
         }
