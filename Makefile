@@ -11,10 +11,12 @@ all: build
 # What the build and the tests need from the system:
 #   libsodium-dev   all cryptography (Ed25519, SHA-256, BLAKE2b)
 #   libsqlite3-dev  the state store (GRDB links the system SQLite)
+#   libseccomp-dev  the seccomp filter of the standard and strict sandbox profiles
+#   bubblewrap      the namespaces of the strict profile
 #   pkg-config      how SwiftPM finds libsodium
 #   openssh-client  ssh-keygen, which the tests use to cross-check fingerprints and key files
 #   python3 + cryptography  the independent wire-format implementation the interop tests run
-APT_PACKAGES := libsodium-dev libsqlite3-dev pkg-config openssh-client python3
+APT_PACKAGES := libsodium-dev libsqlite3-dev libseccomp-dev bubblewrap pkg-config openssh-client python3
 
 deps:
 	@bash scripts/install-deps.sh $(APT_PACKAGES)

@@ -18,10 +18,13 @@ let package = Package(
         .systemLibrary(
             name: "CSodium", pkgConfig: "libsodium",
             providers: [.apt(["libsodium-dev"]), .brew(["libsodium"])]),
+        // fork/exec, Landlock and seccomp: the few things Swift cannot do safely itself.
+        .target(name: "CSpawn", linkerSettings: [.linkedLibrary("seccomp")]),
         .target(
             name: "SpawnGate",
             dependencies: [
                 "CSodium",
+                "CSpawn",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]),

@@ -54,7 +54,14 @@ expect 1 "$BIN" verify --home "$LAPTOP" "$WORK/request.json"
 
 step "7. The VPS operator writes a policy (laptop may run claude in /srv/app/**), checks it, and explains the request"
 mkdir -p "$WORK/srv/app" "$WORK/bin"
-printf '#!/bin/sh\necho "claude stand-in: $*"\n' > "$WORK/bin/claude"; chmod 755 "$WORK/bin/claude"
+cat > "$WORK/bin/claude" <<'SH'
+#!/bin/sh
+echo "claude stand-in: $*"
+echo "working in $(pwd)"
+echo "plan done" > PLAN-DONE.txt && echo "wrote PLAN-DONE.txt in the project"
+echo x > /etc/spawngate-demo 2>/dev/null && echo "WROTE /etc (sandbox broken)" || echo "writing /etc refused by the sandbox"
+SH
+chmod 755 "$WORK/bin/claude"
 SRV=$(cd "$WORK/srv" && pwd -P); BINDIR=$(cd "$WORK/bin" && pwd -P)
 cat > "$VPS/policy/policy.yaml" <<YAML
 version: 1
@@ -106,8 +113,14 @@ step "10. The VPS operator reads and checks the hash-chained audit log"
 expect 0 "$BIN" audit tail --home "$VPS"
 expect 0 "$BIN" audit verify --home "$VPS"
 
-step "11. After the VPS operator revokes the laptop's key, its requests are refused"
+step "11. The VPS runs an approved request: the stand-in claude starts in the standard sandbox (Landlock + seccomp)"
+run "$BIN" sign --home "$LAPTOP" --to vps-broker --name coder --cli claude --task "Implement the plan" --cwd "$SRV/app" > "$WORK/request4.json"
+expect 0 "$BIN" exec --log --home "$VPS" "$WORK/request4.json"
+echo "--- the agent's log:"
+cat "$VPS"/agents/coder/*.out "$VPS"/agents/coder/*.err
+
+step "12. After the VPS operator revokes the laptop's key, its requests are refused"
 expect 0 "$BIN" key revoke mac-laptop --home "$VPS"
 expect 1 "$BIN" check --home "$VPS" "$WORK/request3.json"
 
-printf '\n\033[1mdemo complete:\033[0m enrollment, a signed request decided and audited, and tampering, misaddressing, replay, a mismatched broker spawn and revocation refused.\n'
+printf '\n\033[1mdemo complete:\033[0m enrollment, a signed request decided and audited, and tampering, misaddressing, replay, a mismatched broker spawn and revocation refused, and an approved agent run in its sandbox.\n'

@@ -102,6 +102,12 @@ public struct DecisionPipeline: Sendable {
             return deny(Denial(.cliNotAllowed, "cli '\(match.cli.name)' cannot be started safely: \(problem)", rule: match.rule.name))
         }
 
+        // A profile this machine cannot enforce is refused, never quietly weakened.
+        let missing = SandboxSupport.missing(for: match.rule.sandbox)
+        if !missing.isEmpty {
+            return deny(Denial(.internalError, "rule '\(match.rule.name)' asks for sandbox '\(match.rule.sandbox.rawValue)', which needs \(missing.joined(separator: " and ")); run 'spawngate doctor'", rule: match.rule.name))
+        }
+
         let rule = match.rule
         let now = clock.now()
         let window = policy.window

@@ -4,8 +4,10 @@ import Foundation
 public struct Home: Sendable {
     public let root: String
 
+    /// A relative root is made absolute: paths under the home are handed to agents (TMPDIR) and recorded.
     public init(root: String) {
-        self.root = root.count > 1 && root.hasSuffix("/") ? String(root.dropLast()) : root
+        let absolute = root.hasPrefix("/") ? root : FileManager.default.currentDirectoryPath + "/" + root
+        self.root = absolute.count > 1 && absolute.hasSuffix("/") ? String(absolute.dropLast()) : absolute
     }
 
     /// `--home`, else `$SPAWNGATE_HOME`, else `~/.spawngate`.

@@ -281,4 +281,19 @@ struct DecisionCLITests {
             #expect(status == 1)
         }
     }
+
+    /// `exec`: the agent runs in the foreground on this terminal and its exit status is ours; a denial starts
+    /// nothing and puts the decision on standard error; the lease is released when the agent exits.
+    @Test func execRunsTheApprovedAgentAndReturnsItsStatus() throws {
+        let g = try Self.live(["max_concurrent: 1"])
+        try g.script("echo \"agent: $*\"; exit 3")
+        let out = try g.cli(["exec", "-"], stdin: g.envelope())
+        #expect(out.status == 3, "\(out.stderr)")
+        #expect(out.stdout == "agent: -- Implement the plan\n")
+        #expect(try g.cli(["exec", "-"], stdin: g.envelope()).status == 3, "the lease ended with the agent")
+        let denied = try g.cli(["exec", "-"], stdin: g.envelope(g.request(cwd: "/etc")))
+        #expect(denied.status == 1)
+        #expect(denied.stdout.isEmpty)
+        #expect(denied.stderr.contains("\"cwd_not_allowed\""))
+    }
 }

@@ -23,7 +23,7 @@ struct Gateway {
     var claude: String { dir + "/bin/claude" }
 
     /// `rule` lines are added to the allow rule `laptop-app` (e.g. "rate: 10/minute").
-    init(rule: [String] = [], now: Int64 = 1_800_000_000) throws {
+    init(rule: [String] = [], cli: [String] = [], now: Int64 = 1_800_000_000) throws {
         clock = ManualClock(now)
         (_, laptop) = try TestSupport.makeHome("mac-laptop", in: dir)
         let vpsIdentity: Identity
@@ -34,10 +34,10 @@ struct Gateway {
         try FileManager.default.createDirectory(atPath: dir + "/bin", withIntermediateDirectories: true)
         try "#!/bin/sh\necho \"claude stand-in: $*\"\n".write(toFile: claude, atomically: true, encoding: .utf8)
         chmod(claude, 0o755)
-        try writePolicy(rule: rule)
+        try writePolicy(rule: rule, cli: cli)
     }
 
-    func writePolicy(rule: [String]) throws {
+    func writePolicy(rule: [String], cli: [String] = []) throws {
         let text = """
             version: 1
             accept_remote_spawn: true
@@ -45,6 +45,7 @@ struct Gateway {
               claude:
                 path: \(claude)
                 args: [[], ["--model", "sonnet|opus"]]
+            \(cli.map { "    " + $0 }.joined(separator: "\n"))
             rules:
               - name: laptop-app
                 brokers: [mac-laptop, ref-laptop]
@@ -58,6 +59,12 @@ struct Gateway {
 
     func pipeline() throws -> DecisionPipeline {
         try DecisionPipeline.open(home: vps, clock: clock)
+    }
+
+    /// Replaces the stand-in CLI with a shell script (run by /bin/sh, with no PATH but what it sets).
+    func script(_ body: String) throws {
+        try "#!/bin/sh\nPATH=/usr/local/bin:/usr/bin:/bin\n\(body)\n".write(toFile: claude, atomically: true, encoding: .utf8)
+        chmod(claude, 0o755)
     }
 
     func request(cwd: String? = nil, args: [String]? = nil, nonce: [UInt8] = Sodium.randomBytes(16)) -> SpawnRequest {

@@ -1,0 +1,203 @@
+import CSpawn
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A started agent: its process (pid and start time) and where its output goes.
+public struct SpawnedAgent: Sendable {
+    public let process: ProcessIdentity
+    public let name: String
+    public let profile: SandboxProfile
+    public let layers: [String]
+    /// Per-agent log files, when output goes to files.
+    public let stdoutLog: String?
+    public let stderrLog: String?
+    public var pid: Int32 { process.pid }
+}
+
+/// Starts an ``AuthorizedSpawn`` (nothing else) as a sandboxed process: cleared environment plus only the policy's
+/// variables, the approved absolute path and argv, the approved cwd re-checked in the child, a new session, no
+/// inherited descriptors, rlimits, no_new_privs, and for `standard` (and `strict`) Landlock write rules and a
+/// seccomp deny-list. See SECURITY.md for what each profile does and does not stop.
+public struct LocalSpawner: Sendable {
+    public enum Output: Sendable {
+        /// The agent shares this process's standard output and error (a broker-owned PTY).
+        case inherit
+        /// Standard output and error go to `agents/NAME/<request>.out` and `.err` under the home.
+        case logFiles
+    }
+
+    public let home: Home
+    /// The gateway's environment: the only source of the variables the policy passes through.
+    public let environment: [String: String]
+
+    public init(home: Home, environment: [String: String] = ProcessInfo.processInfo.environment) {
+        self.home = home
+        self.environment = environment
+    }
+
+    /// The agent's environment: exactly the policy's variables that are set here, plus its private TMPDIR and
+    /// the task variable when the CLI takes its task that way.
+    func environment(for spawn: AuthorizedSpawn, tmp: String?) -> [String] {
+        var env: [String] = []
+        for name in spawn.match.env { if let v = environment[name] { env.append("\(name)=\(v)") } }
+        if let tmp { env.append("TMPDIR=\(tmp)") }
+        if let t = spawn.match.envTask { env.append("\(t.name)=\(t.value)") }
+        return env
+    }
+
+    /// Paths the agent may write under `standard`: the cwd, its private tmp, the CLI's own state paths, and the
+    /// terminal devices.
+    func writablePaths(for spawn: AuthorizedSpawn, tmp: String) -> [String] {
+        let userHome = environment["HOME"] ?? "/root"
+        var paths = [spawn.match.cwd, tmp, "/dev/null"]
+        for w in spawn.match.cli.writable {
+            let p = w.hasPrefix("~/") ? userHome + String(w.dropFirst(1)) : w
+            if Files.exists(p) { paths.append(p) }
+        }
+        if Files.exists("/dev/tty") { paths.append("/dev/tty") }
+        return paths
+    }
+
+    public func start(_ spawn: AuthorizedSpawn, output: Output, stdin stdinFD: Int32? = nil) throws(GatewayFailure) -> SpawnedAgent {
+        let profile = spawn.match.rule.sandbox
+        let missing = SandboxSupport.missing(for: profile)
+        guard missing.isEmpty else { throw GatewayFailure("sandbox profile '\(profile.rawValue)' needs \(missing.joined(separator: " and ")) on this machine") }
+        let name = spawn.request.request.name
+        do { try Home.validateBrokerName(name) } catch {
+            throw GatewayFailure("agent name '\(name)' cannot name a log directory: \(error.message)")
+        }
+        let agentDir = home.root + "/agents/" + name
+        let tag = String(spawn.request.requestID.prefix(16))
+        let tmp = agentDir + "/tmp-" + tag
+        do {
+            try Files.makeDirectory(home.root + "/agents", mode: 0o700)
+            try Files.makeDirectory(agentDir, mode: 0o700)
+            try Files.makeDirectory(tmp, mode: 0o700)
+        } catch { throw GatewayFailure(error.message) }
+
+        var opened: [Int32] = []
+        defer { for fd in opened { close(fd) } }
+        func openFD(_ path: String, _ flags: Int32) throws(GatewayFailure) -> Int32 {
+            let fd = open(path, flags | O_CLOEXEC | O_NOFOLLOW, 0o600)
+            guard fd >= 0 else { throw GatewayFailure("cannot open \(path): \(errnoText())") }
+            opened.append(fd)
+            return fd
+        }
+        let inFD: Int32
+        if let stdinFD { inFD = stdinFD } else { inFD = try openFD("/dev/null", O_RDONLY) }
+        var outLog: String?, errLog: String?
+        let outFD: Int32, errFD: Int32
+        switch output {
+        case .inherit:
+            outFD = try dupFD(1, &opened)
+            errFD = try dupFD(2, &opened)
+        case .logFiles:
+            outLog = agentDir + "/\(tag).out"
+            errLog = agentDir + "/\(tag).err"
+            outFD = try openFD(outLog!, O_WRONLY | O_CREAT | O_APPEND)
+            errFD = try openFD(errLog!, O_WRONLY | O_CREAT | O_APPEND)
+        }
+
+        var landlockFD: Int32 = -1
+        var filter: UnsafeMutableRawPointer?
+        var filterLen: Int32 = 0
+        defer { if landlockFD >= 0 { close(landlockFD) }; free(filter) }
+        if profile != .none {
+            let paths = writablePaths(for: spawn, tmp: tmp)
+            var bad: Int32 = -1
+            landlockFD = withCStrings(paths) { ptrs in
+                ptrs.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: paths.count + 1) {
+                    cspawn_landlock_ruleset($0, Int32(paths.count), &bad)
+                }
+            }
+            guard landlockFD >= 0 else {
+                throw GatewayFailure("cannot build the Landlock ruleset\(bad >= 0 ? " for \(paths[Int(bad)])" : ""): \(errnoText())")
+            }
+            filterLen = cspawn_seccomp_standard(&filter)
+            guard filterLen > 0 else { throw GatewayFailure("cannot build the seccomp filter: \(errnoText())") }
+        }
+
+        let limits = Self.rlimits(spawn.match.rule.limits)
+        let argv = spawn.match.argv
+        let env = environment(for: spawn, tmp: profile == .none ? nil : tmp)
+        var pid: pid_t = 0, stage: Int32 = 0, err: Int32 = 0
+        let rc = withCStrings(argv) { argvPtrs in
+            withCStrings(env) { envPtrs in
+                limits.withUnsafeBufferPointer { lim in
+                    var spec = cspawn_spec()
+                    spec.stdin_fd = inFD; spec.stdout_fd = outFD; spec.stderr_fd = errFD
+                    spec.rlimits = lim.baseAddress; spec.n_rlimits = Int32(lim.count)
+                    spec.landlock_fd = landlockFD
+                    spec.filter = UnsafeRawPointer(filter); spec.filter_len = UInt16(filterLen)
+                    return argv[0].withCString { path in
+                        spawn.match.cwd.withCString { cwd in
+                            spec.path = path; spec.cwd = cwd
+                            spec.argv = UnsafePointer(argvPtrs); spec.envp = UnsafePointer(envPtrs)
+                            return cspawn_start(&spec, &pid, &stage, &err)
+                        }
+                    }
+                }
+            }
+        }
+        guard rc == 0 else { throw GatewayFailure(Self.explain(stage: stage, errno: err, spawn: spawn)) }
+        // The child is in its own session; its start time makes the identity safe against pid reuse.
+        let identity = ProcessIdentity.of(pid: pid) ?? ProcessIdentity(pid: pid, startTime: 0)
+        return SpawnedAgent(process: identity, name: name, profile: profile, layers: SandboxSupport.layers(for: profile),
+                            stdoutLog: outLog, stderrLog: errLog)
+    }
+
+    /// A descriptor from which the agent reads its task (CLIs with `task: stdin`).
+    public static func taskInput(_ task: String) throws(GatewayFailure) -> Int32 {
+        let bytes = Array(task.utf8)
+        let fd = bytes.withUnsafeBufferPointer { b in
+            b.baseAddress!.withMemoryRebound(to: CChar.self, capacity: max(b.count, 1)) { cspawn_task_pipe($0, b.count) }
+        }
+        guard fd >= 0 else { throw GatewayFailure("cannot pass the task on standard input: \(errnoText())") }
+        return fd
+    }
+
+    private func dupFD(_ fd: Int32, _ opened: inout [Int32]) throws(GatewayFailure) -> Int32 {
+        let d = fcntl(fd, F_DUPFD_CLOEXEC, 3)
+        guard d >= 0 else { throw GatewayFailure("cannot pass standard output to the agent: \(errnoText())") }
+        opened.append(d)
+        return d
+    }
+
+    static func rlimits(_ l: ResourceLimits) -> [cspawn_rlimit] {
+        var out: [cspawn_rlimit] = []
+        func add(_ r: Int, _ v: Int64?) { if let v { out.append(cspawn_rlimit(resource: Int32(r), value: UInt64(v))) } }
+        add(CSPAWN_RLIMIT_CPU, l.cpuSeconds)
+        add(CSPAWN_RLIMIT_AS, l.memoryBytes)
+        add(CSPAWN_RLIMIT_NOFILE, l.openFiles)
+        add(CSPAWN_RLIMIT_NPROC, l.processes)
+        add(CSPAWN_RLIMIT_FSIZE, l.fileSizeBytes)
+        // No core dumps: they would write the agent's memory (API keys) to disk.
+        out.append(cspawn_rlimit(resource: Int32(CSPAWN_RLIMIT_CORE), value: 0))
+        return out
+    }
+
+    static func explain(stage: Int32, errno e: Int32, spawn: AuthorizedSpawn) -> String {
+        let why = String(cString: strerror(e))
+        switch UInt32(stage) {
+        case CSPAWN_CHDIR.rawValue: return "cannot enter the approved working directory \(spawn.match.cwd): \(why)"
+        case CSPAWN_CWD_CHANGED.rawValue:
+            return "the approved working directory \(spawn.match.cwd) no longer resolves to itself (a symlink was swapped in after the decision); refusing to start"
+        case CSPAWN_EXEC.rawValue: return "cannot execute \(spawn.match.argv[0]): \(why)"
+        case CSPAWN_LANDLOCK.rawValue: return "cannot enforce Landlock: \(why)"
+        case CSPAWN_SECCOMP.rawValue: return "cannot install the seccomp filter: \(why)"
+        case CSPAWN_RLIMIT.rawValue: return "cannot set a resource limit: \(why)"
+        case CSPAWN_NO_NEW_PRIVS.rawValue: return "cannot set no_new_privs: \(why)"
+        case CSPAWN_FORK.rawValue: return "cannot fork: \(why)"
+        default: return "the agent could not be started (stage \(stage)): \(why)"
+        }
+    }
+}
+
+/// NULL-terminated C string arrays for the duration of `body`.
+func withCStrings<R>(_ strings: [String], _ body: (UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
+    var ptrs: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) } + [nil]
+    defer { for p in ptrs { free(p) } }
+    return ptrs.withUnsafeMutableBufferPointer { body($0.baseAddress!) }
+}

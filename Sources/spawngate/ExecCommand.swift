@@ -1,0 +1,67 @@
+import ArgumentParser
+import Foundation
+import SpawnGate
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct Exec: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Decide a request, then run the approved agent in its sandbox in the foreground.",
+        discussion: """
+            For a broker that owns the terminal: run 'spawngate exec request.json' as the agent command. The agent \
+            gets this terminal (or, with --log, files under agents/NAME/ in the home), exactly the approved argv, cwd \
+            and environment, and the rule's sandbox profile. Exit status: the agent's own (128 + signal when killed); \
+            when nothing was started, 1 for a denial and 2 when the gateway cannot decide, with the decision JSON on \
+            standard error.
+            """)
+    @OptionGroup var home: HomeOption
+    @Argument(help: ArgumentHelp("The envelope file, or - for standard input.", valueName: "file")) var file: String?
+    @Flag(help: "Send the agent's output to agents/NAME/<request>.out and .err in the home instead of this terminal.")
+    var log = false
+
+    func run() throws {
+        let home = home.resolved
+        let pipeline: DecisionPipeline
+        do { pipeline = try DecisionPipeline.open(home: home) } catch {
+            printError(error.message)
+            throw Exit.cannotDecide
+        }
+        let input: [UInt8]
+        do { input = try Files.readInput(file, limit: Envelope.maxSize) } catch {
+            printError(error.message)
+            throw Exit.cannotDecide
+        }
+        let outcome = pipeline.decide(input)
+        guard let authorized = outcome.authorized else {
+            printError(outcome.decision.json)
+            throw ExitCode(outcome.exitCode)
+        }
+        // The agent's standard input: the task when the CLI takes it there, else this terminal's (unless the
+        // envelope itself came from it).
+        var stdinFD: Int32? = (file == nil || file == "-") ? nil : 0
+        if let task = authorized.match.stdinTask {
+            do { stdinFD = try LocalSpawner.taskInput(task) } catch {
+                printError("allowed, but not started: \(error.message)")
+                throw Exit.cannotDecide
+            }
+        }
+        let agent: SpawnedAgent
+        do {
+            agent = try LocalSpawner(home: home).start(authorized, output: log ? .logFiles : .inherit, stdin: stdinFD)
+        } catch {
+            if let lease = authorized.leaseID { _ = try? pipeline.state.releaseLease(requestID: lease) }
+            printError("allowed, but not started: \(error.message)")
+            throw Exit.cannotDecide
+        }
+        if let fd = stdinFD, fd != 0 { close(fd) }
+        if let lease = authorized.leaseID { _ = try? pipeline.state.bindLease(requestID: lease, to: agent.process) }
+        if log {
+            print("started \(agent.name) (pid \(agent.pid), sandbox \(agent.profile.rawValue): \(agent.layers.joined(separator: ", ")))")
+            print("output: \(agent.stdoutLog ?? "-") and \(agent.stderrLog ?? "-")")
+        }
+        let status = Supervisor.wait(agent, maxRuntime: authorized.match.rule.maxRuntime)
+        if let lease = authorized.leaseID { _ = try? pipeline.state.releaseLease(requestID: lease) }
+        if status != 0 { throw ExitCode(status) }
+    }
+}
