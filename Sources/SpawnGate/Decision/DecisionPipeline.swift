@@ -156,7 +156,7 @@ public struct DecisionPipeline: Sendable {
             if mode == .dryRun {
                 // Nothing is consumed and nothing is written: the decision as it would be now.
                 let denial = decision.allowed ? try state.read { db in
-                    try StateStore.admit(effects, nowMilliseconds: nowMs, apply: false, db)
+                    try StateStore.admit(effects, nowMilliseconds: nowMs, db).denial
                 } : nil
                 return Outcome(decision: finalDecision(denial), authorized: nil)
             }
@@ -169,13 +169,13 @@ public struct DecisionPipeline: Sendable {
                     head = newHead
                     try StateStore.setAuditHead(head, db)
                 }
-                let denial = decision.allowed ? try StateStore.admit(effects, nowMilliseconds: nowMs, apply: false, db) : nil
-                let final = finalDecision(denial)
+                let admission = decision.allowed ? try StateStore.admit(effects, nowMilliseconds: nowMs, db) : nil
+                let final = finalDecision(admission?.denial)
                 let entry = AuditLog.Entry(time: nowMs / 1000, decision: final, nonce: nonce,
                                            argv: final.allowed ? argv : nil, cwd: cwd)
                 let newHead: AuditLog.Head
                 do throws(GatewayFailure) { newHead = try audit.append(after: head, entry) } catch { throw AuditFailure(failure: error) }
-                if final.allowed { _ = try StateStore.admit(effects, nowMilliseconds: nowMs, apply: true, db) }
+                if case .admitted(let apply)? = admission { try apply() }
                 try StateStore.setAuditHead(newHead, db)
                 return final
             }

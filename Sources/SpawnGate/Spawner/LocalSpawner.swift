@@ -61,9 +61,8 @@ public struct LocalSpawner: Sendable {
     }
 
     public func start(_ spawn: AuthorizedSpawn, output: Output, stdin stdinFD: Int32? = nil) throws(GatewayFailure) -> SpawnedAgent {
+        // The pipeline has refused any profile this machine cannot enforce before authorizing this spawn.
         let profile = spawn.match.rule.sandbox
-        let missing = SandboxSupport.missing(for: profile)
-        guard missing.isEmpty else { throw GatewayFailure("sandbox profile '\(profile.rawValue)' needs \(missing.joined(separator: " and ")) on this machine") }
         let name = spawn.request.request.name
         do { try Home.validateBrokerName(name) } catch {
             throw GatewayFailure("agent name '\(name)' cannot name a log directory: \(error.message)")

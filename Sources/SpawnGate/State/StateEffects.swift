@@ -47,17 +47,26 @@ public struct Lease: Sendable, Equatable {
     }
 }
 
+/// What checking the effects concluded: the first denial, or the writes that apply them all. The writes run in the
+/// same transaction, later (after the audit append); a dry run never runs them.
+enum Admission {
+    case denied(Denial)
+    case admitted(apply: () throws -> Void)
+
+    var denial: Denial? { if case .denied(let d) = self { return d }; return nil }
+}
+
 extension StateStore {
-    /// Checks every effect against the current state, in order replay → rate → concurrency, and applies them all
-    /// when every one passes and `apply` is true. Returns the first denial; a denied request changes nothing.
-    static func admit(_ effects: [StateEffect], nowMilliseconds: Int64, apply: Bool, _ db: Database) throws -> Denial? {
+    /// Checks every effect against the current state, in order replay → rate → concurrency. A denied request
+    /// changes nothing.
+    static func admit(_ effects: [StateEffect], nowMilliseconds: Int64, _ db: Database) throws -> Admission {
         let now = nowMilliseconds / 1000
         var writes: [() throws -> Void] = []
         for effect in effects {
             switch effect {
             case .consumeNonce(let fp, let nonce, let keepUntil):
                 if try Bool.fetchOne(db, sql: "SELECT 1 FROM nonce WHERE fingerprint = ? AND nonce = ?", arguments: [fp, nonce]) != nil {
-                    return Denial(.replay, "this request (nonce \(nonce)) was already accepted; sign a new one")
+                    return .denied(Denial(.replay, "this request (nonce \(nonce)) was already accepted; sign a new one"))
                 }
                 writes.append {
                     try db.execute(sql: "INSERT INTO nonce (fingerprint, nonce, keep_until) VALUES (?, ?, ?)", arguments: [fp, nonce, keepUntil])
@@ -71,7 +80,7 @@ extension StateStore {
                 let tolerance = (burst - 1) * interval
                 if tat - nowMilliseconds > tolerance {
                     let wait = tat - nowMilliseconds - tolerance
-                    return Denial(.rateLimited, "\(broker) has used its rate under rule '\(rule)'; the next request fits in \(Self.seconds(wait))", rule: rule)
+                    return .denied(Denial(.rateLimited, "\(broker) has used its rate under rule '\(rule)'; the next request fits in \(Self.seconds(wait))", rule: rule))
                 }
                 writes.append {
                     try db.execute(sql: "INSERT INTO bucket (broker, rule, tat_ms) VALUES (?, ?, ?) ON CONFLICT (broker, rule) DO UPDATE SET tat_ms = excluded.tat_ms",
@@ -83,7 +92,7 @@ extension StateStore {
                 let dead = leases.filter { !$0.isLive(now: now) }
                 let live = leases.count - dead.count
                 if live >= want.max {
-                    return Denial(.concurrencyLimit, "\(want.broker) already has \(live) live agent\(live == 1 ? "" : "s") under rule '\(want.rule)' (max_concurrent \(want.max)); release one or wait for one to exit", rule: want.rule)
+                    return .denied(Denial(.concurrencyLimit, "\(want.broker) already has \(live) live agent\(live == 1 ? "" : "s") under rule '\(want.rule)' (max_concurrent \(want.max)); release one or wait for one to exit", rule: want.rule))
                 }
                 writes.append {
                     // Leases whose process is gone or whose time is up are freed here, under the write lock.
@@ -93,11 +102,11 @@ extension StateStore {
                 }
             }
         }
-        guard apply else { return nil }
-        for w in writes { try w() }
-        // Nonces of requests that can no longer be valid are forgotten.
-        try db.execute(sql: "DELETE FROM nonce WHERE keep_until < ?", arguments: [now])
-        return nil
+        return .admitted(apply: {
+            for w in writes { try w() }
+            // Nonces of requests that can no longer be valid are forgotten.
+            try db.execute(sql: "DELETE FROM nonce WHERE keep_until < ?", arguments: [now])
+        })
     }
 
     static func seconds(_ ms: Int64) -> String {
@@ -111,7 +120,7 @@ extension StateStore {
         try db.execute(sql: "INSERT OR IGNORE INTO nonce (fingerprint, nonce, keep_until) VALUES (?, ?, ?)", arguments: [fingerprint, nonce, keepUntil])
     }
 
-    // MARK: - Leases, for the commands that bind, end and list them
+    // MARK: - Leases, for the commands that bind and end them
 
     /// Binds a lease to the process the broker started for it; it then ends when that process exits.
     public func bindLease(requestID: String, to process: ProcessIdentity) throws(GatewayFailure) -> Bool {
@@ -131,14 +140,6 @@ extension StateStore {
                 try db.execute(sql: "DELETE FROM lease WHERE request_id = ?", arguments: [requestID])
                 return db.changesCount == 1
             }
-        } catch { throw Self.failure(error) }
-    }
-
-    /// Every stored lease that is still live.
-    public func liveLeases(now: Int64) throws(GatewayFailure) -> [Lease] {
-        do {
-            return try read { db in try Row.fetchAll(db, sql: "SELECT * FROM lease ORDER BY created_at").map(Lease.init) }
-                .filter { $0.isLive(now: now) }
         } catch { throw Self.failure(error) }
     }
 }

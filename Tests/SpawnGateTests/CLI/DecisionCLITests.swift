@@ -22,7 +22,7 @@ struct DecisionCLITests {
         var codes: [String: Int32] = [:]
         for line in out.stdout.split(separator: "\n") {
             let parts = line.split(separator: " ")
-            codes[String(parts[0]), default: 0] = max(codes[String(parts[0])] ?? 0, Int32(parts[1])!)
+            codes[String(parts[0])] = Int32(parts[1])!
         }
         return codes
     }

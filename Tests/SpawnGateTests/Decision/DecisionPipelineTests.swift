@@ -161,6 +161,11 @@ struct DecisionPipelineTests {
         guard case .success(let w) = HookInput.parse(wrapped) else { Issue.record("wrapped form refused"); return }
         #expect(w.spawn == ["name": .string("coder")])
         #expect(try g.pipeline().decide(w.envelope, mode: .dryRun).reason == .allowed, "the re-encoded envelope still verifies")
+        // An endless or huge input is refused before it is parsed.
+        guard case .failure(let big) = HookInput.parse([UInt8](repeating: 0x20, count: HookInput.maxSize + 1)) else {
+            Issue.record("oversized hook input accepted"); return
+        }
+        #expect(big.reason == .malformed)
         for bad in ["{\"envelope\":\(String(decoding: env, as: UTF8.self))}", "{\"envelope\":\"x\",\"spawn\":{}}",
                     "{\"envelope\":{},\"spawn\":{},\"extra\":1}"] {
             guard case .failure(let d) = HookInput.parse(Array(bad.utf8)) else { Issue.record("accepted \(bad)"); continue }

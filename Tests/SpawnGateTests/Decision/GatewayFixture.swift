@@ -26,9 +26,7 @@ struct Gateway {
     init(rule: [String] = [], cli: [String] = [], now: Int64 = 1_800_000_000) throws {
         clock = ManualClock(now)
         (_, laptop) = try TestSupport.makeHome("mac-laptop", in: dir)
-        let vpsIdentity: Identity
-        (vps, vpsIdentity) = try TestSupport.makeHome("vps-broker", in: dir)
-        _ = vpsIdentity
+        (vps, _) = try TestSupport.makeHome("vps-broker", in: dir)
         try vps.keyStore.enroll(name: "mac-laptop", key: laptop.key.publicKey, expected: laptop.key.publicKey.fingerprint)
         try FileManager.default.createDirectory(atPath: app, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: dir + "/bin", withIntermediateDirectories: true)
