@@ -59,10 +59,23 @@ int cspawn_start(const cspawn_spec *s, pid_t *pid_out, int *stage, int *err) {
         // unless stdio hands it one.
         if (setsid() < 0) report(ep, CSPAWN_SETSID);
         if (dup2(s->stdin_fd, 0) < 0 || dup2(s->stdout_fd, 1) < 0 || dup2(s->stderr_fd, 2) < 0) report(ep, CSPAWN_STDIO);
+        // Descriptors the program inherits go to 3, 4, …: first moved above every target slot (so no source is
+        // overwritten before it is copied), then into place, where dup2 clears close-on-exec.
+        int first_free = 3 + s->n_pass;
+        int high = first_free + 8;
+        int moved[8];
+        if (s->n_pass > 8) { errno = EINVAL; report(ep, CSPAWN_CLOSE_FDS); }
+        if ((ep = fcntl(ep, F_DUPFD_CLOEXEC, high)) < 0) report(pipefd[1], CSPAWN_CLOSE_FDS);
+        int ll = s->landlock_fd >= 0 ? fcntl(s->landlock_fd, F_DUPFD_CLOEXEC, high) : -1;
+        if (s->landlock_fd >= 0 && ll < 0) report(ep, CSPAWN_CLOSE_FDS);
+        for (int i = 0; i < s->n_pass; i++)
+            if ((moved[i] = fcntl(s->pass_fds[i], F_DUPFD_CLOEXEC, high)) < 0) report(ep, CSPAWN_CLOSE_FDS);
+        for (int i = 0; i < s->n_pass; i++)
+            if (dup2(moved[i], 3 + i) < 0) report(ep, CSPAWN_CLOSE_FDS);
         // Close every other inherited descriptor, keeping only the error pipe and the Landlock ruleset.
-        int keep1 = ep, keep2 = s->landlock_fd >= 0 ? s->landlock_fd : ep;
+        int keep1 = ep, keep2 = ll >= 0 ? ll : ep;
         int a = keep1 < keep2 ? keep1 : keep2, b = keep1 < keep2 ? keep2 : keep1;
-        if (close_from(3, a - 1) != 0 || (a != b && close_from(a + 1, b - 1) != 0) || close_from(b + 1, ~0U >> 1) != 0)
+        if (close_from(first_free, a - 1) != 0 || (a != b && close_from(a + 1, b - 1) != 0) || close_from(b + 1, ~0U >> 1) != 0)
             report(ep, CSPAWN_CLOSE_FDS);
         for (int i = 0; i < s->n_rlimits; i++) {
             struct rlimit rl = { s->rlimits[i].value, s->rlimits[i].value };
@@ -74,10 +87,17 @@ int cspawn_start(const cspawn_spec *s, pid_t *pid_out, int *stage, int *err) {
         char here[4096];
         long n = syscall(SYS_getcwd, here, sizeof here);
         if (n <= 0 || strcmp(here, s->cwd) != 0) { errno = ESTALE; report(ep, CSPAWN_CWD_CHANGED); }
+        if (s->cwd_fd_slot >= 0) {
+            // The directory just checked, by descriptor: a sandbox that binds it cannot be sent elsewhere by a
+            // later swap of the path.
+            int d = open(".", O_PATH | O_DIRECTORY);
+            if (d < 0) report(ep, CSPAWN_CHDIR);
+            if (d != s->cwd_fd_slot) { if (dup2(d, s->cwd_fd_slot) < 0) report(ep, CSPAWN_CHDIR); close(d); }
+        }
         if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) report(ep, CSPAWN_NO_NEW_PRIVS);
-        if (s->landlock_fd >= 0) {
-            if (syscall(SYS_landlock_restrict_self, s->landlock_fd, 0) != 0) report(ep, CSPAWN_LANDLOCK);
-            close(s->landlock_fd);
+        if (ll >= 0) {
+            if (syscall(SYS_landlock_restrict_self, ll, 0) != 0) report(ep, CSPAWN_LANDLOCK);
+            close(ll);
         }
         if (s->filter) {
             struct sock_fprog prog = { s->filter_len, (struct sock_filter *)s->filter };
@@ -172,6 +192,34 @@ int cspawn_seccomp_standard(void **program) {
     close(mfd);
     *program = buf;
     return (int)(size / sizeof(struct sock_filter));
+}
+
+int cspawn_probe(const char *path, char *const *argv, char *out, size_t cap, size_t *out_len) {
+    *out_len = 0;
+    int errp[2];
+    if (pipe2(errp, O_CLOEXEC) != 0) return -1;
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null < 0) { int e = errno; close(errp[0]); close(errp[1]); errno = e; return -1; }
+    char *const env[] = { NULL };
+    cspawn_spec spec = { .path = path, .argv = argv, .envp = env, .cwd = "/", .stdin_fd = null, .stdout_fd = null,
+                         .stderr_fd = errp[1], .landlock_fd = -1, .cwd_fd_slot = -1 };
+    pid_t pid; int stage, err;
+    int rc = cspawn_start(&spec, &pid, &stage, &err);
+    close(null); close(errp[1]);
+    if (rc != 0) { close(errp[0]); errno = err; return -1; }
+    char buf[512];
+    ssize_t n;
+    // Read to the end (so the child never blocks on a full pipe), keeping the first `cap` bytes.
+    while ((n = read(errp[0], buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)) {
+        if (n <= 0) continue;
+        size_t take = (size_t)n < cap - *out_len ? (size_t)n : cap - *out_len;
+        memcpy(out + *out_len, buf, take);
+        *out_len += take;
+    }
+    close(errp[0]);
+    int status;
+    while (waitpid(pid, &status, 0) < 0) if (errno != EINTR) return -1;
+    return status;
 }
 
 int cspawn_seccomp_available(void) {

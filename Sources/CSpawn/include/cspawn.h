@@ -25,6 +25,9 @@ typedef struct {
     int landlock_fd;             ///< a Landlock ruleset to enforce, or -1
     const void *filter;          ///< a seccomp BPF program (struct sock_filter[]), or NULL
     unsigned short filter_len;   ///< number of instructions
+    const int *pass_fds;         ///< descriptors the program must inherit, placed at 3, 4, … in this order
+    int n_pass;
+    int cwd_fd_slot;             ///< if >= 0, an O_PATH descriptor of the re-checked cwd is left at this number
 } cspawn_spec;
 
 /// Where the child failed, reported through the CLOEXEC pipe.
@@ -46,6 +49,10 @@ int cspawn_landlock_ruleset(const char *const *paths, int n_paths, int *bad_path
 /// The standard profile's seccomp deny-list as a BPF program in a malloc'd buffer (free it). Returns the number
 /// of instructions, or -1 with errno.
 int cspawn_seccomp_standard(void **program);
+
+/// Runs `path` with stdio on /dev/null except stderr, which is captured (up to `cap` bytes) into `out`, and
+/// returns its wait status, or -1 with errno. For probes (is bwrap usable here?), not for agents.
+int cspawn_probe(const char *path, char *const *argv, char *out, size_t cap, size_t *out_len);
 
 /// 1 when the kernel accepts seccomp filters (no_new_privs + SECCOMP_MODE_FILTER), else 0.
 int cspawn_seccomp_available(void);

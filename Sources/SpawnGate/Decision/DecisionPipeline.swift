@@ -54,6 +54,8 @@ public struct DecisionPipeline: Sendable {
 
     public var policy: Policy { engine.policy }
     var clock: any GateClock { verifier.clock }
+    /// Which of a profile's layers this machine lacks. Injectable so tests can stand for a machine without one.
+    var missingLayers: @Sendable (SandboxProfile) -> [String] = { SandboxSupport.missing(for: $0) }
 
     public init(audience: String, keys: KeyStore, policy: Policy, state: StateStore, audit: AuditLog,
                 clock: any GateClock = SystemClock(), resolver: PathResolver = .filesystem) {
@@ -103,7 +105,7 @@ public struct DecisionPipeline: Sendable {
         }
 
         // A profile this machine cannot enforce is refused, never quietly weakened.
-        let missing = SandboxSupport.missing(for: match.rule.sandbox)
+        let missing = missingLayers(match.rule.sandbox)
         if !missing.isEmpty {
             return deny(Denial(.internalError, "rule '\(match.rule.name)' asks for sandbox '\(match.rule.sandbox.rawValue)', which needs \(missing.joined(separator: " and ")); run 'spawngate doctor'", rule: match.rule.name))
         }

@@ -307,6 +307,14 @@ public enum PolicyLoader {
         if let v = m["network"], let s = r.string(v.value, "\(label): network") {
             if ["shared", "none"].contains(s) { network = s } else { r.error(v.value, "\(label): network must be shared or none; got '\(s)'") }
         }
+        // A rule never asks for more than its profile enforces: only strict has a network namespace, and the
+        // broker behind agent-relay starts agents without our sandbox.
+        if network == "none", sandbox != .strict, let v = m["network"] {
+            r.error(v.value, "\(label): network: none needs sandbox: strict (only strict has its own network namespace); set sandbox: strict or remove network")
+        }
+        if spawner == "agent-relay", sandbox != .none, let v = m["spawner"] {
+            r.error(v.value, "\(label): spawner: agent-relay starts the agent through Agent Relay's broker, which applies no spawngate sandbox; add sandbox: none to this rule to accept that, or use spawner: local")
+        }
         if effect == .deny {
             for k in ["rate", "burst", "max_concurrent", "sandbox", "max_runtime", "limits", "spawner", "network"] {
                 if let v = m[k] { r.error(v.key, "\(label): '\(k)' has no meaning on a deny rule; remove it") }

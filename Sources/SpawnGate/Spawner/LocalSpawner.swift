@@ -50,14 +50,17 @@ public struct LocalSpawner: Sendable {
     /// Paths the agent may write under `standard`: the cwd, its private tmp, the CLI's own state paths, and the
     /// terminal devices.
     func writablePaths(for spawn: AuthorizedSpawn, tmp: String) -> [String] {
-        let userHome = environment["HOME"] ?? "/root"
-        var paths = [spawn.match.cwd, tmp, "/dev/null"]
-        for w in spawn.match.cli.writable {
-            let p = w.hasPrefix("~/") ? userHome + String(w.dropFirst(1)) : w
-            if Files.exists(p) { paths.append(p) }
-        }
+        var paths = [spawn.match.cwd, tmp, "/dev/null"] + cliWritablePaths(for: spawn)
         if Files.exists("/dev/tty") { paths.append("/dev/tty") }
         return paths
+    }
+
+    /// The CLI's `writable:` paths that exist, with `~/` meaning the gateway user's home.
+    func cliWritablePaths(for spawn: AuthorizedSpawn) -> [String] {
+        let userHome = environment["HOME"] ?? "/root"
+        return spawn.match.cli.writable
+            .map { $0.hasPrefix("~/") ? userHome + String($0.dropFirst(1)) : $0 }
+            .filter { Files.exists($0) }
     }
 
     public func start(_ spawn: AuthorizedSpawn, output: Output, stdin stdinFD: Int32? = nil) throws(GatewayFailure) -> SpawnedAgent {
@@ -104,6 +107,10 @@ public struct LocalSpawner: Sendable {
         var filterLen: Int32 = 0
         defer { if landlockFD >= 0 { close(landlockFD) }; free(filter) }
         if profile != .none {
+            filterLen = cspawn_seccomp_standard(&filter)
+            guard filterLen > 0 else { throw GatewayFailure("cannot build the seccomp filter: \(errnoText())") }
+        }
+        if profile == .standard {
             let paths = writablePaths(for: spawn, tmp: tmp)
             var bad: Int32 = -1
             landlockFD = withCStrings(paths) { ptrs in
@@ -114,27 +121,51 @@ public struct LocalSpawner: Sendable {
             guard landlockFD >= 0 else {
                 throw GatewayFailure("cannot build the Landlock ruleset\(bad >= 0 ? " for \(paths[Int(bad)])" : ""): \(errnoText())")
             }
-            filterLen = cspawn_seccomp_standard(&filter)
-            guard filterLen > 0 else { throw GatewayFailure("cannot build the seccomp filter: \(errnoText())") }
+        }
+
+        // `strict`: the shim execs bwrap, which makes the namespaces, loads the same seccomp program (passed as a
+        // pipe on fd 3) and then execs the agent; the cwd goes to bwrap as fd 4.
+        var program = spawn.match.argv[0]
+        var argv = spawn.match.argv
+        var passFDs: [Int32] = []
+        var cwdSlot: Int32 = -1
+        if profile == .strict {
+            guard let bwrap = SandboxSupport.bubblewrapPath else { throw GatewayFailure("bubblewrap is not installed") }
+            let bytes = UnsafeRawBufferPointer(start: filter, count: Int(filterLen) * 8)
+            let pipeFD = bytes.withMemoryRebound(to: CChar.self) { cspawn_task_pipe($0.baseAddress!, $0.count) }
+            guard pipeFD >= 0 else { throw GatewayFailure("cannot pass the seccomp filter to bubblewrap: \(errnoText())") }
+            opened.append(pipeFD)
+            let options = try Bubblewrap.arguments(
+                program: spawn.match.argv[0], cwd: spawn.match.cwd, tmp: tmp, gatewayHome: home.root,
+                writable: cliWritablePaths(for: spawn),
+                protected: spawn.match.cli.protected, network: spawn.match.rule.network)
+            program = bwrap
+            argv = [bwrap] + options + spawn.match.argv
+            passFDs = [pipeFD]
+            cwdSlot = Int32(Bubblewrap.cwdFD)
+            free(filter); filter = nil; filterLen = 0
         }
 
         let limits = Self.rlimits(spawn.match.rule.limits)
-        let argv = spawn.match.argv
-        let env = environment(for: spawn, tmp: profile == .none ? nil : tmp)
+        let env = environment(for: spawn, tmp: profile == .none ? nil : (profile == .strict ? "/tmp" : tmp))
         var pid: pid_t = 0, stage: Int32 = 0, err: Int32 = 0
         let rc = withCStrings(argv) { argvPtrs in
             withCStrings(env) { envPtrs in
                 limits.withUnsafeBufferPointer { lim in
-                    var spec = cspawn_spec()
-                    spec.stdin_fd = inFD; spec.stdout_fd = outFD; spec.stderr_fd = errFD
-                    spec.rlimits = lim.baseAddress; spec.n_rlimits = Int32(lim.count)
-                    spec.landlock_fd = landlockFD
-                    spec.filter = UnsafeRawPointer(filter); spec.filter_len = UInt16(filterLen)
-                    return argv[0].withCString { path in
-                        spawn.match.cwd.withCString { cwd in
-                            spec.path = path; spec.cwd = cwd
-                            spec.argv = UnsafePointer(argvPtrs); spec.envp = UnsafePointer(envPtrs)
-                            return cspawn_start(&spec, &pid, &stage, &err)
+                    passFDs.withUnsafeBufferPointer { pass in
+                        var spec = cspawn_spec()
+                        spec.stdin_fd = inFD; spec.stdout_fd = outFD; spec.stderr_fd = errFD
+                        spec.rlimits = lim.baseAddress; spec.n_rlimits = Int32(lim.count)
+                        spec.landlock_fd = landlockFD
+                        spec.filter = UnsafeRawPointer(filter); spec.filter_len = UInt16(filterLen)
+                        spec.pass_fds = pass.baseAddress; spec.n_pass = Int32(pass.count)
+                        spec.cwd_fd_slot = cwdSlot
+                        return program.withCString { path in
+                            spawn.match.cwd.withCString { cwd in
+                                spec.path = path; spec.cwd = cwd
+                                spec.argv = UnsafePointer(argvPtrs); spec.envp = UnsafePointer(envPtrs)
+                                return cspawn_start(&spec, &pid, &stage, &err)
+                            }
                         }
                     }
                 }
@@ -143,7 +174,7 @@ public struct LocalSpawner: Sendable {
         guard rc == 0 else { throw GatewayFailure(Self.explain(stage: stage, errno: err, spawn: spawn)) }
         // The child is in its own session; its start time makes the identity safe against pid reuse.
         let identity = ProcessIdentity.of(pid: pid) ?? ProcessIdentity(pid: pid, startTime: 0)
-        return SpawnedAgent(process: identity, name: name, profile: profile, layers: SandboxSupport.layers(for: profile),
+        return SpawnedAgent(process: identity, name: name, profile: profile, layers: SandboxSupport.layers(for: profile, network: spawn.match.rule.network),
                             stdoutLog: outLog, stderrLog: errLog)
     }
 
@@ -183,7 +214,9 @@ public struct LocalSpawner: Sendable {
         case CSPAWN_CHDIR.rawValue: return "cannot enter the approved working directory \(spawn.match.cwd): \(why)"
         case CSPAWN_CWD_CHANGED.rawValue:
             return "the approved working directory \(spawn.match.cwd) no longer resolves to itself (a symlink was swapped in after the decision); refusing to start"
-        case CSPAWN_EXEC.rawValue: return "cannot execute \(spawn.match.argv[0]): \(why)"
+        case CSPAWN_EXEC.rawValue:
+            let program = spawn.match.rule.sandbox == .strict ? (SandboxSupport.bubblewrapPath ?? "bwrap") : spawn.match.argv[0]
+            return "cannot execute \(program): \(why)"
         case CSPAWN_LANDLOCK.rawValue: return "cannot enforce Landlock: \(why)"
         case CSPAWN_SECCOMP.rawValue: return "cannot install the seccomp filter: \(why)"
         case CSPAWN_RLIMIT.rawValue: return "cannot set a resource limit: \(why)"

@@ -1,4 +1,8 @@
 import CSpawn
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// What this machine can enforce, probed once: a profile whose layer is missing is refused, never downgraded.
 public enum SandboxSupport {
@@ -10,25 +14,60 @@ public enum SandboxSupport {
 
     public static let seccomp: Bool = cspawn_seccomp_available() == 1
 
-    /// The layers a profile needs that this machine lacks, each with the reason.
+    /// bubblewrap, looked up in fixed root-owned places only: `strict` never runs a `bwrap` found through PATH.
+    public static let bubblewrapPath: String? = ["/usr/bin/bwrap", "/usr/local/bin/bwrap"].first { access($0, X_OK) == 0 }
+
+    /// Whether bubblewrap can make the namespaces `strict` uses on this machine: nil when it can, else why not
+    /// and what to do. Probed on first use by running bwrap once with `strict`'s namespaces (about 5 ms).
+    public static let bubblewrapProblem: String? = {
+        guard let bwrap = bubblewrapPath else {
+            return "bubblewrap is not installed (install the 'bubblewrap' package: apt-get install bubblewrap)"
+        }
+        guard access("/bin/true", X_OK) == 0 else { return "cannot probe bubblewrap: /bin/true is missing" }
+        let args = [bwrap, "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net",
+                    "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--cap-drop", "ALL", "--", "/bin/true"]
+        var out = [CChar](repeating: 0, count: 1024)
+        var len = 0
+        let status = withCStrings(args) { argv in cspawn_probe(bwrap, argv, &out, out.count - 1, &len) }
+        if status == 0 { return nil }
+        let said = String(decoding: out[0..<len].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let why = said.isEmpty ? (status < 0 ? String(cString: strerror(errno)) : "exit status \(status)") : said
+        var fix = "check that unprivileged user namespaces are allowed"
+        if said.contains("uid map") || said.contains("Permission denied") || said.contains("Operation not permitted") {
+            fix = "unprivileged user namespaces are blocked: on Ubuntu 24.04 set kernel.apparmor_restrict_unprivileged_userns=0 or give bwrap an AppArmor profile; in a container, run it with a seccomp profile that allows unshare/clone of namespaces"
+        }
+        return "bubblewrap cannot create the sandbox's namespaces here (\(why)); \(fix)"
+    }()
+
+    /// The layers a profile needs that this machine lacks, each with the reason and the fix.
     public static func missing(for profile: SandboxProfile) -> [String] {
+        missing(for: profile, landlockABI: landlockABI, seccomp: seccomp,
+                bubblewrapProblem: profile == .strict ? bubblewrapProblem : nil)
+    }
+
+    /// `strict` does not use Landlock: bwrap's mounts are its write fence (a Landlock domain forbids mount(2)).
+    static func missing(for profile: SandboxProfile, landlockABI: Int?, seccomp: Bool, bubblewrapProblem: String?) -> [String] {
         var out: [String] = []
-        if profile != .none {
-            if landlockABI == nil { out.append("Landlock (the kernel has no Landlock; it needs Linux 5.13+ with CONFIG_SECURITY_LANDLOCK and lsm=landlock)") }
-            if !seccomp { out.append("seccomp (the kernel refuses seccomp filters)") }
+        if profile == .standard, landlockABI == nil {
+            out.append("Landlock (the kernel has no Landlock; it needs Linux 5.13+ with CONFIG_SECURITY_LANDLOCK and landlock in the lsm= boot list)")
         }
-        if profile == .strict {
-            // Refused rather than run as `standard`: a profile never silently means less than it says.
-            out.append("bubblewrap namespaces and read-only control files (not built in this version; use 'standard')")
+        if profile != .none, !seccomp {
+            out.append("seccomp (the kernel refuses seccomp filters; in a container, run it without a seccomp profile that blocks seccomp(2))")
         }
+        if profile == .strict, let bubblewrapProblem { out.append(bubblewrapProblem) }
         return out
     }
 
     /// Names of the layers a profile puts in force, for decisions and receipts.
-    public static func layers(for profile: SandboxProfile) -> [String] {
+    public static func layers(for profile: SandboxProfile, network: String = "shared") -> [String] {
         var out = ["clean-env", "new-session", "no-inherited-fds", "rlimits", "no_new_privs", "cwd-recheck"]
-        if profile != .none {
-            out += ["landlock-abi\(landlockABI ?? 0)", "seccomp"]
+        switch profile {
+        case .none: break
+        case .standard: out += ["landlock-abi\(landlockABI ?? 0)", "seccomp"]
+        case .strict:
+            out += ["bwrap", "userns", "pidns", "ipcns", "utsns"] + (network == "none" ? ["netns"] : [])
+            out += ["ro-root", "private-tmp", "private-dev", "hidden-gateway-home", "ro-control-files", "seccomp"]
         }
         return out
     }

@@ -15,7 +15,7 @@ final class ManualClock: GateClock, @unchecked Sendable {
 /// Two real homes (mac-laptop enrolled at vps-broker), a stand-in `claude` script, a project directory, and a
 /// policy written for the test. Everything the pipeline touches is real: keys, policy file, SQLite, audit log.
 struct Gateway {
-    let dir = TestSupport.tempDir("gw")
+    let dir: String
     let laptop: Identity
     let vps: Home
     let clock: ManualClock
@@ -23,7 +23,9 @@ struct Gateway {
     var claude: String { dir + "/bin/claude" }
 
     /// `rule` lines are added to the allow rule `laptop-app` (e.g. "rate: 10/minute").
-    init(rule: [String] = [], cli: [String] = [], now: Int64 = 1_800_000_000) throws {
+    /// `base` is where the test directory is made; outside /tmp when the sandbox under test replaces /tmp.
+    init(rule: [String] = [], cli: [String] = [], now: Int64 = 1_800_000_000, base: String = "/tmp") throws {
+        dir = TestSupport.tempDir("gw", base: base)
         clock = ManualClock(now)
         (_, laptop) = try TestSupport.makeHome("mac-laptop", in: dir)
         (vps, _) = try TestSupport.makeHome("vps-broker", in: dir)

@@ -35,6 +35,20 @@ struct PolicyLoaderTests {
         #expect(p.window == .defaults)
     }
 
+    /// A rule may not ask for more than its profile enforces: no network namespace outside strict, and no
+    /// sandbox at all through Agent Relay's broker unless the rule says sandbox: none.
+    @Test func profilesAndBackendsThatWouldNotEnforceTheRuleAreErrors() throws {
+        #expect(policyErrors(Self.base + "    network: none\n") == [
+            "p.yaml:12:14: error: rule 'r': network: none needs sandbox: strict (only strict has its own network namespace); set sandbox: strict or remove network",
+        ])
+        #expect(policyErrors(Self.base + "    spawner: agent-relay\n") == [
+            "p.yaml:12:14: error: rule 'r': spawner: agent-relay starts the agent through Agent Relay's broker, which applies no spawngate sandbox; add sandbox: none to this rule to accept that, or use spawner: local",
+        ])
+        let ok = try parsePolicy(Self.base + "    sandbox: strict\n    network: none\n").get()
+        #expect(ok.rules[0].network == "none")
+        #expect(try parsePolicy(Self.base + "    sandbox: none\n    spawner: agent-relay\n").get().rules[0].spawner == "agent-relay")
+    }
+
     // Snapshot of each message: file:line:column, what is wrong, what is expected.
     @Test func yamlSyntaxError() {
         #expect(policyErrors("version: 1\nrules:\n  - name: \"x\n") == [

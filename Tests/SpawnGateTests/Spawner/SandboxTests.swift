@@ -39,15 +39,30 @@ struct SandboxTests {
         #expect(try Self.run(g).output.contains("WROTE-OUTSIDE"))
     }
 
-    /// A profile whose layer this build or machine lacks is refused at decision time, before anything is recorded
-    /// as allowed; it is never run as a weaker one.
+    /// A profile whose layer this machine lacks is refused at decision time, before anything is recorded as
+    /// allowed; it is never run as a weaker one. The pipeline is given a probe that stands for such a machine.
     @Test func aProfileThatCannotBeEnforcedIsRefused() throws {
         let g = try Gateway(rule: ["sandbox: strict"])
-        let o = try g.pipeline().decide(g.envelope())
+        var p = try g.pipeline()
+        p.missingLayers = { $0 == .strict ? ["bubblewrap (not installed)"] : [] }
+        let o = p.decide(g.envelope())
         #expect(o.reason == .internalError)
         #expect(o.exitCode == 2)
-        #expect(o.decision.detail.contains("bubblewrap"))
+        #expect(o.decision.detail.contains("bubblewrap") && o.decision.detail.contains("spawngate doctor"))
         #expect(o.authorized == nil)
+        #expect(try g.auditLines().map { $0["decision"] as? String } == ["deny"], "recorded as refused, not allowed")
+        // The same request on a machine that has the layer is allowed.
+        p.missingLayers = { _ in [] }
+        #expect(p.decide(g.envelope()).reason == .allowed)
+    }
+
+    /// What each profile needs, for machines lacking one layer at a time.
+    @Test func layerRequirementsPerProfile() {
+        #expect(SandboxSupport.missing(for: .none, landlockABI: nil, seccomp: false, bubblewrapProblem: "x").isEmpty)
+        #expect(SandboxSupport.missing(for: .standard, landlockABI: nil, seccomp: true, bubblewrapProblem: nil).first?.contains("Landlock") == true)
+        #expect(SandboxSupport.missing(for: .standard, landlockABI: 3, seccomp: false, bubblewrapProblem: nil).first?.contains("seccomp") == true)
+        #expect(SandboxSupport.missing(for: .standard, landlockABI: 3, seccomp: true, bubblewrapProblem: "x").isEmpty)
+        #expect(SandboxSupport.missing(for: .strict, landlockABI: nil, seccomp: true, bubblewrapProblem: "no bwrap") == ["no bwrap"])
     }
 
     @Test func ptraceAndUserNamespacesAreRefused() throws {

@@ -27,8 +27,8 @@ enum TestSupport {
     }()
 
     /// A fresh private directory; each test gets its own, so the parallel runner never shares state.
-    static func tempDir(_ label: String = "t") -> String {
-        var template = Array("/tmp/spawngate-\(label)-XXXXXX".utf8CString)
+    static func tempDir(_ label: String = "t", base: String = "/tmp") -> String {
+        var template = Array("\(base)/spawngate-\(label)-XXXXXX".utf8CString)
         let path = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
         return path
     }
