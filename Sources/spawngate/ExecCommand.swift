@@ -55,13 +55,22 @@ struct Exec: ParsableCommand {
             throw Exit.cannotDecide
         }
         if let fd = stdinFD, fd != 0 { close(fd) }
-        if let lease = authorized.leaseID { _ = try? pipeline.state.bindLease(requestID: lease, to: agent.process) }
+        // Remembered (and its lease bound to its process) so 'agents' lists it and 'release' can stop it; if this
+        // process dies, the next 'agents' finds the agent gone and frees its slot.
+        let record = AgentRecord(agent, of: authorized, startedAt: SystemClock().now())
+        do { try pipeline.state.recordStart(record, leaseID: authorized.leaseID) } catch {
+            // An agent the gateway cannot track is one nobody can release: it does not keep running.
+            _ = Supervisor.stop(agent.process, grace: 0)
+            _ = Supervisor.wait(agent, maxRuntime: nil)
+            printError("allowed, but stopped at once: the state store did not record the agent: \(error.message)")
+            throw Exit.cannotDecide
+        }
         if log {
             print("started \(agent.name) (pid \(agent.pid), sandbox \(agent.profile.rawValue): \(agent.layers.joined(separator: ", ")))")
             print("output: \(agent.stdoutLog ?? "-") and \(agent.stderrLog ?? "-")")
         }
         let status = Supervisor.wait(agent, maxRuntime: authorized.match.rule.maxRuntime)
-        if let lease = authorized.leaseID { _ = try? pipeline.state.releaseLease(requestID: lease) }
+        try? pipeline.state.recordExit(requestID: record.requestID)
         if status != 0 { throw ExitCode(status) }
     }
 }

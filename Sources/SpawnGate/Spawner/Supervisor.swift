@@ -40,4 +40,18 @@ public enum Supervisor {
         if status & 0x7f == 0 { return (status >> 8) & 0xff }
         return 128 + (status & 0x7f)
     }
+
+    /// Stops an agent another process may be waiting for: SIGTERM to its process group, SIGKILL to the group if it
+    /// is still alive after `grace` seconds. The identity (pid and start time) is checked before each signal, so a
+    /// recycled pid is never signalled. Returns false when the agent was already gone.
+    public static func stop(_ process: ProcessIdentity, grace: Double = Supervisor.grace) -> Bool {
+        guard process.isAlive else { return false }
+        _ = cspawn_kill_group(process.pid, SIGTERM)
+        let deadline = monotonic() + grace
+        while process.isAlive && monotonic() < deadline { usleep(20_000) }
+        // The agent if it ignored TERM, and whatever it left running in its group.
+        _ = cspawn_kill_group(process.pid, SIGKILL)
+        while process.isAlive && monotonic() < deadline + 5 { usleep(10_000) }
+        return true
+    }
 }

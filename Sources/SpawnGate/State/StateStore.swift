@@ -50,6 +50,16 @@ public final class StateStore: Sendable {
                 """)
             try db.execute(sql: "INSERT INTO audit_head (id, hash, lines, size) VALUES (1, ?, 0, 0)", arguments: [AuditLog.genesis])
         }
+        // Agents the gateway started itself (exec, serve), so `agents` and `release` reach them across restarts.
+        m.registerMigration("v2") { db in
+            try db.execute(sql: """
+                CREATE TABLE agent (
+                    request_id TEXT PRIMARY KEY NOT NULL, name TEXT NOT NULL, broker TEXT NOT NULL, rule TEXT NOT NULL,
+                    cli TEXT NOT NULL, cwd TEXT NOT NULL, profile TEXT NOT NULL, layers TEXT NOT NULL,
+                    pid INTEGER NOT NULL, pid_start INTEGER NOT NULL, started_at INTEGER NOT NULL, log TEXT);
+                CREATE INDEX agent_name ON agent(name);
+                """)
+        }
         return m
     }
 
@@ -75,12 +85,14 @@ public final class StateStore: Sendable {
         do { try Files.checkNotWritableByOthers(path) } catch { throw GatewayFailure(error.message) }
         do {
             let queue = try DatabaseQueue(path: path, configuration: configuration)
-            let current = try queue.read { db in
-                try migrator.hasCompletedMigrations(db) && !migrator.hasBeenSuperseded(db)
+            let (applied, superseded) = try queue.read { db in
+                (try migrator.appliedIdentifiers(db), try migrator.hasBeenSuperseded(db))
             }
-            guard current else {
+            // A store made by an earlier version of this schema is brought up to date; anything else is foreign.
+            guard applied.contains("v1"), !superseded else {
                 throw GatewayFailure("the state store \(path) does not have the tables this version of spawngate uses; it was made by another version or is not a spawngate store")
             }
+            try migrator.migrate(queue)
             return StateStore(path: path, queue: queue)
         } catch let e as GatewayFailure {
             throw e
