@@ -37,6 +37,10 @@ struct Exec: ParsableCommand {
             printError(outcome.decision.json)
             throw ExitCode(outcome.exitCode)
         }
+        if authorized.match.rule.spawner == "agent-relay" {
+            try handOff(authorized, state: pipeline.state)
+            return
+        }
         // The agent's standard input: the task when the CLI takes it there, else this terminal's (unless the
         // envelope itself came from it).
         var stdinFD: Int32? = (file == nil || file == "-") ? nil : 0
@@ -72,5 +76,20 @@ struct Exec: ParsableCommand {
         let status = Supervisor.wait(agent, maxRuntime: authorized.match.rule.maxRuntime)
         try? pipeline.state.recordExit(requestID: record.requestID)
         if status != 0 { throw ExitCode(status) }
+    }
+
+    /// `spawner: agent-relay`: the local broker starts the agent; its concurrency slot lasts until `hook exited`
+    /// or the rule's max_runtime (else an hour), as for agents a broker starts after `hook pre-spawn`.
+    func handOff(_ authorized: AuthorizedSpawn, state: StateStore) throws {
+        let env = ProcessInfo.processInfo.environment
+        do {
+            let connection = try AgentRelayConnection.load(AgentRelayConnection.file(cwd: authorized.match.cwd, environment: env))
+            let accepted = try AgentRelayBackend(connection: connection).start(authorized)
+            print("handed \(authorized.request.request.name) to the Agent Relay broker at \(connection.url.absoluteString) (HTTP \(accepted.status)): \(accepted.body)")
+        } catch {
+            if let lease = authorized.leaseID { _ = try? state.releaseLease(requestID: lease) }
+            printError("allowed, but not started: \(error.message)")
+            throw Exit.cannotDecide
+        }
     }
 }
