@@ -1,0 +1,112 @@
+import CSpawn
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `spawngate doctor`: what this machine can enforce, whether the home's files are safe, and whether the policy
+/// can be applied here. Every problem comes with the one thing to do about it.
+public enum Doctor {
+    public struct Finding: Sendable, Equatable {
+        public enum Severity: String, Sendable { case ok, warn, fail }
+        public let severity: Severity
+        public let subject: String
+        public let message: String
+
+        public var line: String {
+            let tag = switch severity { case .ok: "ok  "; case .warn: "warn"; case .fail: "FAIL" }
+            return "\(tag)  \(subject): \(message)"
+        }
+    }
+
+    /// What the machine offers, independent of any home.
+    public static func layers(landlockABI: Int? = SandboxSupport.landlockABI, seccomp: Bool = SandboxSupport.seccomp,
+                              bubblewrapProblem: String? = SandboxSupport.bubblewrapProblem) -> [Finding] {
+        var out: [Finding] = []
+        if let abi = landlockABI {
+            out.append(Finding(severity: .ok, subject: "landlock", message: "ABI \(abi) (standard's write fence)"))
+        } else {
+            out.append(Finding(severity: .warn, subject: "landlock", message: "unavailable: 'standard' cannot run here; boot Linux 5.13+ with landlock in the lsm= list"))
+        }
+        out.append(seccomp
+            ? Finding(severity: .ok, subject: "seccomp", message: "filters accepted")
+            : Finding(severity: .warn, subject: "seccomp", message: "refused: 'standard' and 'strict' cannot run here; in a container, drop the seccomp profile that blocks seccomp(2)"))
+        if let bubblewrapProblem {
+            out.append(Finding(severity: .warn, subject: "bubblewrap", message: bubblewrapProblem + " ('strict' cannot run here)"))
+        } else {
+            out.append(Finding(severity: .ok, subject: "bubblewrap", message: "\(SandboxSupport.bubblewrapPath ?? "bwrap") makes user, pid, ipc, uts and network namespaces (strict)"))
+        }
+        var core = rlimit()
+        out.append(getrlimit(__rlimit_resource_t(CSPAWN_RLIMIT_CORE), &core) == 0
+            ? Finding(severity: .ok, subject: "rlimits", message: "settable (agents get the rule's limits and no core dumps)")
+            : Finding(severity: .warn, subject: "rlimits", message: "getrlimit failed: \(errnoText())"))
+        return out
+    }
+
+    /// The home's files: secrets private, configuration not writable by others, state present.
+    public static func files(_ home: Home) -> [Finding] {
+        var out: [Finding] = []
+        guard Files.exists(home.root) else {
+            return [Finding(severity: .fail, subject: "home", message: "\(home.root) does not exist; create it with 'spawngate init --name NAME', or point --home (or $SPAWNGATE_HOME) at an existing one")]
+        }
+        func check(_ subject: String, _ path: String, secret: Bool, required: Bool = true, fix: String = "run 'spawngate init' in a new home, or restore it from a backup") {
+            guard Files.exists(path) else {
+                if required { out.append(Finding(severity: .fail, subject: subject, message: "\(path) is missing; \(fix)")) }
+                return
+            }
+            do {
+                if secret { try Files.checkPrivate(path) } else { try Files.checkNotWritableByOthers(path) }
+                out.append(Finding(severity: .ok, subject: subject, message: path))
+            } catch {
+                out.append(Finding(severity: .fail, subject: subject, message: error.message))
+            }
+        }
+        check("home", home.root, secret: false)
+        check("identity key", home.identityKey, secret: true)
+        check("keys", home.keysDir, secret: false)
+        check("policy", home.policyFile, secret: false)
+        check("state", home.stateDB, secret: true, fix: "if it was lost, wait max_ttl + clock_skew, then run 'spawngate init --state'")
+        check("audit log", home.auditLog, secret: false, required: false)
+        return out
+    }
+
+    /// The policy: loads, its tests pass, its binaries are safe, and every profile it asks for can run here.
+    public static func policy(_ home: Home, missing: (SandboxProfile) -> [String] = { SandboxSupport.missing(for: $0) }) -> [Finding] {
+        guard Files.exists(home.policyFile) else { return [] }  // reported with the files
+        let policy: Policy
+        switch PolicyLoader.load(home.policyFile) {
+        case .failure(let e):
+            return [Finding(severity: .fail, subject: "policy", message: "does not load:\n\(e.description)\nfix it, then run 'spawngate policy check'")]
+        case .success(let p): policy = p
+        }
+        var out: [Finding] = []
+        let results = PolicyTestRunner.run(policy)
+        let failed = results.filter { !$0.passed }
+        if failed.isEmpty {
+            out.append(Finding(severity: .ok, subject: "policy", message: results.isEmpty ? "loads (it has no embedded tests)" : "loads; its \(results.count) embedded test\(results.count == 1 ? "" : "s") pass"))
+        } else {
+            out.append(Finding(severity: .fail, subject: "policy", message: "\(failed.count) embedded test(s) fail, so the gateway refuses every request; run 'spawngate policy test'"))
+        }
+        if !policy.acceptRemoteSpawn {
+            out.append(Finding(severity: .warn, subject: "policy", message: "accept_remote_spawn is not true: every request is denied (remote_spawn_disabled)"))
+        }
+        for cli in policy.clis.values.sorted(by: { $0.name < $1.name }) {
+            if let problem = BinaryCheck.problem(cli) {
+                out.append(Finding(severity: .warn, subject: "cli \(cli.name)", message: "\(problem); requests for it are denied (cli_not_allowed)"))
+            }
+        }
+        var seen = Set<SandboxProfile>()
+        for rule in policy.rules where rule.effect == .allow && rule.spawner == "local" {
+            let gaps = missing(rule.sandbox)
+            if gaps.isEmpty { seen.insert(rule.sandbox); continue }
+            out.append(Finding(severity: .fail, subject: "rule \(rule.name)", message: "asks for sandbox '\(rule.sandbox.rawValue)', but this machine lacks \(gaps.joined(separator: " and ")); every request it allows is refused with internal_error until that is fixed or the rule asks for another profile"))
+        }
+        for profile in seen.sorted(by: { $0.rawValue < $1.rawValue }) {
+            out.append(Finding(severity: .ok, subject: "sandbox \(profile.rawValue)", message: "every layer it needs works here"))
+        }
+        return out
+    }
+
+    public static func examine(_ home: Home) -> [Finding] {
+        layers() + files(home) + policy(home)
+    }
+}

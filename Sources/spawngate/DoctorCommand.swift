@@ -1,0 +1,22 @@
+import ArgumentParser
+import SpawnGate
+
+struct Doctor: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show which sandbox layers work on this machine, file-permission problems, and policy status.",
+        discussion: """
+            Exit status 0 when nothing is wrong; 1 when something would make requests fail (a file others can \
+            change, a policy that does not load or whose tests fail, or a rule asking for a sandbox layer this \
+            machine lacks). Each problem line says what to do.
+            """)
+    @OptionGroup var home: HomeOption
+
+    func run() throws {
+        let findings = SpawnGate.Doctor.examine(home.resolved)
+        for f in findings { print(f.line) }
+        let failed = findings.filter { $0.severity == .fail }.count
+        let warned = findings.filter { $0.severity == .warn }.count
+        print(failed == 0 ? "no problems\(warned > 0 ? " (\(warned) warning\(warned == 1 ? "" : "s"))" : "")" : "\(failed) problem\(failed == 1 ? "" : "s") to fix")
+        if failed > 0 { throw Exit.denied }
+    }
+}
