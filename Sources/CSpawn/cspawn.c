@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -224,6 +225,34 @@ int cspawn_probe(const char *path, char *const *argv, char *out, size_t cap, siz
 
 int cspawn_seccomp_available(void) {
     return prctl(PR_GET_SECCOMP, 0, 0, 0, 0) >= 0 ? 1 : 0;
+}
+
+int cspawn_wait(pid_t pid, int timeout_ms, int *status) {
+    pid_t r;
+    do { r = waitpid(pid, status, WNOHANG); } while (r < 0 && errno == EINTR);
+    if (r == pid) return 1;
+    if (r < 0) return -1;
+    if (timeout_ms == 0) return 0;
+    int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pfd < 0) {
+        // Kernels before 5.3: poll in short sleeps.
+        int waited = 0;
+        while (timeout_ms < 0 || waited < timeout_ms) {
+            usleep(2000); waited += 2;
+            do { r = waitpid(pid, status, WNOHANG); } while (r < 0 && errno == EINTR);
+            if (r == pid) return 1;
+            if (r < 0) return -1;
+        }
+        return 0;
+    }
+    struct pollfd p = { .fd = pfd, .events = POLLIN };
+    int n;
+    do { n = poll(&p, 1, timeout_ms); } while (n < 0 && errno == EINTR);
+    close(pfd);
+    if (n < 0) return -1;
+    if (n == 0) return 0;
+    do { r = waitpid(pid, status, 0); } while (r < 0 && errno == EINTR);
+    return r == pid ? 1 : -1;
 }
 
 int cspawn_kill_group(pid_t pgid, int sig) {

@@ -57,6 +57,10 @@ int cspawn_probe(const char *path, char *const *argv, char *out, size_t cap, siz
 /// 1 when the kernel accepts seccomp filters (no_new_privs + SECCOMP_MODE_FILTER), else 0.
 int cspawn_seccomp_available(void);
 
+/// Waits up to `timeout_ms` (-1: no limit) for the child `pid` to exit, through a pidfd so an exit is seen at
+/// once. Returns 1 with the wait status when it exited (and was reaped), 0 on timeout, -1 with errno on error.
+int cspawn_wait(pid_t pid, int timeout_ms, int *status);
+
 /// Start time of a process (field 22 of /proc/PID/stat) is read in Swift; this sends a signal to a process group.
 int cspawn_kill_group(pid_t pgid, int sig);
 

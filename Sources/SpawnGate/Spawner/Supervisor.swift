@@ -18,22 +18,37 @@ public enum Supervisor {
     /// seconds later, so children that ignore TERM die too. When the agent exits, whatever it left running in its
     /// group is killed. Returns the status as a shell reports it (128 + signal when killed).
     public static func wait(_ agent: SpawnedAgent, maxRuntime: Int64?, grace: Double = Supervisor.grace) -> Int32 {
+        enum Phase { case running, termSent(at: Double), killSent }
+        func milliseconds(_ seconds: Double) -> Int32 { Int32(min(max(0, seconds * 1000), 86_400_000).rounded(.up)) }
         let start = monotonic()
-        var termSent: Double?
+        var phase = Phase.running
         var status: Int32 = 0
         while true {
-            let r = waitpid(agent.pid, &status, WNOHANG)
-            if r == agent.pid { break }
-            if r < 0 && errno != EINTR { status = 0; break }
+            // Sleep until the agent exits or the next deadline (TERM, then KILL) comes, whichever is first.
             let now = monotonic()
-            if let maxRuntime, termSent == nil, now - start >= Double(maxRuntime) {
-                _ = cspawn_kill_group(agent.pid, SIGTERM)
-                termSent = now
+            let timeout: Int32
+            switch phase {
+            case .running: timeout = maxRuntime.map { milliseconds(Double($0) - (now - start)) } ?? -1
+            case .termSent(let t): timeout = milliseconds(grace - (now - t))
+            case .killSent: timeout = -1
             }
-            if let t = termSent, now - t >= grace {
-                _ = cspawn_kill_group(agent.pid, SIGKILL)
+            let r = cspawn_wait(agent.pid, timeout, &status)
+            if r == 1 { break }
+            if r < 0 { status = 0; break }
+            let later = monotonic()
+            switch phase {
+            case .running:
+                if let maxRuntime, later - start >= Double(maxRuntime) {
+                    _ = cspawn_kill_group(agent.pid, SIGTERM)
+                    phase = .termSent(at: later)
+                }
+            case .termSent(let t):
+                if later - t >= grace {
+                    _ = cspawn_kill_group(agent.pid, SIGKILL)
+                    phase = .killSent
+                }
+            case .killSent: break
             }
-            usleep(10_000)
         }
         // The agent is gone; nothing it started in its group outlives it.
         _ = cspawn_kill_group(agent.pid, SIGKILL)
