@@ -37,9 +37,73 @@ struct Bench {
         return y
     }
 
+    /// Starting an agent: plain posix_spawn of /usr/bin/true vs the spawner under each profile. Decisions are made
+    /// beforehand (this times only start and wait), and it runs first, while this process is small: fork(2) copies
+    /// the page tables, so a bench process holding 10,000-rule policies would charge the spawner for them.
+    static func agentStarts(_ row: (String, String) -> Void) throws {
+        let dir = NSTemporaryDirectory() + "spawngate-bench-spawn-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let home = dir + "/home"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        _ = try Home.initialize(at: home, name: "vps-broker")
+        let laptop = SigningKey.generate()
+        try Home(root: home).keyStore.enroll(name: "mac-laptop", key: laptop.publicKey, expected: laptop.publicKey.fingerprint)
+        try FileManager.default.createDirectory(atPath: dir + "/srv/app", withIntermediateDirectories: true)
+        let realApp = try PathResolver.filesystem.resolve(dir + "/srv/app").get()
+        var profileApps: [SandboxProfile: String] = [:]
+        var profileRules = ""
+        for profile in [SandboxProfile.none, .standard, .strict] {
+            let d = realApp + "/" + profile.rawValue
+            try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+            profileApps[profile] = d
+            profileRules += "  - {name: p-\(profile.rawValue), brokers: [mac-laptop], clis: [true], cwd: [\(d)], sandbox: \(profile.rawValue), rate: 100000/second, burst: 100000}\n"
+        }
+        try """
+            version: 1
+            accept_remote_spawn: true
+            clis:
+              true: {path: /usr/bin/true, args: [[]]}
+            rules:
+            \(profileRules)
+            """.write(toFile: home + "/policy/policy.yaml", atomically: true, encoding: .utf8)
+        let spawnPipeline = try DecisionPipeline.open(home: Home(root: home))
+        let spawner = LocalSpawner(home: Home(root: home), environment: [:])
+        let plainNs = measure(rounds: 21, batch: 20) { _ in
+            var pid: pid_t = 0
+            var argv: [UnsafeMutablePointer<CChar>?] = [strdup("/usr/bin/true"), strdup("--"), strdup("Implement the plan"), nil]
+            defer { for a in argv { free(a) } }
+            guard posix_spawn(&pid, "/usr/bin/true", nil, nil, &argv, nil) == 0 else { fatalError("posix_spawn failed") }
+            var status: Int32 = 0
+            waitpid(pid, &status, 0)
+        }
+        row("start an agent: plain posix_spawn + wait of /usr/bin/true", String(format: "%.2f ms", plainNs / 1e6))
+        for profile in [SandboxProfile.none, .standard, .strict] {
+            if !SandboxSupport.missing(for: profile).isEmpty {
+                row("start an agent under `\(profile.rawValue)`", "not measured: \(SandboxSupport.missing(for: profile).joined(separator: "; "))")
+                continue
+            }
+            let t = SystemClock().now()
+            let spawns: [AuthorizedSpawn] = (0..<(24 * 20)).map { _ in
+                let e = Envelope.seal(SpawnRequest(name: "bench", cli: "true", task: "Implement the plan", cwd: profileApps[profile]!,
+                                                   from: "mac-laptop", to: "vps-broker", iat: t, exp: t + 60).encoded(), with: laptop, domain: .request)
+                guard let a = spawnPipeline.decide(e).authorized else { fatalError("profile benchmark request denied") }
+                return a
+            }
+            var k = 0
+            let ns = measure(rounds: 21, batch: 20) { _ in
+                let agent = try! spawner.start(spawns[k], output: .inherit)
+                k += 1
+                guard Supervisor.wait(agent, maxRuntime: nil) == 0 else { fatalError("the agent failed under \(profile.rawValue)") }
+            }
+            row("start an agent under `\(profile.rawValue)`", String(format: "%.2f ms (+%.2f ms, %.1f× plain)", ns / 1e6, (ns - plainNs) / 1e6, ns / plainNs))
+        }
+
+    }
+
     static func main() throws {
         var rows: [(String, String)] = []
         func row(_ name: String, _ value: String) { rows.append((name, value)); print("\(name): \(value)") }
+        try agentStarts(row)
 
         // 1. Policy evaluation at 10,000 rules / 1,000 brokers (lexical paths: the engine alone).
         let text = bigPolicy(rules: 10_000, brokers: 1_000)
@@ -164,56 +228,6 @@ struct Bench {
             }
             times.sort()
             row("`spawngate check` as a fresh process (the hook path), durable", String(format: "%.1f ms", times[times.count / 2] / 1e6))
-        }
-
-        // 6. Starting an agent: plain posix_spawn of /usr/bin/true vs the spawner under each profile (decisions made
-        // beforehand; this times only start and wait).
-        var profileApps: [SandboxProfile: String] = [:]
-        var profileRules = ""
-        for profile in [SandboxProfile.none, .standard, .strict] {
-            let d = realApp + "/" + profile.rawValue
-            try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-            profileApps[profile] = d
-            profileRules += "  - {name: p-\(profile.rawValue), brokers: [mac-laptop], clis: [true], cwd: [\(d)], sandbox: \(profile.rawValue), rate: 100000/second, burst: 100000}\n"
-        }
-        try """
-            version: 1
-            accept_remote_spawn: true
-            clis:
-              true: {path: /usr/bin/true, args: [[]]}
-            rules:
-            \(profileRules)
-            """.write(toFile: home + "/policy/policy.yaml", atomically: true, encoding: .utf8)
-        let spawnPipeline = try DecisionPipeline.open(home: Home(root: home))
-        let spawner = LocalSpawner(home: Home(root: home), environment: [:])
-        let plainNs = measure(rounds: 21, batch: 20) { _ in
-            var pid: pid_t = 0
-            var argv: [UnsafeMutablePointer<CChar>?] = [strdup("/usr/bin/true"), strdup("--"), strdup("Implement the plan"), nil]
-            defer { for a in argv { free(a) } }
-            guard posix_spawn(&pid, "/usr/bin/true", nil, nil, &argv, nil) == 0 else { fatalError("posix_spawn failed") }
-            var status: Int32 = 0
-            waitpid(pid, &status, 0)
-        }
-        row("start an agent: plain posix_spawn + wait of /usr/bin/true", String(format: "%.2f ms", plainNs / 1e6))
-        for profile in [SandboxProfile.none, .standard, .strict] {
-            if !SandboxSupport.missing(for: profile).isEmpty {
-                row("start an agent under `\(profile.rawValue)`", "not measured: \(SandboxSupport.missing(for: profile).joined(separator: "; "))")
-                continue
-            }
-            let t = SystemClock().now()
-            let spawns: [AuthorizedSpawn] = (0..<(24 * 20)).map { _ in
-                let e = Envelope.seal(SpawnRequest(name: "bench", cli: "true", task: "Implement the plan", cwd: profileApps[profile]!,
-                                                   from: "mac-laptop", to: "vps-broker", iat: t, exp: t + 60).encoded(), with: laptop, domain: .request)
-                guard let a = spawnPipeline.decide(e).authorized else { fatalError("profile benchmark request denied") }
-                return a
-            }
-            var k = 0
-            let ns = measure(rounds: 21, batch: 20) { _ in
-                let agent = try! spawner.start(spawns[k], output: .inherit)
-                k += 1
-                guard Supervisor.wait(agent, maxRuntime: nil) == 0 else { fatalError("the agent failed under \(profile.rawValue)") }
-            }
-            row("start an agent under `\(profile.rawValue)`", String(format: "%.2f ms (+%.2f ms, %.1f× plain)", ns / 1e6, (ns - plainNs) / 1e6, ns / plainNs))
         }
 
         var uts = utsname()

@@ -1,7 +1,4 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 /// Where the local Agent Relay broker listens and the key its HTTP API wants, from the `connection.json` it
 /// writes (`{url, port, api_key, pid}`; other fields are Agent Relay's business and are ignored).
@@ -72,48 +69,22 @@ public struct AgentRelayBackend: Sendable {
     }
 
     public func start(_ spawn: AuthorizedSpawn) throws(GatewayFailure) -> Accepted {
-        var request = URLRequest(url: connection.url.appendingPathComponent("api/spawn"), timeoutInterval: timeout)
-        request.httpMethod = "POST"
-        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-        request.setValue(connection.apiKey, forHTTPHeaderField: "X-API-Key")
-        request.httpBody = Data(Self.body(for: spawn))
-        let result = HTTPExchange.send(request)
-        switch result {
-        case .failure(let message):
-            throw GatewayFailure("the Agent Relay broker at \(connection.url.absoluteString) (from \(connection.file)) did not answer: \(message); is it running?")
-        case .response(let status, let body):
-            let text = String(decoding: body.prefix(2048), as: UTF8.self)
-            guard (200..<300).contains(status) else {
-                let hint = status == 401 || status == 403 ? " (the api_key in \(connection.file) was refused; restart the broker so it rewrites the file)" : ""
-                throw GatewayFailure("the Agent Relay broker refused the spawn with HTTP \(status)\(hint): \(text)")
-            }
-            return Accepted(status: status, body: text)
+        let url = connection.url
+        let port = UInt16(url.port ?? 80)
+        let base = url.path.hasSuffix("/") ? String(url.path.dropLast()) : url.path
+        let response: LoopbackHTTP.Response
+        do {
+            response = try LoopbackHTTP.post(host: url.host ?? "127.0.0.1", port: port, path: base + "/api/spawn",
+                                             headers: [("Content-Type", "application/json"), ("X-API-Key", connection.apiKey)],
+                                             body: Self.body(for: spawn), timeout: timeout)
+        } catch {
+            throw GatewayFailure("the Agent Relay broker at \(url.absoluteString) (from \(connection.file)) did not answer: \(error.message); is it running?")
         }
-    }
-}
-
-/// One blocking HTTP exchange through URLSession, for command-line paths that have nothing else to do meanwhile.
-enum HTTPExchange {
-    enum Result: Sendable { case response(Int, [UInt8]), failure(String) }
-
-    private final class Box: @unchecked Sendable {
-        var result: Result = .failure("no answer")
-    }
-
-    static func send(_ request: URLRequest) -> Result {
-        let box = Box()
-        let done = DispatchSemaphore(value: 0)
-        let session = URLSession(configuration: .ephemeral)
-        session.dataTask(with: request) { data, response, error in
-            if let error {
-                box.result = .failure(error.localizedDescription)
-            } else if let http = response as? HTTPURLResponse {
-                box.result = .response(http.statusCode, Array(data ?? Data()))
-            }
-            done.signal()
-        }.resume()
-        done.wait()
-        session.finishTasksAndInvalidate()
-        return box.result
+        let text = String(decoding: response.body.prefix(2048), as: UTF8.self)
+        guard (200..<300).contains(response.status) else {
+            let hint = response.status == 401 || response.status == 403 ? " (the api_key in \(connection.file) was refused; restart the broker so it rewrites the file)" : ""
+            throw GatewayFailure("the Agent Relay broker refused the spawn with HTTP \(response.status)\(hint): \(text)")
+        }
+        return Accepted(status: response.status, body: text)
     }
 }

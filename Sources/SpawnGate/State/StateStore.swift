@@ -92,7 +92,8 @@ public final class StateStore: Sendable {
             guard applied.contains("v1"), !superseded else {
                 throw GatewayFailure("the state store \(path) does not have the tables this version of spawngate uses; it was made by another version or is not a spawngate store")
             }
-            try migrator.migrate(queue)
+            // Only a store from an earlier version is written to; opening a current one stays read-only.
+            if Set(applied) != Set(migrator.migrations) { try migrator.migrate(queue) }
             return StateStore(path: path, queue: queue)
         } catch let e as GatewayFailure {
             throw e
