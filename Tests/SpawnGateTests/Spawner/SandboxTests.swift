@@ -80,6 +80,31 @@ struct SandboxTests {
         if !control.contains("UNSHARE-OK") { print("note: this machine refuses unprivileged user namespaces even unsandboxed") }
     }
 
+    /// The seccomp program's less obvious rules: another architecture's system-call table (`int 0x80`) and the
+    /// x32 numbers kill the process, clone3 reports ENOSYS (so libc falls back to clone, whose flags the filter
+    /// sees), and packet, VM and raw IP sockets are refused while ordinary TCP still works.
+    @Test func foreignSyscallRoutesAndDangerousSocketsAreClosed() throws {
+        let g = try Gateway(rule: ["sandbox: standard"])
+        let probe = g.app + "/syscall_probe.py"
+        try FileManager.default.copyItem(atPath: TestSupport.packageRoot + "/Tests/Probes/syscall_probe.py", toPath: probe)
+        try g.script(["int80", "x32", "clone3", "sockets"].map { "python3 \(probe) \($0); echo \"\($0) status $?\"" }.joined(separator: "\n"))
+        let (_, out) = try Self.run(g)
+        #expect(out.contains("int80 status 159") && !out.contains("INT80"), "killed by SIGSYS: \(out)")
+        #expect(out.contains("x32 status 159") && !out.contains("X32"), "killed by SIGSYS: \(out)")
+        #expect(out.contains("CLONE3 -1 38"), "ENOSYS: \(out)")
+        for family in ["PACKET", "VSOCK", "RAW4", "RAW6"] { #expect(out.contains("\(family) -1 1\n"), "\(family) refused with EPERM: \(out)") }
+        #expect(out.contains("TCP ok"), "\(out)")
+
+        // Without the filter each route reaches the kernel (as root the socket families open; elsewhere the
+        // kernel's own refusal is not EPERM-by-filter for all of them, so only the routes are compared).
+        try g.writePolicy(rule: ["sandbox: none"])
+        let control = try Self.run(g).output
+        #expect(control.contains("INT80 ") && control.contains("int80 status 0"), "\(control)")
+        #expect(control.contains("X32 ") && control.contains("x32 status 0"), "\(control)")
+        #expect(!control.contains("CLONE3 -1 38"), "\(control)")
+        if getuid() == 0 { #expect(control.contains("PACKET ok") && control.contains("RAW4 ok"), "\(control)") }
+    }
+
     /// no_new_privs: a setuid binary runs with the caller's privileges. (As root, a binary setuid to `nobody`
     /// would otherwise *change* the effective uid, which is just as observable.)
     @Test func setuidBinariesGainNothing() throws {
