@@ -49,6 +49,9 @@ public enum SandboxSupport {
     /// `strict` does not use Landlock: bwrap's mounts are its write fence (a Landlock domain forbids mount(2)).
     static func missing(for profile: SandboxProfile, landlockABI: Int?, seccomp: Bool, bubblewrapProblem: String?) -> [String] {
         var out: [String] = []
+        #if !os(Linux)
+        if profile != .none { return ["a sandbox for this operating system (only Linux is supported; see SECURITY.md)"] }
+        #endif
         if profile == .standard, landlockABI == nil {
             out.append("Landlock (the kernel has no Landlock; it needs Linux 5.13+ with CONFIG_SECURITY_LANDLOCK and landlock in the lsm= boot list)")
         }
