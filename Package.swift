@@ -38,7 +38,7 @@ let package = Package(
         .executableTarget(name: "spawngate-bench", dependencies: ["SpawnGate"]),
         .testTarget(
             name: "SpawnGateTests",
-            dependencies: ["SpawnGate"]),
+            dependencies: ["SpawnGate", .product(name: "GRDB", package: "GRDB.swift")]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,42 @@
+import Foundation
+import GRDB
+import Testing
+@testable import SpawnGate
+
+@Suite("State store schema")
+struct StateStoreTests {
+    /// A store made by the previous release (schema v1 only) is brought up to date when opened, keeping its
+    /// nonces: an upgrade must not forget which requests were already used.
+    @Test func aStoreFromTheEarlierSchemaIsUpgradedInPlace() throws {
+        let path = TestSupport.tempDir("state") + "/state.db"
+        do {
+            let q = try DatabaseQueue(path: path)
+            try q.write { db in
+                try db.execute(sql: """
+                    CREATE TABLE grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY);
+                    INSERT INTO grdb_migrations VALUES ('v1');
+                    CREATE TABLE nonce (fingerprint TEXT NOT NULL, nonce TEXT NOT NULL, keep_until INTEGER NOT NULL,
+                        PRIMARY KEY (fingerprint, nonce)) WITHOUT ROWID;
+                    CREATE TABLE bucket (broker TEXT NOT NULL, rule TEXT NOT NULL, tat_ms INTEGER NOT NULL,
+                        PRIMARY KEY (broker, rule)) WITHOUT ROWID;
+                    CREATE TABLE lease (request_id TEXT PRIMARY KEY NOT NULL, broker TEXT NOT NULL, rule TEXT NOT NULL,
+                        name TEXT NOT NULL, pid INTEGER, pid_start INTEGER, expires_at INTEGER, created_at INTEGER NOT NULL);
+                    CREATE TABLE audit_head (id INTEGER PRIMARY KEY CHECK (id = 1), hash TEXT NOT NULL,
+                        lines INTEGER NOT NULL, size INTEGER NOT NULL);
+                    INSERT INTO audit_head VALUES (1, 'genesis', 0, 0);
+                    INSERT INTO nonce VALUES ('SHA256:x', 'n1', 9999999999);
+                    """)
+            }
+        }
+        chmod(path, 0o600)
+        let store = try StateStore.open(path)
+        #expect(try store.runningAgents().isEmpty, "the agent table exists now")
+        let nonces = try store.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM nonce") }
+        #expect(nonces == 1)
+        // A store that is not ours at all is still refused.
+        let foreign = TestSupport.tempDir("state") + "/state.db"
+        try DatabaseQueue(path: foreign).write { db in try db.execute(sql: "CREATE TABLE other (x)") }
+        chmod(foreign, 0o600)
+        #expect(throws: GatewayFailure.self) { try StateStore.open(foreign) }
+    }
+}
