@@ -1,0 +1,90 @@
+/// A target's signed answer to a request: the decision of PRODUCT.md, plus on allow the agent's pid, its start
+/// time and the sandbox layers actually in force, so the requester holds proof of what was enforced. Signed with
+/// the target's identity key over its own domain (`spawngate-receipt-v1`), so a signed request can never be
+/// passed off as a receipt or the reverse, and bound to the request by `request_id`.
+public enum Receipt {
+    /// What was started, on allow.
+    public struct Started: Sendable, Equatable {
+        public let pid: Int32
+        /// Unix seconds.
+        public let startedAt: Int64
+        public let layers: [String]
+
+        public init(pid: Int32, startedAt: Int64, layers: [String]) {
+            self.pid = pid; self.startedAt = startedAt; self.layers = layers
+        }
+    }
+
+    public static func payload(_ decision: Decision, started: Started?) -> [UInt8] {
+        var members = decision.jsonMembers()
+        if let started {
+            members += [("pid", .int(Int64(started.pid))), ("started_at", .int(started.startedAt)), ("layers", .strings(started.layers))]
+        }
+        return JSONWriter.object(members)
+    }
+
+    /// The receipt envelope, one line of JSON.
+    public static func issue(_ decision: Decision, started: Started?, key: SigningKey) -> [UInt8] {
+        Envelope.seal(payload(decision, started: started), with: key, domain: .receipt)
+    }
+
+    /// Checks a receipt strictly: the expected target's key, the receipt domain, the request it answers, and a
+    /// payload of the right shape. Anything else is refused with a sentence saying what.
+    public static func verify(_ bytes: [UInt8], from target: PublicKey, requestID: String) -> Result<VerifiedReceipt, ReceiptError> {
+        func fail(_ why: String) -> Result<VerifiedReceipt, ReceiptError> { .failure(ReceiptError(why)) }
+        guard !bytes.isEmpty else { return fail("the answer carries no receipt (an unsigned answer is not trusted)") }
+        let envelope: Envelope
+        switch Envelope.parse(bytes) {
+        case .failure(let d): return fail("the receipt is malformed: \(d.detail)")
+        case .success(let e): envelope = e
+        }
+        guard envelope.kid == target.fingerprint else {
+            return fail("the receipt is signed by \(envelope.kid), not by the target's key \(target.fingerprint) in peers.yaml")
+        }
+        guard target.isValidSignature(envelope.signature, domain: .receipt, message: envelope.payload) else {
+            return fail("the receipt's signature does not verify with the target's key (forged or altered on the way)")
+        }
+        guard case .object(let o)? = try? StrictJSONReader.parse(envelope.payload) else {
+            return fail("the receipt's signed payload is not a JSON object")
+        }
+        guard case .string(let rid)? = o["request_id"], rid == requestID else {
+            return fail("the receipt answers another request (request_id \(o["request_id"].map { "\($0)" } ?? "missing"), expected \(requestID))")
+        }
+        guard case .string(let verdict)? = o["decision"], verdict == "allow" || verdict == "deny",
+              case .string(let reasonText)? = o["reason"], let reason = ReasonCode(rawValue: reasonText),
+              (verdict == "allow") == (reason == .allowed), case .string(let detail)? = o["detail"] else {
+            return fail("the receipt's decision, reason or detail is missing or inconsistent")
+        }
+        var started: Started?
+        if verdict == "allow" {
+            guard let pid = o["pid"]?.safeInteger, pid > 0, pid <= Int64(Int32.max), let at = o["started_at"]?.safeInteger,
+                  case .array(let list)? = o["layers"] else {
+                return fail("an allow receipt must name the agent's pid, started_at and sandbox layers")
+            }
+            let layers = list.compactMap { v -> String? in if case .string(let s) = v { s } else { nil } }
+            guard layers.count == list.count else { return fail("the receipt's layers must be strings") }
+            started = Started(pid: Int32(pid), startedAt: at, layers: layers)
+        }
+        func string(_ k: String) -> String? { if case .string(let s)? = o[k] { s } else { nil } }
+        return .success(VerifiedReceipt(reason: reason, detail: detail, requestID: rid, rule: string("rule"),
+                                        started: started, payload: envelope.payload))
+    }
+}
+
+/// A receipt that verified against the target's key and answers the request that was sent.
+public struct VerifiedReceipt: Sendable {
+    public let reason: ReasonCode
+    public let detail: String
+    public let requestID: String
+    public let rule: String?
+    public let started: Receipt.Started?
+    /// The signed payload, as the target wrote it.
+    public let payload: [UInt8]
+    public var allowed: Bool { reason == .allowed }
+}
+
+public struct ReceiptError: Error, Sendable, Equatable, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
