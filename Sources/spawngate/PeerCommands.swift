@@ -1,0 +1,62 @@
+import ArgumentParser
+import SpawnGate
+
+struct PeerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "peer",
+        abstract: "Gateways this broker sends requests to, and whose receipts it trusts (peers.yaml).",
+        subcommands: [Add.self, List.self])
+
+    struct Add: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Add a gateway: where it listens and its identity key.",
+            discussion: """
+                Get the fingerprint from that gateway's operator over a channel you trust ('spawngate key show' on \
+                their machine): receipts are only trusted from this key. Re-adding a peer with the same key moves \
+                it to a new URL; a name already bound to another key is refused.
+                """)
+        @OptionGroup var home: HomeOption
+        @Argument(help: ArgumentHelp("The target broker's name, as requests address it (--to / --broker).", valueName: "name")) var name: String
+        @Option(help: ArgumentHelp("The gateway's address, e.g. http://100.101.102.103:7717.", valueName: "url")) var url: String
+        @Option(help: ArgumentHelp("Its identity key as one OpenSSH line: 'ssh-ed25519 AAAA… name'.", valueName: "line")) var key: String
+        @Option(help: ArgumentHelp("The fingerprint you were given out of band: SHA256:…", valueName: "fingerprint")) var fingerprint: String
+
+        func validate() throws {
+            guard Fingerprint(fingerprint) != nil else {
+                throw ValidationError("'--fingerprint' must look like SHA256: followed by 43 base64 characters (as 'spawngate key show' prints it).")
+            }
+        }
+
+        func run() throws {
+            try operatorAction {
+                let home = home.resolved
+                let parsed: PublicKey
+                do { parsed = try PublicKey.parseLine(key).key } catch let e as OperatorError { throw OperatorError("--key: \(e.message)") }
+                var peers = try PeerList.load(home.peersFile)
+                try peers.add(name: name, url: url, key: parsed, expected: Fingerprint(fingerprint)!)
+                try peers.save(home.peersFile)
+                print("added peer \(name) at \(url) (\(parsed.fingerprint))")
+            }
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List peers: name, URL, key fingerprint.")
+        @OptionGroup var home: HomeOption
+        @Flag(help: "Print a JSON array.") var json = false
+
+        func run() throws {
+            try operatorAction {
+                let peers = try PeerList.load(home.resolved.peersFile).peers
+                if json {
+                    print(String(decoding: JSONWriter.encode(.array(peers.map {
+                        .object(["name": .string($0.name), "url": .string($0.url), "fingerprint": .string($0.key.fingerprint.description)])
+                    })), as: UTF8.self))
+                    return
+                }
+                if peers.isEmpty { print("no peers; add one with 'spawngate peer add NAME --url URL --key LINE --fingerprint SHA256:…'"); return }
+                for p in peers { print("\(p.name)  \(p.url)  \(p.key.fingerprint)") }
+            }
+        }
+    }
+}

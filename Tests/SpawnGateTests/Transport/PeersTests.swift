@@ -1,0 +1,44 @@
+import Foundation
+import Testing
+@testable import SpawnGate
+
+@Suite("Peers")
+struct PeersTests {
+    @Test func addListAndTheRefusals() throws {
+        let g = try Gateway()
+        let vps = try g.vps.loadIdentity().key.publicKey
+        let line = vps.line(comment: "vps-broker")
+        let fp = vps.fingerprint.description
+        func laptop(_ args: [String]) throws -> TestSupport.Output {
+            try TestSupport.spawngate(args + ["--home", g.dir + "/mac-laptop"])
+        }
+        #expect(try laptop(["peer", "list"]).stdout.hasPrefix("no peers"))
+        let mismatch = try laptop(["peer", "add", "vps-broker", "--url", "http://127.0.0.1:7717", "--key", line,
+                                   "--fingerprint", g.laptop.key.publicKey.fingerprint.description])
+        #expect(mismatch.status == 1 && mismatch.stderr.contains("fingerprint mismatch"), "\(mismatch.stderr)")
+        let badURL = try laptop(["peer", "add", "vps-broker", "--url", "http://127.0.0.1:7717/v1/spawn?x=1", "--key", line, "--fingerprint", fp])
+        #expect(badURL.status == 1 && badURL.stderr.contains("no path, query or credentials"), "\(badURL.stderr)")
+        #expect(try laptop(["peer", "add", "vps-broker", "--url", "http://127.0.0.1:7717", "--key", line, "--fingerprint", fp]).status == 0)
+        #expect(try laptop(["peer", "list"]).stdout == "vps-broker  http://127.0.0.1:7717  \(fp)\n")
+        // The same key at a new address moves the peer; another key under its name is refused.
+        #expect(try laptop(["peer", "add", "vps-broker", "--url", "http://100.64.0.7:7717", "--key", line, "--fingerprint", fp]).status == 0)
+        let other = SigningKey.generate().publicKey
+        let swapped = try laptop(["peer", "add", "vps-broker", "--url", "http://100.64.0.7:7717", "--key", other.line(comment: "x"),
+                                  "--fingerprint", other.fingerprint.description])
+        #expect(swapped.status == 1 && swapped.stderr.contains("already a peer with another key"), "\(swapped.stderr)")
+        let list = try PeerList.load(g.dir + "/mac-laptop/peers.yaml")
+        #expect(list.peers.map(\.url) == ["http://100.64.0.7:7717"])
+        #expect(list.peer("vps-broker")?.key == vps)
+    }
+
+    @Test func fileErrorsNameLineAndColumn() {
+        func errors(_ text: String) -> [String] {
+            if case .failure(let e) = PeerList.parse(text, file: "peers.yaml") { return e.diagnostics.map(\.description) }
+            return []
+        }
+        #expect(errors("version: 1\npeers:\n  vps:\n    url: http://h:1\n    key: ssh-ed25519 AAAA x\n    port: 3\n").first?.hasPrefix("peers.yaml:6:5: error: unknown key 'port'") == true)
+        #expect(errors("version: 1\npeers:\n  vps:\n    url: ftp://h\n    key: k\n").first?.hasPrefix("peers.yaml:4:10: error: peers.vps.url:") == true)
+        #expect(errors("version: 1\npeers:\n  vps:\n    url: http://h:1\n    key: not-a-key\n").first?.hasPrefix("peers.yaml:5:10: error: peers.vps.key:") == true)
+        #expect(errors("version: 2\n").first?.hasPrefix("peers.yaml:1:10: error:") == true)
+    }
+}
