@@ -63,6 +63,28 @@ public enum Sodium {
         return crypto_core_ed25519_is_valid_point(bytes) == 1
     }
 
+    /// An anonymous sealed box (X25519 + XSalsa20-Poly1305) to the X25519 form of an Ed25519 public key.
+    static func seal(_ message: [UInt8], toEd25519 publicKey: [UInt8]) -> [UInt8]? {
+        var x = [UInt8](repeating: 0, count: Int(crypto_box_PUBLICKEYBYTES))
+        guard crypto_sign_ed25519_pk_to_curve25519(&x, publicKey) == 0 else { return nil }
+        var out = [UInt8](repeating: 0, count: message.count + crypto_box_sealbytes())
+        guard crypto_box_seal(&out, message, UInt64(message.count), x) == 0 else { return nil }
+        return out
+    }
+
+    /// Opens a sealed box with the X25519 forms of an Ed25519 key pair; nil when it was not sealed to that key
+    /// or was altered.
+    static func openSealed(_ box: [UInt8], ed25519PublicKey pk: [UInt8], secretKey sk: [UInt8]) -> [UInt8]? {
+        guard box.count >= crypto_box_sealbytes() else { return nil }
+        var xpk = [UInt8](repeating: 0, count: Int(crypto_box_PUBLICKEYBYTES))
+        var xsk = [UInt8](repeating: 0, count: Int(crypto_box_SECRETKEYBYTES))
+        defer { sodium_memzero(&xsk, xsk.count) }
+        guard crypto_sign_ed25519_pk_to_curve25519(&xpk, pk) == 0, crypto_sign_ed25519_sk_to_curve25519(&xsk, sk) == 0 else { return nil }
+        var out = [UInt8](repeating: 0, count: box.count - crypto_box_sealbytes())
+        guard crypto_box_seal_open(&out, box, UInt64(box.count), xpk, xsk) == 0 else { return nil }
+        return out
+    }
+
     /// Constant-time comparison, for MACs and hashes an attacker may probe.
     static func equal(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         a.count == b.count && sodium_memcmp(a, b, a.count) == 0

@@ -25,6 +25,11 @@ public struct SigningKey: Sendable, CustomStringConvertible {
 
     public var description: String { "SigningKey(\(publicKey.fingerprint))" }
 
+    /// Opens a sealed box addressed to this key (see ``SealedBody``); nil when it was not, or was altered.
+    func openSealed(_ box: [UInt8]) -> [UInt8]? {
+        Sodium.openSealed(box, ed25519PublicKey: publicKey.bytes, secretKey: secretKey)
+    }
+
     public func sign(_ message: [UInt8], domain: SignatureDomain) -> [UInt8] {
         Sodium.ed25519Sign(message: domain.prefixed(message), secretKey: secretKey)
     }
