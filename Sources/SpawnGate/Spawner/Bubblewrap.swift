@@ -30,6 +30,11 @@ enum Bubblewrap {
         // The cwd by the descriptor the shim opened after re-checking it, so a path swapped since binds nothing.
         a += ["--bind-fd", String(cwdFD), cwd]
         let git = cwd + "/.git"
+        var gitStat = stat()
+        if lstat(git, &gitStat) == 0, (gitStat.st_mode & S_IFMT) == S_IFLNK {
+            // The link, not its target, is in the writable cwd: the agent could point it at a .git of its own.
+            throw GatewayFailure("\(git) is a symbolic link, which strict cannot keep from being replaced; make it a directory (or a gitdir file), or remove it")
+        }
         if isDirectory(git, followingLinks: false) {
             // .git bound onto itself becomes a mount point, which rename(2) and rmdir(2) refuse (EBUSY): the agent
             // cannot move it aside and put a .git with hooks of its own in its place.

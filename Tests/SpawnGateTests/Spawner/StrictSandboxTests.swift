@@ -91,6 +91,13 @@ struct StrictSandboxTests {
         let spawn = try #require(try g.pipeline().decide(g.envelope()).authorized)
         let error = try #require(throws: GatewayFailure.self) { try LocalSpawner(home: g.vps).start(spawn, output: .logFiles) }
         #expect(error.message.contains("symbolic link") && error.message.contains(".claude/settings.json"), "\(error.message)")
+        // A .git that is a link is refused the same way: protecting its target would leave the link replaceable.
+        unlink(g.app + "/.claude/settings.json")
+        try FileManager.default.createDirectory(atPath: g.dir + "/elsewhere/.git/hooks", withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: g.app + "/.git", withDestinationPath: g.dir + "/elsewhere/.git")
+        let again = try #require(try g.pipeline().decide(g.envelope()).authorized)
+        let gitError = try #require(throws: GatewayFailure.self) { try LocalSpawner(home: g.vps).start(again, output: .logFiles) }
+        #expect(gitError.message.contains("/.git is a symbolic link"), "\(gitError.message)")
     }
 }
 
