@@ -25,11 +25,11 @@ public enum Doctor {
         if let abi = landlockABI {
             out.append(Finding(severity: .ok, subject: "landlock", message: "ABI \(abi) (standard's write fence)"))
         } else {
-            out.append(Finding(severity: .warn, subject: "landlock", message: "unavailable: 'standard' cannot run here; boot Linux 5.13+ with landlock in the lsm= list"))
+            out.append(Finding(severity: .warn, subject: "landlock", message: "unavailable, so 'standard' cannot run here: \(SandboxSupport.landlockMissing)"))
         }
         out.append(seccomp
             ? Finding(severity: .ok, subject: "seccomp", message: "filters accepted")
-            : Finding(severity: .warn, subject: "seccomp", message: "refused: 'standard' and 'strict' cannot run here; in a container, drop the seccomp profile that blocks seccomp(2)"))
+            : Finding(severity: .warn, subject: "seccomp", message: "unavailable, so 'standard' and 'strict' cannot run here: \(SandboxSupport.seccompMissing)"))
         if let bubblewrapProblem {
             out.append(Finding(severity: .warn, subject: "bubblewrap", message: bubblewrapProblem + " ('strict' cannot run here)"))
         } else {

@@ -64,9 +64,7 @@ public struct KeyStore: Sendable {
     /// Trusts `key` as broker `name`, after the operator compared its fingerprint out of band.
     public func enroll(name: String, key: PublicKey, expected: Fingerprint, reEnroll: Bool = false) throws(OperatorError) {
         try Home.validateBrokerName(name)
-        guard key.fingerprint == expected else {
-            throw OperatorError("fingerprint mismatch: the key is \(key.fingerprint) but you expected \(expected); do not enroll it until you have the right key from \(name)")
-        }
+        try key.requireFingerprint(expected, before: "enroll", from: name)
         let all: [Entry]
         do { all = try entries() } catch { throw OperatorError(error.message) }
         if let bound = all.first(where: { $0.name == name && $0.status == .enrolled }) {

@@ -33,6 +33,14 @@ public struct PublicKey: Hashable, Sendable {
         "\(Self.keyType) \(Base64.standardEncode(wireBlob)) \(comment)"
     }
 
+    /// Refuses a key whose fingerprint is not the one its owner read out of band: that check is what makes the
+    /// key theirs. `action` is what the operator was about to do ("enroll", "add").
+    public func requireFingerprint(_ expected: Fingerprint, before action: String, from owner: String) throws(OperatorError) {
+        guard fingerprint == expected else {
+            throw OperatorError("fingerprint mismatch: the key is \(fingerprint) but you expected \(expected); do not \(action) it until you have the right key from \(owner)")
+        }
+    }
+
     /// Checks a signature made over `prefix || 0x00 || message`, the domain-separated form every spawngate
     /// signature uses, with libsodium's strict verifier.
     public func isValidSignature(_ signature: [UInt8], domain: SignatureDomain, message: [UInt8]) -> Bool {

@@ -31,11 +31,12 @@ enum Bubblewrap {
         a += ["--bind-fd", String(cwdFD), cwd]
         let git = cwd + "/.git"
         var gitStat = stat()
-        if lstat(git, &gitStat) == 0, (gitStat.st_mode & S_IFMT) == S_IFLNK {
+        let gitType = lstat(git, &gitStat) == 0 ? gitStat.st_mode & S_IFMT : 0
+        if gitType == S_IFLNK {
             // The link, not its target, is in the writable cwd: the agent could point it at a .git of its own.
             throw GatewayFailure("\(git) is a symbolic link, which strict cannot keep from being replaced; make it a directory (or a gitdir file), or remove it")
         }
-        if isDirectory(git, followingLinks: false) {
+        if gitType == S_IFDIR {
             // .git bound onto itself becomes a mount point, which rename(2) and rmdir(2) refuse (EBUSY): the agent
             // cannot move it aside and put a .git with hooks of its own in its place.
             a += ["--bind", git, git]
@@ -55,10 +56,4 @@ enum Bubblewrap {
     }
 
     static func under(_ dir: String, _ path: String) -> Bool { path == dir || path.hasPrefix(dir + "/") }
-
-    static func isDirectory(_ path: String, followingLinks: Bool) -> Bool {
-        var st = stat()
-        let rc = followingLinks ? stat(path, &st) : lstat(path, &st)
-        return rc == 0 && (st.st_mode & S_IFMT) == S_IFDIR
-    }
 }

@@ -14,6 +14,10 @@ public enum SandboxSupport {
 
     public static let seccomp: Bool = cspawn_seccomp_available() == 1
 
+    /// Why a layer is missing and what to do, worded once for refusals and for `doctor`.
+    static let landlockMissing = "Landlock (the kernel has no Landlock; it needs Linux 5.13+ with CONFIG_SECURITY_LANDLOCK and landlock in the lsm= boot list)"
+    static let seccompMissing = "seccomp (the kernel refuses seccomp filters; in a container, run it without a seccomp profile that blocks seccomp(2))"
+
     /// bubblewrap, looked up in fixed root-owned places only: `strict` never runs a `bwrap` found through PATH.
     public static let bubblewrapPath: String? = ["/usr/bin/bwrap", "/usr/local/bin/bwrap"].first { access($0, X_OK) == 0 }
 
@@ -53,10 +57,10 @@ public enum SandboxSupport {
         if profile != .none { return ["a sandbox for this operating system (only Linux is supported; see SECURITY.md)"] }
         #endif
         if profile == .standard, landlockABI == nil {
-            out.append("Landlock (the kernel has no Landlock; it needs Linux 5.13+ with CONFIG_SECURITY_LANDLOCK and landlock in the lsm= boot list)")
+            out.append(landlockMissing)
         }
         if profile != .none, !seccomp {
-            out.append("seccomp (the kernel refuses seccomp filters; in a container, run it without a seccomp profile that blocks seccomp(2))")
+            out.append(seccompMissing)
         }
         if profile == .strict, let bubblewrapProblem { out.append(bubblewrapProblem) }
         return out

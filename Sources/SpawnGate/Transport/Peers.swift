@@ -88,9 +88,7 @@ public struct PeerList: Sendable, Equatable {
     /// key already trusted under another name.
     public mutating func add(name: String, url: String, key: PublicKey, expected: Fingerprint) throws(OperatorError) {
         try Home.validateBrokerName(name)
-        guard key.fingerprint == expected else {
-            throw OperatorError("fingerprint mismatch: the key is \(key.fingerprint) but you expected \(expected); do not add it until you have the right key from \(name)'s operator")
-        }
+        try key.requireFingerprint(expected, before: "add", from: "\(name)'s operator")
         if let problem = Self.urlProblem(url) { throw OperatorError("--url: \(problem)") }
         if let other = peers.first(where: { $0.key == key && $0.name != name }) {
             throw OperatorError("this key is already the peer '\(other.name)'; one key belongs to one gateway")
@@ -107,8 +105,8 @@ public struct PeerList: Sendable, Equatable {
 
     /// The file's text (comments in a hand-edited file are not kept).
     public func render() -> String {
-        var out = "version: 1\npeers:\n"
         if peers.isEmpty { return "version: 1\npeers: {}\n" }
+        var out = "version: 1\npeers:\n"
         for p in peers.sorted(by: { $0.name < $1.name }) {
             out += "  \(p.name):\n    url: \"\(p.url)\"\n    key: \"\(p.key.line(comment: p.name))\"\n"
         }

@@ -26,6 +26,9 @@ struct PeersTests {
         let swapped = try laptop(["peer", "add", "vps-broker", "--url", "http://100.64.0.7:7717", "--key", other.line(comment: "x"),
                                   "--fingerprint", other.fingerprint.description])
         #expect(swapped.status == 1 && swapped.stderr.contains("already a peer with another key"), "\(swapped.stderr)")
+        // One key belongs to one gateway: the VPS's key under a second name is refused.
+        let alias = try laptop(["peer", "add", "vps-alias", "--url", "http://100.64.0.8:7717", "--key", line, "--fingerprint", fp])
+        #expect(alias.status == 1 && alias.stderr.contains("already the peer 'vps-broker'"), "\(alias.stderr)")
         let list = try PeerList.load(g.dir + "/mac-laptop/peers.yaml")
         #expect(list.peers.map(\.url) == ["http://100.64.0.7:7717"])
         #expect(list.peer("vps-broker")?.key == vps)
