@@ -12,6 +12,13 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams", exact: "6.2.2"),
         .package(url: "https://github.com/groue/GRDB.swift", exact: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", exact: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", exact: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1"),
+        // Hummingbird's own NIO, named for the connection guard's channel handler (the versions it resolves to).
+        .package(url: "https://github.com/apple/swift-nio", exact: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-nio-extras", exact: "1.35.2"),
     ],
     targets: [
         // libsodium does all of our cryptography (Ed25519, SHA-256, BLAKE2b, randomness).
@@ -28,17 +35,35 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]),
+        // The long-running gateway (`serve`): HTTP, the hooks' Unix socket, reload, metrics. Kept apart from the
+        // domain so fuzz targets and the hook path do not carry the network stack's code.
+        .target(
+            name: "SpawnGateServer",
+            dependencies: [
+                "SpawnGate",
+                "CSpawn",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         .executableTarget(
             name: "spawngate",
             dependencies: [
                 "SpawnGate",
+                "SpawnGateServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]),
         // `make bench`: measurements side by side in one run.
         .executableTarget(name: "spawngate-bench", dependencies: ["SpawnGate"]),
         .testTarget(
             name: "SpawnGateTests",
-            dependencies: ["SpawnGate", .product(name: "GRDB", package: "GRDB.swift")]),
+            dependencies: ["SpawnGate", "SpawnGateServer", .product(name: "GRDB", package: "GRDB.swift")]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -12,8 +12,23 @@ struct Agents: ParsableCommand {
             """)
     @OptionGroup var home: HomeOption
     @Flag(help: "Print a JSON array.") var json = false
+    @OptionGroup var target: BrokerOption
 
     func run() throws {
+        if let broker = target.broker {
+            let (_, list) = try remoteAction { try target.remote(home.resolved, target: broker).agents() }
+            if json { print(String(decoding: JSONWriter.encode(.array(list)), as: UTF8.self)); return }
+            guard !list.isEmpty else { print("no agents of this broker are running on \(broker)"); return }
+            func field(_ v: JSONValue, _ k: String) -> String {
+                guard case .object(let o) = v else { return "" }
+                switch o[k] { case .string(let s)?: return s; case .number(let n)?: return n; default: return "" }
+            }
+            table([["NAME", "CLI", "CWD", "PID", "UPTIME", "SANDBOX"]] + list.map {
+                [field($0, "name"), field($0, "cli"), field($0, "cwd"), field($0, "pid"),
+                 AgentRecord.duration(Int64(field($0, "uptime_seconds")) ?? 0), field($0, "sandbox")]
+            })
+            return
+        }
         try operatorAction {
             let agents = try StateStore.open(home.resolved.stateDB).runningAgents()
             let now = SystemClock().now()
@@ -22,15 +37,19 @@ struct Agents: ParsableCommand {
                 return
             }
             guard !agents.isEmpty else { print("no agents running"); return }
-            let rows = [["NAME", "BROKER", "CLI", "CWD", "PID", "UPTIME", "SANDBOX"]] + agents.map {
+            table([["NAME", "BROKER", "CLI", "CWD", "PID", "UPTIME", "SANDBOX"]] + agents.map {
                 [$0.name, $0.broker, $0.cli, $0.cwd, String($0.process.pid), AgentRecord.duration(now - $0.startedAt), $0.profile]
-            }
-            let widths = (0..<7).map { c in rows.map { $0[c].count }.max() ?? 0 }
-            for r in rows {
-                print(r.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }
-                    .joined(separator: "  ").trimmingCharacters(in: .whitespaces))
-            }
+            })
         }
+    }
+}
+
+/// Columns padded to their widest cell.
+func table(_ rows: [[String]]) {
+    let widths = (0..<(rows.first?.count ?? 0)).map { c in rows.map { $0[c].count }.max() ?? 0 }
+    for r in rows {
+        print(r.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }
+            .joined(separator: "  ").trimmingCharacters(in: .whitespaces))
     }
 }
 
@@ -41,12 +60,28 @@ struct Release: ParsableCommand {
     @OptionGroup var home: HomeOption
     @Argument(help: ArgumentHelp("The agent's name, as 'spawngate agents' lists it.", valueName: "name")) var name: String
     @Option(help: ArgumentHelp("Seconds between SIGTERM and SIGKILL.", valueName: "seconds")) var grace: Double = Supervisor.grace
+    @OptionGroup var target: BrokerOption
 
     func validate() throws {
         guard grace >= 0, grace <= 600 else { throw ValidationError("--grace must be between 0 and 600 seconds") }
     }
 
     func run() throws {
+        if let broker = target.broker {
+            // The target applies its own grace period; only this broker's own agents there can be released.
+            let (answer, released) = try remoteAction { try target.remote(home.resolved, target: broker).release(name: name) }
+            guard answer.receipt.allowed else {
+                print("refused by \(broker): \(answer.receipt.reason.rawValue): \(answer.receipt.detail)")
+                throw Exit.denied
+            }
+            guard !released.isEmpty else { throw OperatorErrorExit.say("\(broker): \(answer.receipt.detail)") }
+            for case .object(let o) in released {
+                let stopped = o["stopped"] == .bool(true)
+                let label = { (k: String) -> String in if case .string(let s)? = o[k] { s } else if case .number(let n)? = o[k] { n } else { "?" } }
+                print(stopped ? "released \(label("name")) on \(broker) (pid \(label("pid")))" : "\(label("name")) on \(broker) (pid \(label("pid"))) had already exited")
+            }
+            return
+        }
         try operatorAction {
             let state = try StateStore.open(home.resolved.stateDB)
             let matching = try state.runningAgents().filter { $0.name == name }
@@ -59,5 +94,13 @@ struct Release: ParsableCommand {
                 print(stopped ? "released \(agent.name) (pid \(agent.process.pid))" : "\(agent.name) (pid \(agent.process.pid)) had already exited")
             }
         }
+    }
+}
+
+/// An operator-facing refusal from a command that is not inside ``operatorAction``: print, exit 1.
+enum OperatorErrorExit {
+    static func say(_ message: String) -> ExitCode {
+        printError(message)
+        return Exit.denied
     }
 }

@@ -6,7 +6,7 @@ import ArgumentParser
 import SpawnGate
 
 @main
-struct SpawnGateCommand: ParsableCommand {
+struct SpawnGateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "spawngate",
         abstract: "Signed, policy-checked, audited remote spawning of AI coding agents.",
@@ -15,12 +15,12 @@ struct SpawnGateCommand: ParsableCommand {
             verifies it against enrolled keys, checks the policy, and only then starts the agent.
             Exit codes of verify/check: 0 allowed, 1 denied, 2 the gateway cannot decide, 64 usage error.
             """,
-        subcommands: [Init.self, Key.self, Sign.self, Verify.self, Check.self, Exec.self, Agents.self, Release.self, Doctor.self, PeerCommand.self, Hook.self, Audit.self, PolicyCommand.self])
+        subcommands: [Init.self, Key.self, Sign.self, Verify.self, Check.self, Exec.self, Serve.self, Spawn.self, Agents.self, Release.self, Doctor.self, PeerCommand.self, Hook.self, Audit.self, PolicyCommand.self])
 
-    static func main() {
+    static func main() async {
         // A file-size limit must make the audit append fail with EFBIG (and the decision deny), not kill us.
         signal(SIGXFSZ, SIG_IGN)
-        main(nil)
+        await main(nil)
     }
 }
 

@@ -2,6 +2,7 @@
 #define CSPAWN_H
 #include <sys/types.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/resource.h>
 
 /// RLIMIT_* numbers (Glibc's Swift overlay does not export all of them).
@@ -67,5 +68,8 @@ int cspawn_kill_group(pid_t pgid, int sig);
 /// A pipe already holding `data`, write end closed: the agent's standard input for `task: stdin`. Returns the
 /// read end (CLOEXEC), or -1 with errno.
 int cspawn_task_pipe(const char *data, size_t len);
+
+/* The peer of a Unix socket, as SO_PEERCRED fills it (struct ucred, which glibc hides behind _GNU_SOURCE). */
+typedef struct { int32_t pid; uint32_t uid; uint32_t gid; } cspawn_ucred;
 
 #endif

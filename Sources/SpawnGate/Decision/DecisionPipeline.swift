@@ -135,6 +135,42 @@ public struct DecisionPipeline: Sendable {
                        authorized: AuthorizedSpawn(request: request, match: match, decision: outcome.decision, leaseID: leaseID))
     }
 
+    /// What a control request (`agents`, `release`) came to: a decision, and the verified request when allowed.
+    public struct ControlOutcome: Sendable {
+        public let decision: Decision
+        public let control: VerifiedControl?
+    }
+
+    /// Decides a control request. A listing only reads, so it is neither audited nor consumes its nonce (its answer
+    /// is sealed to the requester, so a replay shows the replayer nothing). A release acts: its nonce is consumed and
+    /// its line appended to the audit log, in one transaction, before any agent is stopped. Either one reaches only
+    /// the requesting broker's own agents; the caller filters by ``VerifiedControl/broker``.
+    public func decideControl(_ envelope: [UInt8], mode: Mode = .commit) -> ControlOutcome {
+        let verification: ControlVerification
+        do { verification = try verifier.verifyControl(envelope) } catch {
+            return ControlOutcome(decision: cannotDecide(.internalError, error.message).decision, control: nil)
+        }
+        switch verification {
+        case .denied(let d, let rid, let broker, let fp):
+            let decision = Decision(reason: d.reason, detail: d.detail, requestID: rid, broker: broker,
+                                    fingerprint: fp?.description, rule: nil, policy: policy.hash)
+            // Unauthenticated junk aimed at the release endpoint is recorded like any refused spawn.
+            let outcome = record(decision, nonce: nil, cwd: nil, mode: mode)
+            return ControlOutcome(decision: outcome.decision, control: nil)
+        case .verified(let c):
+            let acts = c.request.op == .release
+            let detail = acts ? "release of agent '\(c.request.name ?? "")' by \(c.broker)" : "agent listing for \(c.broker)"
+            let allow = Decision(reason: .allowed, detail: detail, requestID: c.requestID, broker: c.broker,
+                                 fingerprint: c.fingerprint.description, rule: nil, policy: policy.hash)
+            guard acts else { return ControlOutcome(decision: allow, control: c) }
+            let nonce = Base64.urlEncode(c.request.nonce)
+            let effects: [StateEffect] = [.consumeNonce(fingerprint: c.fingerprint.description, nonce: nonce,
+                                                        keepUntil: c.request.exp + policy.window.clockSkew)]
+            let outcome = record(allow, nonce: nonce, cwd: nil, effects: effects, mode: mode)
+            return ControlOutcome(decision: outcome.decision, control: outcome.decision.allowed ? c : nil)
+        }
+    }
+
     /// Records a refusal made before there was an envelope to verify (the hook's input had the wrong shape).
     public func refuse(_ denial: Denial, mode: Mode = .commit) -> Outcome {
         record(Decision(reason: denial.reason, detail: denial.detail, requestID: nil, broker: nil, fingerprint: nil, policy: policy.hash),

@@ -85,6 +85,29 @@ public struct RequestVerifier: Sendable {
 
     /// Throws only when the gateway cannot decide (the key store is unreadable); every bad request is a denial.
     public func verify(_ bytes: [UInt8]) throws(GatewayFailure) -> Verification {
+        switch try authenticate(bytes, as: SpawnRequest.self) {
+        case .denied(let d, let rid, let broker, let fp): return .denied(d, requestID: rid, broker: broker, fingerprint: fp)
+        case .authentic(let request, let name, let kid, let payload):
+            return .verified(VerifiedRequest(request: request, broker: name, fingerprint: kid, payload: payload))
+        }
+    }
+
+    /// The same checks for a control request (`agents`, `release`), signed over its own domain so that neither
+    /// kind of request can stand in for the other.
+    public func verifyControl(_ bytes: [UInt8]) throws(GatewayFailure) -> ControlVerification {
+        switch try authenticate(bytes, as: ControlRequest.self) {
+        case .denied(let d, let rid, let broker, let fp): return .denied(d, requestID: rid, broker: broker, fingerprint: fp)
+        case .authentic(let request, let name, let kid, let payload):
+            return .verified(VerifiedControl(request: request, broker: name, fingerprint: kid, payload: payload))
+        }
+    }
+
+    private enum Authentication<P: SignedPayload> {
+        case authentic(P, name: String, kid: Fingerprint, payload: [UInt8])
+        case denied(Denial, requestID: String?, broker: String?, fingerprint: Fingerprint?)
+    }
+
+    private func authenticate<P: SignedPayload>(_ bytes: [UInt8], as: P.Type) throws(GatewayFailure) -> Authentication<P> {
         try Sodium.ensureInitialized()
         let envelope: Envelope
         switch Envelope.parse(bytes) {
@@ -92,7 +115,7 @@ public struct RequestVerifier: Sendable {
         case .success(let e): envelope = e
         }
         let requestID = envelope.requestID
-        func deny(_ reason: ReasonCode, _ detail: String, broker: String? = nil) -> Verification {
+        func deny(_ reason: ReasonCode, _ detail: String, broker: String? = nil) -> Authentication<P> {
             .denied(Denial(reason, detail), requestID: requestID, broker: broker, fingerprint: envelope.kid)
         }
 
@@ -102,12 +125,12 @@ public struct RequestVerifier: Sendable {
         case .revoked(let n): return deny(.revokedKey, "key \(envelope.kid) of \(n) has been revoked", broker: n)
         case .enrolled(let n, let k): (name, key) = (n, k)
         }
-        guard key.isValidSignature(envelope.signature, domain: .request, message: envelope.payload) else {
+        guard key.isValidSignature(envelope.signature, domain: P.domain, message: envelope.payload) else {
             return deny(.badSignature, "the signature does not verify with the key of \(name) (\(envelope.kid)) over the payload as received", broker: name)
         }
 
-        let request: SpawnRequest
-        switch SpawnRequest.parse(envelope.payload) {
+        let request: P
+        switch P.parse(envelope.payload) {
         case .failure(let denial): return .denied(denial, requestID: requestID, broker: name, fingerprint: envelope.kid)
         case .success(let r): request = r
         }
@@ -131,6 +154,6 @@ public struct RequestVerifier: Sendable {
         guard request.exp + window.clockSkew >= now else {
             return deny(.expired, "the request expired \(now - request.exp)s ago (clock_skew \(window.clockSkew)s)", broker: name)
         }
-        return .verified(VerifiedRequest(request: request, broker: name, fingerprint: envelope.kid, payload: envelope.payload))
+        return .authentic(request, name: name, kid: envelope.kid, payload: envelope.payload)
     }
 }

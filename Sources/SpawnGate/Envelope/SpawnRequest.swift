@@ -2,7 +2,8 @@
 ///
 /// Fields mirror Agent Relay's `POST /api/spawn` (`name`, `cli`, `task`, `cwd`, `model`, `args`, `channels`, `team`)
 /// plus the gateway's own (`from`, `to`, `iat`, `exp`, `nonce`).
-public struct SpawnRequest: Sendable, Equatable {
+public struct SpawnRequest: SignedPayload, Sendable, Equatable {
+    public static let domain = SignatureDomain.request
     public var name: String
     public var cli: String
     public var task: String?

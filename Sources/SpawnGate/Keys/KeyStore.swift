@@ -8,6 +8,15 @@ import Foundation
 /// must not turn into an acceptance.
 public struct KeyStore: Sendable {
     public let home: Home
+    /// A long-running gateway keeps the parsed keys and re-reads them only when a file or directory changed.
+    let cache: KeyCache?
+
+    /// `cached: true` for a process that decides many requests (`serve`, the benchmarks). Every lookup still stats
+    /// both directories and each key file, so an enrollment, a revocation or an edit in place is seen at once.
+    public init(home: Home, cached: Bool = false) {
+        self.home = home
+        self.cache = cached ? KeyCache() : nil
+    }
 
     public enum Status: String, Sendable { case enrolled, revoked }
 
@@ -28,6 +37,14 @@ public struct KeyStore: Sendable {
     }
 
     public func entries() throws(GatewayFailure) -> [Entry] {
+        guard let cache else { return try readAll() }
+        if let hit = cache.entries(home: home) { return hit }
+        let all = try readAll()
+        cache.store(all, home: home)
+        return all
+    }
+
+    private func readAll() throws(GatewayFailure) -> [Entry] {
         try read(home.keysDir, status: .enrolled) + read(home.revokedDir, status: .revoked)
     }
 
@@ -105,5 +122,29 @@ public struct KeyStore: Sendable {
         _ = utimes(to, nil)
         Files.syncDirectory(home.revokedDir)
         Files.syncDirectory(home.keysDir)
+    }
+}
+
+/// The key store's parsed entries with the file-system state they were read from.
+final class KeyCache: @unchecked Sendable {
+    private let lock = NSLock()
+    private var entries: [KeyStore.Entry] = []
+    private var stamp: [FileStamp] = []
+
+    /// The cached entries, when neither directory nor any key file changed since they were read.
+    func entries(home: Home) -> [KeyStore.Entry]? {
+        lock.lock(); defer { lock.unlock() }
+        guard !stamp.isEmpty, Self.stamp(home: home, files: entries.map(\.file)) == stamp else { return nil }
+        return entries
+    }
+
+    func store(_ all: [KeyStore.Entry], home: Home) {
+        let s = Self.stamp(home: home, files: all.map(\.file))
+        lock.lock(); defer { lock.unlock() }
+        entries = all; stamp = s
+    }
+
+    private static func stamp(home: Home, files: [String]) -> [FileStamp] {
+        ([home.keysDir, home.revokedDir] + files).map(FileStamp.init(path:))
     }
 }

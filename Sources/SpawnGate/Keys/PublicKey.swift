@@ -88,6 +88,8 @@ public struct SignatureDomain: Sendable, Equatable {
     public let tag: String
     public static let request = SignatureDomain(tag: "spawngate-request-v1")
     public static let receipt = SignatureDomain(tag: "spawngate-receipt-v1")
+    /// Requests that act on agents already running (`agents`, `release`), never mistaken for a spawn request.
+    public static let control = SignatureDomain(tag: "spawngate-control-v1")
 
     func prefixed(_ message: [UInt8]) -> [UInt8] { Array(tag.utf8) + [0] + message }
 }

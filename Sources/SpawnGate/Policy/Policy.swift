@@ -1,20 +1,30 @@
 /// A loaded, validated policy. Values of this type exist only when the file parsed without errors; whether its
 /// embedded tests pass is checked by ``PolicyLoader/loadForDecisions(_:)`` before it is ever applied.
 public struct Policy: Sendable {
+    /// Whether a local caller with this uid may use the gateway's Unix socket.
+    public func admitsHookUser(_ uid: UInt32, gatewayUID: UInt32) -> Bool {
+        guard let hookUsers else { return uid == gatewayUID }
+        return hookUsers.contains(uid)
+    }
+
     public let file: String
     /// SHA-256 of the file's bytes, lowercase hex: which policy decided is recorded with every decision.
     public let hash: String
     public let acceptRemoteSpawn: Bool
     public let window: ValidityWindow
+    /// Uids allowed on the gateway's Unix socket (`hook_users`); nil means the gateway's own uid only, and an
+    /// empty list means nobody.
+    public let hookUsers: [UInt32]?
     public let clis: [String: CLIEntry]
     public let rules: [Rule]
     public let tests: [PolicyTest]
     let allowIndex: RuleIndex
     let denyIndex: RuleIndex
 
-    init(file: String, hash: String, acceptRemoteSpawn: Bool, window: ValidityWindow, clis: [String: CLIEntry],
-         rules: [Rule], tests: [PolicyTest]) {
+    init(file: String, hash: String, acceptRemoteSpawn: Bool, window: ValidityWindow, hookUsers: [UInt32]? = nil,
+         clis: [String: CLIEntry], rules: [Rule], tests: [PolicyTest]) {
         self.file = file; self.hash = hash; self.acceptRemoteSpawn = acceptRemoteSpawn; self.window = window
+        self.hookUsers = hookUsers
         self.clis = clis; self.rules = rules; self.tests = tests
         allowIndex = RuleIndex(rules, effect: .allow)
         denyIndex = RuleIndex(rules, effect: .deny)

@@ -1,4 +1,9 @@
 import Yams
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// Reads a policy file: permissions, YAML syntax, schema (unknown keys are errors), semantics. Every problem is
 /// reported with its `file:line:column`; a file with any error yields no ``Policy``.
@@ -64,7 +69,7 @@ public enum PolicyLoader {
         }
     }
 
-    static let topKeys = ["version", "accept_remote_spawn", "max_ttl", "clock_skew", "clis", "rules", "tests"]
+    static let topKeys = ["version", "accept_remote_spawn", "max_ttl", "clock_skew", "hook_users", "clis", "rules", "tests"]
     static let cliKeys = ["path", "sha256", "args", "deny_args", "env", "task", "model_flag", "split_equals", "writable", "protected"]
     static let ruleKeys = ["name", "effect", "brokers", "clis", "cwd", "rate", "burst", "max_concurrent", "sandbox",
                            "max_runtime", "limits", "spawner", "network"]
@@ -82,6 +87,18 @@ public enum PolicyLoader {
         var window = ValidityWindow.defaults
         if let t = top["max_ttl"], let s = duration(t.value, "max_ttl", &r, range: 1...86400) { window.maxTTL = s }
         if let t = top["clock_skew"], let s = duration(t.value, "clock_skew", &r, range: 0...600) { window.clockSkew = s }
+
+        // Who may ask through `serve --socket`: user names or numeric uids. Missing: the gateway's own user only.
+        var hookUsers: [UInt32]?
+        if let h = top["hook_users"], let names = r.stringList(h.value, "hook_users") {
+            var uids: [UInt32] = []
+            for name in names {
+                if let uid = UInt32(name) { uids.append(uid) } else if let pw = getpwnam(name) { uids.append(pw.pointee.pw_uid) } else {
+                    r.error(h.value, "hook_users: no user named '\(name)' on this machine; use an existing user name or a numeric uid")
+                }
+            }
+            hookUsers = uids
+        }
 
         var clis: [String: CLIEntry] = [:]
         // Names of every entry, valid or not: a rule naming a broken entry should not add a second error.
@@ -110,7 +127,8 @@ public enum PolicyLoader {
                 if let t = test(i, item, &r, rules: rules) { tests.append(t) }
             }
         }
-        return Policy(file: file, hash: hash, acceptRemoteSpawn: accept, window: window, clis: clis, rules: rules, tests: tests)
+        return Policy(file: file, hash: hash, acceptRemoteSpawn: accept, window: window, hookUsers: hookUsers, clis: clis,
+                      rules: rules, tests: tests)
     }
 
     private static func duration(_ node: Node, _ path: String, _ r: inout YAMLNodeReader, range: ClosedRange<Int64>) -> Int64? {

@@ -15,22 +15,32 @@ public enum Receipt {
         }
     }
 
-    public static func payload(_ decision: Decision, started: Started?) -> [UInt8] {
+    /// What a receipt answers: a spawn (an allow must say what was started) or a control request (an allow
+    /// carries `agents`, the requester's running agents, or `released`, the ones stopped).
+    public enum Kind: Sendable { case spawn, control }
+
+    public static func payload(_ decision: Decision, started: Started?, extra: [(String, JSONWriter.Value)] = []) -> [UInt8] {
         var members = decision.jsonMembers()
         if let started {
             members += [("pid", .int(Int64(started.pid))), ("started_at", .int(started.startedAt)), ("layers", .strings(started.layers))]
         }
-        return JSONWriter.object(members)
+        return JSONWriter.object(members + extra)
     }
 
     /// The receipt envelope, one line of JSON.
-    public static func issue(_ decision: Decision, started: Started?, key: SigningKey) -> [UInt8] {
-        Envelope.seal(payload(decision, started: started), with: key, domain: .receipt)
+    public static func issue(_ decision: Decision, started: Started?, extra: [(String, JSONWriter.Value)] = [],
+                             key: SigningKey) -> [UInt8] {
+        Envelope.seal(payload(decision, started: started, extra: extra), with: key, domain: .receipt)
     }
 
     /// Checks a receipt strictly: the expected target's key, the receipt domain, the request it answers, and a
     /// payload of the right shape. Anything else is refused with a sentence saying what.
-    public static func verify(_ bytes: [UInt8], from target: PublicKey, requestID: String) -> Result<VerifiedReceipt, ReceiptError> {
+    ///
+    /// `requestID` nil accepts only a denial without one: the target could not read the request at all (not
+    /// sealed to it, not JSON), so there was no id to bind to. Such a receipt proves nothing about the request
+    /// that was sent (anyone can make the target sign one), and callers must say so.
+    public static func verify(_ bytes: [UInt8], from target: PublicKey, requestID: String?,
+                              kind: Kind = .spawn) -> Result<VerifiedReceipt, ReceiptError> {
         func fail(_ why: String) -> Result<VerifiedReceipt, ReceiptError> { .failure(ReceiptError(why)) }
         guard !bytes.isEmpty else { return fail("the answer carries no receipt (an unsigned answer is not trusted)") }
         let envelope: Envelope
@@ -47,8 +57,12 @@ public enum Receipt {
         guard case .object(let o)? = try? StrictJSONReader.parse(envelope.payload) else {
             return fail("the receipt's signed payload is not a JSON object")
         }
-        guard case .string(let rid)? = o["request_id"], rid == requestID else {
-            return fail("the receipt answers another request (request_id \(o["request_id"].map { "\($0)" } ?? "missing"), expected \(requestID))")
+        let rid: String?
+        switch o["request_id"] {
+        case .string(let r)? where r == requestID: rid = r
+        case .null? where requestID == nil && o["decision"] == .string("deny"): rid = nil
+        default:
+            return fail("the receipt answers another request (request_id \(o["request_id"].map { "\($0)" } ?? "missing"), expected \(requestID ?? "none"))")
         }
         guard case .string(let verdict)? = o["decision"], verdict == "allow" || verdict == "deny",
               case .string(let reasonText)? = o["reason"], let reason = ReasonCode(rawValue: reasonText),
@@ -56,7 +70,7 @@ public enum Receipt {
             return fail("the receipt's decision, reason or detail is missing or inconsistent")
         }
         var started: Started?
-        if verdict == "allow" {
+        if verdict == "allow" && kind == .spawn {
             guard let pid = o["pid"]?.safeInteger, pid > 0, pid <= Int64(Int32.max), let at = o["started_at"]?.safeInteger,
                   case .array(let list)? = o["layers"] else {
                 return fail("an allow receipt must name the agent's pid, started_at and sandbox layers")
@@ -67,7 +81,7 @@ public enum Receipt {
         }
         func string(_ k: String) -> String? { if case .string(let s)? = o[k] { s } else { nil } }
         return .success(VerifiedReceipt(reason: reason, detail: detail, requestID: rid, rule: string("rule"),
-                                        started: started, payload: envelope.payload))
+                                        started: started, members: o, payload: envelope.payload))
     }
 }
 
@@ -75,9 +89,12 @@ public enum Receipt {
 public struct VerifiedReceipt: Sendable {
     public let reason: ReasonCode
     public let detail: String
-    public let requestID: String
+    /// Nil only on a denial of a request the target could not read.
+    public let requestID: String?
     public let rule: String?
     public let started: Receipt.Started?
+    /// Every member of the signed payload (a control answer's `agents`, a spawn's `spawn`).
+    public let members: [String: JSONValue]
     /// The signed payload, as the target wrote it.
     public let payload: [UInt8]
     public var allowed: Bool { reason == .allowed }

@@ -72,11 +72,11 @@ public struct AgentRelayBackend: Sendable {
         let url = connection.url
         let port = UInt16(url.port ?? 80)
         let base = url.path.hasSuffix("/") ? String(url.path.dropLast()) : url.path
-        let response: LoopbackHTTP.Response
+        let response: HTTPClient.Response
         do {
-            response = try LoopbackHTTP.post(host: url.host ?? "127.0.0.1", port: port, path: base + "/api/spawn",
-                                             headers: [("Content-Type", "application/json"), ("X-API-Key", connection.apiKey)],
-                                             body: Self.body(for: spawn), timeout: timeout)
+            response = try HTTPClient.post(host: url.host ?? "127.0.0.1", port: port, path: base + "/api/spawn",
+                                           headers: [("Content-Type", "application/json"), ("X-API-Key", connection.apiKey)],
+                                           body: Self.body(for: spawn), timeout: timeout)
         } catch {
             throw GatewayFailure("the Agent Relay broker at \(url.absoluteString) (from \(connection.file)) did not answer: \(error.message); is it running?")
         }

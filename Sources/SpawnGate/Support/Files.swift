@@ -143,3 +143,18 @@ public enum Files {
 private func posixRead(_ fd: Int32, _ buf: UnsafeMutableRawPointer, _ count: Int) -> Int { read(fd, buf, count) }
 
 func errnoText(_ code: Int32 = errno) -> String { String(cString: strerror(code)) }
+
+/// What a change to a file would alter: inode, size, change and modification times in nanoseconds. Lets a
+/// long-running process notice an edit, a replacement by rename, or a removal without reading the file.
+public struct FileStamp: Equatable, Sendable {
+    let inode: UInt64, size: Int64, mtime: Int64, ctime: Int64
+
+    public init(path: String) {
+        var st = stat()
+        guard stat(path, &st) == 0 else { inode = 0; size = -1; mtime = 0; ctime = 0; return }
+        inode = UInt64(st.st_ino)
+        size = Int64(st.st_size)
+        mtime = Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
+        ctime = Int64(st.st_ctim.tv_sec) * 1_000_000_000 + Int64(st.st_ctim.tv_nsec)
+    }
+}

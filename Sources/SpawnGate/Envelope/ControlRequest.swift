@@ -1,0 +1,90 @@
+/// A payload the verifier can authenticate: signed over its own domain, addressed, and time-bound.
+public protocol SignedPayload: Sendable {
+    static var domain: SignatureDomain { get }
+    static func parse(_ bytes: [UInt8]) -> Result<Self, Denial>
+    var from: String { get }
+    var to: String { get }
+    var iat: Int64 { get }
+    var exp: Int64 { get }
+    var nonce: [UInt8] { get }
+}
+
+/// A signed request about agents a broker already started through a gateway: list them, or stop them by name.
+/// Same envelope as a spawn request, signed over `spawngate-control-v1`; payload
+/// `{"op":"agents"|"release","name":…,"from","to","iat","exp","nonce"}` (`name` only, and always, for release).
+public struct ControlRequest: SignedPayload, Sendable, Equatable {
+    public enum Operation: String, Sendable { case agents, release }
+
+    public static let domain = SignatureDomain.control
+    public var op: Operation
+    public var name: String?
+    public var from: String
+    public var to: String
+    public var iat: Int64
+    public var exp: Int64
+    public var nonce: [UInt8]
+
+    public init(op: Operation, name: String? = nil, from: String, to: String, iat: Int64, exp: Int64,
+                nonce: [UInt8] = Sodium.randomBytes(16)) {
+        self.op = op; self.name = name; self.from = from; self.to = to; self.iat = iat; self.exp = exp; self.nonce = nonce
+    }
+
+    static let known: Set<String> = ["op", "name", "from", "to", "iat", "exp", "nonce"]
+
+    public func encoded() -> [UInt8] {
+        var m: [(String, JSONWriter.Value)] = [("op", .string(op.rawValue))]
+        if let name { m.append(("name", .string(name))) }
+        m += [("from", .string(from)), ("to", .string(to)), ("iat", .int(iat)), ("exp", .int(exp)),
+              ("nonce", .string(Base64.urlEncode(nonce)))]
+        return JSONWriter.object(m)
+    }
+
+    public static func parse(_ bytes: [UInt8]) -> Result<ControlRequest, Denial> {
+        func malformed(_ why: String) -> Result<ControlRequest, Denial> { .failure(Denial(.malformed, why)) }
+        guard case .object(let m)? = try? StrictJSONReader.parse(bytes) else {
+            return malformed("control payload must be a strict JSON object")
+        }
+        if let extra = Set(m.keys).subtracting(known).sorted().first { return malformed("unknown control field \"\(extra)\"") }
+        func string(_ key: String) -> String? { if case .string(let s)? = m[key], !s.isEmpty { s } else { nil } }
+        guard let opText = string("op"), let op = Operation(rawValue: opText) else {
+            return malformed("control field \"op\" must be \"agents\" or \"release\"")
+        }
+        guard let from = string("from"), let to = string("to") else {
+            return malformed("control fields \"from\" and \"to\" are required non-empty strings")
+        }
+        guard let iat = m["iat"]?.safeInteger, iat >= 0, let exp = m["exp"]?.safeInteger, exp >= 0 else {
+            return malformed("control fields \"iat\" and \"exp\" must be non-negative integers of Unix seconds below 2^53")
+        }
+        guard let nonceText = string("nonce"), let nonce = Base64.urlDecode(nonceText),
+              nonce.count >= SpawnRequest.minimumNonceBytes, nonce.count <= 64 else {
+            return malformed("control field \"nonce\" must be canonical base64url of 16 to 64 random bytes")
+        }
+        let name = string("name")
+        if m["name"] != nil && name == nil { return malformed("control field \"name\" must be a non-empty string") }
+        switch op {
+        case .release where name == nil: return malformed("a release names the agent: control field \"name\" is required")
+        case .agents where name != nil: return malformed("control field \"name\" is only for release")
+        default: break
+        }
+        return .success(ControlRequest(op: op, name: name, from: from, to: to, iat: iat, exp: exp, nonce: nonce))
+    }
+}
+
+/// A control request whose signature verified against an enrolled key, addressed here and in its window.
+public struct VerifiedControl: Sendable, Equatable {
+    public let request: ControlRequest
+    public let broker: String
+    public let fingerprint: Fingerprint
+    public let payload: [UInt8]
+    public let requestID: String
+
+    init(request: ControlRequest, broker: String, fingerprint: Fingerprint, payload: [UInt8]) {
+        self.request = request; self.broker = broker; self.fingerprint = fingerprint; self.payload = payload
+        self.requestID = Sodium.sha256(payload).hex
+    }
+}
+
+public enum ControlVerification: Sendable, Equatable {
+    case verified(VerifiedControl)
+    case denied(Denial, requestID: String?, broker: String?, fingerprint: Fingerprint?)
+}

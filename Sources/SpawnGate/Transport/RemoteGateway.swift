@@ -1,0 +1,132 @@
+import Foundation
+
+/// The requesting side of the wire: sign, seal to the peer's key, send to its gateway, and trust nothing in the
+/// answer but a receipt that verifies against the peer's key from peers.yaml and answers this very request.
+///
+/// Wire (see docs/protocol.md): `POST /v1/spawn` and `POST /v1/release` take a sealed body; `GET /v1/agents` takes
+/// the control envelope in the `Spawngate-Request` header (base64url). A 200 answer is a receipt envelope, sealed
+/// to the requester's key (`{"sealed":…}`) when the target knows who asked, plain otherwise. Anything else is an
+/// error the target could not sign: shown, never trusted.
+public struct RemoteGateway: Sendable {
+    public let peer: Peer
+    public let identity: Identity
+    public var timeout: Double = 10
+    public var ttl: Int64 = 60
+    public var clock: any GateClock = SystemClock()
+
+    public init(peer: Peer, identity: Identity) {
+        self.peer = peer
+        self.identity = identity
+    }
+
+    /// What came back, verified.
+    public struct Answer: Sendable {
+        public let receipt: VerifiedReceipt
+        /// The signed receipt envelope as received (after unsealing).
+        public let envelope: [UInt8]
+    }
+
+    /// Signs `request` (its `from`, `to`, `iat`, `exp` and nonce are set here) and sends it.
+    public func spawn(_ request: SpawnRequest) throws(RemoteError) -> Answer {
+        var r = request
+        let now = clock.now()
+        r.from = identity.name; r.to = peer.name; r.iat = now; r.exp = now + ttl
+        let payload = r.encoded()
+        let envelope = Envelope.seal(payload, with: identity.key, domain: .request)
+        return try send(method: "POST", path: "/v1/spawn", headers: [("Content-Type", "application/json")],
+                        body: SealedBody.seal(envelope, to: peer.key), requestID: Sodium.sha256(payload).hex, kind: .spawn)
+    }
+
+    /// The requester's own agents running on the peer (name, cli, cwd, pid, started_at, sandbox…).
+    public func agents() throws(RemoteError) -> (Answer, [JSONValue]) {
+        let (envelope, rid) = control(.agents, name: nil)
+        let answer = try send(method: "GET", path: "/v1/agents", headers: [("Spawngate-Request", Base64.urlEncode(envelope))],
+                              body: [], requestID: rid, kind: .control)
+        guard case .array(let list)? = answer.receipt.members["agents"] else {
+            if !answer.receipt.allowed { return (answer, []) }
+            throw RemoteError(.badReceipt, "\(peer.name)'s signed answer has no agent list")
+        }
+        return (answer, list)
+    }
+
+    /// Asks the peer to stop the requester's agents called `name`.
+    public func release(name: String) throws(RemoteError) -> (Answer, [JSONValue]) {
+        let (envelope, rid) = control(.release, name: name)
+        let answer = try send(method: "POST", path: "/v1/release", headers: [("Content-Type", "application/json")],
+                              body: SealedBody.seal(envelope, to: peer.key), requestID: rid, kind: .control)
+        if case .array(let list)? = answer.receipt.members["released"] { return (answer, list) }
+        return (answer, [])
+    }
+
+    private func control(_ op: ControlRequest.Operation, name: String?) -> ([UInt8], String) {
+        let now = clock.now()
+        let payload = ControlRequest(op: op, name: name, from: identity.name, to: peer.name, iat: now, exp: now + ttl).encoded()
+        return (Envelope.seal(payload, with: identity.key, domain: .control), Sodium.sha256(payload).hex)
+    }
+
+    /// Where `peer.url` points: plain HTTP only, since the body is sealed end to end and the answer is signed.
+    public static func endpoint(_ peer: Peer) throws(RemoteError) -> HTTPClient.Endpoint {
+        guard let u = URLComponents(string: peer.url), let host = u.host, !host.isEmpty else {
+            throw RemoteError(.usage, "peer \(peer.name) has an unusable url '\(peer.url)'; fix it with 'spawngate peer add'")
+        }
+        guard u.scheme == "http" else {
+            throw RemoteError(.usage, "peer \(peer.name): \(peer.url) uses \(u.scheme ?? "no scheme"); spawngate speaks plain http:// (bodies are sealed to the peer's key and receipts are signed), typically over Tailscale")
+        }
+        let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+        return .tcp(host: bare, port: UInt16(u.port ?? 80))
+    }
+
+    private func send(method: String, path: String, headers: [(String, String)], body: [UInt8], requestID: String,
+                      kind: Receipt.Kind) throws(RemoteError) -> Answer {
+        let endpoint = try Self.endpoint(peer)
+        let response: HTTPClient.Response
+        do {
+            response = try HTTPClient.exchange(endpoint, method: method, path: path, headers: headers, body: body, timeout: timeout)
+        } catch {
+            switch error {
+            case .unreachable(let m): throw RemoteError(.unreachable, "\(peer.name) (\(peer.url)) is unreachable: \(m); is 'spawngate serve' running there, and is the address right in peers.yaml?")
+            case .timedOut(let m): throw RemoteError(.unreachable, "\(peer.name) (\(peer.url)) timed out: \(m)")
+            case .protocolError(let m): throw RemoteError(.badReceipt, "\(peer.name) (\(peer.url)) answered something that is not HTTP: \(m)")
+            }
+        }
+        guard response.status == 200 else {
+            let text = String(decoding: response.body.prefix(512), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            throw RemoteError(.refusedUnsigned, "\(peer.name) refused before deciding (HTTP \(response.status)): \(text.isEmpty ? "no reason given" : text) (unsigned, not proof of anything)")
+        }
+        var envelope = response.body
+        if case .object(let o)? = try? StrictJSONReader.parse(response.body), o["sealed"] != nil {
+            switch SealedBody.open(response.body, with: identity.key) {
+            case .failure(let d): throw RemoteError(.badReceipt, "\(peer.name)'s answer is sealed but \(d.detail)")
+            case .success(let inner): envelope = inner
+            }
+        }
+        switch Receipt.verify(envelope, from: peer.key, requestID: requestID, kind: kind) {
+        case .success(let r): return Answer(receipt: r, envelope: envelope)
+        case .failure(let e):
+            // A signed denial not bound to any request: the target could not read what arrived.
+            if case .success(let r) = Receipt.verify(envelope, from: peer.key, requestID: nil, kind: kind) {
+                throw RemoteError(.unboundDenial, "\(peer.name) could not read the request: \(r.reason.rawValue): \(r.detail) (signed by \(peer.name), but not bound to this request; check that peers.yaml has its current key)")
+            }
+            throw RemoteError(.badReceipt, "the receipt from \(peer.name) failed verification, so nothing it says is trusted: \(e.message)")
+        }
+    }
+}
+
+public struct RemoteError: Error, Sendable, CustomStringConvertible {
+    public enum Kind: Sendable {
+        /// A local mistake: the peer's URL.
+        case usage
+        /// No connection, or no answer in time.
+        case unreachable
+        /// An HTTP error before any decision (body too large, too many requests): unsigned.
+        case refusedUnsigned
+        /// A signed denial the target could not bind to this request.
+        case unboundDenial
+        /// An answer that is not a valid receipt for this request from this peer.
+        case badReceipt
+    }
+    public let kind: Kind
+    public let message: String
+    public init(_ kind: Kind, _ message: String) { self.kind = kind; self.message = message }
+    public var description: String { message }
+}

@@ -1,0 +1,300 @@
+import Foundation
+import Logging
+import SpawnGate
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An answer to send back: an HTTP status and body. A 200 always carries a signed receipt.
+public struct WireAnswer: Sendable {
+    public let status: Int
+    public let body: [UInt8]
+    public let contentType: String
+
+    static func receipt(_ bytes: [UInt8]) -> WireAnswer { WireAnswer(status: 200, body: bytes, contentType: "application/json") }
+    static func error(_ status: Int, _ message: String) -> WireAnswer {
+        WireAnswer(status: status, body: JSONWriter.object([("error", .string(message))]) + [10], contentType: "application/json")
+    }
+}
+
+/// The long-running gateway's core: the one decision pipeline (swapped whole on reload), the identity that signs
+/// receipts, the spawner, and the agents this process started. Transports (HTTP, the Unix socket) only move bytes
+/// in and out of it.
+///
+/// Decisions run one at a time on their own thread: each one ends in an fsync under the state store's write
+/// lock anyway, and keeping them off Swift's cooperative pool (two threads on two cores) keeps the listeners
+/// answering while a decision waits for the disk.
+public final class Gateway: @unchecked Sendable {
+    public let home: Home
+    public let identity: Identity
+    let spawner: LocalSpawner
+    let logger: Logger
+    public let metrics: GatewayMetrics
+    let limiter: PreAuthLimiter
+    private let decisions = DispatchQueue(label: "spawngate.decisions")
+    private let lock = NSLock()
+    private var _pipeline: DecisionPipeline
+    private var tracked: [String: TrackedAgent] = [:]
+    /// The policy file as last loaded, good or bad, so a watcher reloads only on change.
+    private(set) var policyStamp: FileStamp
+
+    struct TrackedAgent: Sendable {
+        let record: AgentRecord
+        let deadline: Int64?
+    }
+
+    public init(home: Home, logger: Logger, limiter: PreAuthLimiter = PreAuthLimiter()) throws(GatewayFailure) {
+        self.home = home
+        do { identity = try home.loadIdentity() } catch { throw GatewayFailure(error.message) }
+        policyStamp = FileStamp(path: home.policyFile)
+        _pipeline = try Self.openPipeline(home: home, identity: identity, state: nil, audit: nil)
+        spawner = LocalSpawner(home: home)
+        self.logger = logger
+        metrics = GatewayMetrics()
+        self.limiter = limiter
+    }
+
+    private static func openPipeline(home: Home, identity: Identity, state: StateStore?, audit: AuditLog?) throws(GatewayFailure) -> DecisionPipeline {
+        let policy = try PolicyLoader.loadForDecisions(home.policyFile)
+        let store: StateStore
+        if let state { store = state } else { store = try StateStore.open(home.stateDB) }
+        return DecisionPipeline(audience: identity.name, keys: KeyStore(home: home, cached: true), policy: policy,
+                                state: store, audit: audit ?? AuditLog(path: home.auditLog))
+    }
+
+    public var pipeline: DecisionPipeline { lock.lock(); defer { lock.unlock() }; return _pipeline }
+
+    // MARK: Reload
+
+    /// Loads the policy file again. A policy that fails to load or to pass its tests is refused and the last good
+    /// one stays in force; the error is returned for the log.
+    @discardableResult
+    public func reload() -> Result<String, GatewayFailure> {
+        let stamp = FileStamp(path: home.policyFile)
+        let current = pipeline
+        do {
+            let next = try Self.openPipeline(home: home, identity: identity, state: current.state, audit: current.audit)
+            lock.lock(); _pipeline = next; policyStamp = stamp; lock.unlock()
+            metrics.reloads(ok: true)
+            logger.notice("policy loaded", metadata: ["policy": .string(next.policy.hash), "file": .string(home.policyFile)])
+            return .success(next.policy.hash)
+        } catch {
+            lock.lock(); policyStamp = stamp; lock.unlock()
+            metrics.reloads(ok: false)
+            logger.error("policy not reloaded, the last good one stays in force (\(current.policy.hash.prefix(12))): \(error.message)")
+            return .failure(error)
+        }
+    }
+
+    /// Whether the policy file changed since it was last read.
+    public var policyChanged: Bool { FileStamp(path: home.policyFile) != policyStamp }
+
+    // MARK: Requests
+
+    /// `POST /v1/spawn`: a sealed envelope in, a receipt out (sealed to the requester when it is known).
+    public func spawn(body: [UInt8], source: String) async -> WireAnswer {
+        if let wait = limiter.refusal(source) { return .error(429, wait) }
+        let started = ContinuousClock.now
+        let answer = await onDecisionThread { [self] in decideAndStart(body, source: source) }
+        metrics.observe(duration: ContinuousClock.now - started)
+        return answer
+    }
+
+    /// `GET /v1/agents`: the requester's own running agents, in a receipt.
+    public func agents(header: String?, source: String) async -> WireAnswer {
+        if let wait = limiter.refusal(source) { return .error(429, wait) }
+        guard let header, let envelope = Base64.urlDecode(header), envelope.count <= Envelope.maxSize else {
+            limiter.charge(source)
+            return .error(400, "GET /v1/agents needs a signed control request, base64url, in the Spawngate-Request header ('spawngate agents --broker' sends one)")
+        }
+        return await onDecisionThread { [self] in
+            let p = pipeline
+            let outcome = p.decideControl(envelope)
+            guard let control = outcome.control else { return controlDenial(outcome.decision, source: source, pipeline: p) }
+            let agents = ((try? p.state.runningAgents()) ?? []).filter { $0.broker == control.broker }
+            let now = SystemClock().now()
+            let list = JSONWriter.encode(.array(agents.map { $0.json(now: now) }))
+            metrics.count(outcome.decision.reason)
+            return receipt(outcome.decision, started: nil, extra: [("agents", .raw(list))], sealTo: control.fingerprint, pipeline: p)
+        }
+    }
+
+    /// `POST /v1/release`: stops the requester's own agents of that name (TERM, then KILL after the grace).
+    public func release(body: [UInt8], source: String, grace: Double = Supervisor.grace) async -> WireAnswer {
+        if let wait = limiter.refusal(source) { return .error(429, wait) }
+        let (decided, matching): (WireAnswer?, (DecisionPipeline, DecisionPipeline.ControlOutcome, [AgentRecord])?) = await onDecisionThread { [self] in
+            let p = pipeline
+            let envelope: [UInt8]
+            switch SealedBody.open(body, with: identity.key) {
+            case .failure(let d):
+                return (controlDenial(p.refuse(d).decision, source: source, pipeline: p), nil)
+            case .success(let e): envelope = e
+            }
+            let outcome = p.decideControl(envelope)
+            guard let control = outcome.control else { return (controlDenial(outcome.decision, source: source, pipeline: p), nil) }
+            let agents = ((try? p.state.runningAgents()) ?? []).filter { $0.broker == control.broker && $0.name == control.request.name }
+            return (nil, (p, outcome, agents))
+        }
+        if let decided { return decided }
+        guard let (p, outcome, agents) = matching, let control = outcome.control else { return .error(500, "internal error") }
+        // Stopping waits up to the grace period: not on the decision thread.
+        let released: [JSONValue] = await withCheckedContinuation { done in
+            DispatchQueue.global().async { [self] in
+                var out: [JSONValue] = []
+                for agent in agents {
+                    let stopped = Supervisor.stop(agent.process, grace: grace)
+                    try? p.state.recordExit(requestID: agent.requestID)
+                    untrack(agent.requestID)
+                    out.append(.object(["name": .string(agent.name), "pid": .number(String(agent.process.pid)),
+                                        "request_id": .string(agent.requestID), "stopped": .bool(stopped)]))
+                }
+                done.resume(returning: out)
+            }
+        }
+        metrics.count(outcome.decision.reason)
+        let d = outcome.decision
+        let detail = released.isEmpty ? "no running agent named '\(control.request.name ?? "")' was started here by \(control.broker)"
+                                      : "released \(released.count) agent(s) named '\(control.request.name ?? "")'"
+        let final = Decision(reason: d.reason, detail: detail, requestID: d.requestID, broker: d.broker,
+                             fingerprint: d.fingerprint, rule: nil, policy: d.policy)
+        return receipt(final, started: nil, extra: [("released", .raw(JSONWriter.encode(.array(released))))],
+                       sealTo: control.fingerprint, pipeline: p)
+    }
+
+    /// The Unix socket's `POST /v1/hook`: the same input and decision as `spawngate hook pre-spawn`.
+    public func hook(body: [UInt8], uid: UInt32) async -> (status: Int, decision: Decision) {
+        await onDecisionThread { [self] in
+            let p = pipeline
+            guard p.policy.admitsHookUser(uid, gatewayUID: getuid()) else {
+                let d = p.refuse(Denial(.unknownKey, "uid \(uid) may not use this gateway's socket; the policy's hook_users names who may")).decision
+                metrics.count(d.reason)
+                return (403, d)
+            }
+            let outcome: DecisionPipeline.Outcome
+            switch HookInput.parse(body) {
+            case .success(let (envelope, spawn)): outcome = p.decide(envelope, brokerSpawn: spawn)
+            case .failure(let denial): outcome = p.refuse(denial)
+            }
+            metrics.count(outcome.decision.reason)
+            return (200, outcome.decision)
+        }
+    }
+
+    // MARK: The decision thread
+
+    private func onDecisionThread<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { done in decisions.async { done.resume(returning: work()) } }
+    }
+
+    private func decideAndStart(_ body: [UInt8], source: String) -> WireAnswer {
+        let p = pipeline
+        let outcome: DecisionPipeline.Outcome
+        switch SealedBody.open(body, with: identity.key) {
+        case .failure(let d): outcome = p.refuse(d)
+        case .success(let envelope): outcome = p.decide(envelope)
+        }
+        metrics.count(outcome.decision.reason)
+        guard let authorized = outcome.authorized else {
+            if Self.unauthenticated(outcome.decision.reason) { limiter.charge(source) }
+            return receipt(outcome.decision, started: nil, sealTo: outcome.decision.fingerprint.flatMap(Fingerprint.init), pipeline: p)
+        }
+        let requester = authorized.request.fingerprint
+        func notStarted(_ why: String) -> WireAnswer {
+            if let lease = authorized.leaseID { _ = try? p.state.releaseLease(requestID: lease) }
+            logger.error("allowed, but not started: \(why)", metadata: ["request_id": .string(authorized.request.requestID)])
+            let d = outcome.decision
+            let failed = Decision(reason: .internalError, detail: "allowed by rule '\(d.rule ?? "")', but not started: \(why)",
+                                  requestID: d.requestID, broker: d.broker, fingerprint: d.fingerprint, rule: d.rule, policy: d.policy)
+            return receipt(failed, started: nil, sealTo: requester, pipeline: p)
+        }
+        if authorized.match.rule.spawner == "agent-relay" {
+            do {
+                let connection = try AgentRelayConnection.load(AgentRelayConnection.file(cwd: authorized.match.cwd, environment: ProcessInfo.processInfo.environment))
+                let accepted = try AgentRelayBackend(connection: connection).start(authorized)
+                return receipt(outcome.decision, started: nil, extra: [("handed_to", .string("agent-relay")), ("broker_status", .int(Int64(accepted.status)))],
+                               sealTo: requester, pipeline: p)
+            } catch { return notStarted(error.message) }
+        }
+        var stdinFD: Int32?
+        if let task = authorized.match.stdinTask {
+            do { stdinFD = try LocalSpawner.taskInput(task) } catch { return notStarted(error.message) }
+        }
+        defer { if let fd = stdinFD { close(fd) } }
+        let agent: SpawnedAgent
+        do { agent = try spawner.start(authorized, output: .logFiles, stdin: stdinFD) } catch { return notStarted(error.message) }
+        let now = SystemClock().now()
+        let record = AgentRecord(agent, of: authorized, startedAt: now)
+        do { try p.state.recordStart(record, leaseID: authorized.leaseID) } catch {
+            // An agent the gateway cannot track is one nobody can release: it does not keep running.
+            _ = Supervisor.stop(agent.process, grace: 0)
+            _ = waitpid(agent.pid, nil, 0)
+            return notStarted("the state store did not record the agent: \(error.message)")
+        }
+        track(record, deadline: authorized.match.rule.maxRuntime.map { now + $0 })
+        logger.info("started", metadata: ["name": .string(agent.name), "broker": .string(authorized.request.broker),
+                                          "pid": .stringConvertible(agent.pid), "sandbox": .string(agent.profile.rawValue)])
+        return receipt(outcome.decision, started: Receipt.Started(pid: agent.pid, startedAt: now, layers: agent.layers),
+                       sealTo: requester, pipeline: p)
+    }
+
+    /// Refusals that do not come from an enrolled key: these spend the source's pre-authentication allowance.
+    static func unauthenticated(_ reason: ReasonCode) -> Bool {
+        [.malformed, .badSignature, .unknownKey, .revokedKey, .wrongAudience].contains(reason)
+    }
+
+    private func controlDenial(_ decision: Decision, source: String, pipeline p: DecisionPipeline) -> WireAnswer {
+        metrics.count(decision.reason)
+        if Self.unauthenticated(decision.reason) { limiter.charge(source) }
+        return receipt(decision, started: nil, sealTo: decision.fingerprint.flatMap(Fingerprint.init), pipeline: p)
+    }
+
+    /// Signs the receipt, and seals it to the requester's key when that key is enrolled here: its contents
+    /// (argv, cwd, agents) are for the requester only. Without a known requester it goes back plain.
+    private func receipt(_ decision: Decision, started: Receipt.Started?, extra: [(String, JSONWriter.Value)] = [],
+                         sealTo fingerprint: Fingerprint?, pipeline p: DecisionPipeline) -> WireAnswer {
+        let signed = Receipt.issue(decision, started: started, extra: extra, key: identity.key)
+        if let fingerprint, case .enrolled(_, let key)? = try? p.verifier.keys.lookup(fingerprint) {
+            return .receipt(SealedBody.seal(signed, to: key))
+        }
+        return .receipt(signed)
+    }
+
+    // MARK: Agents this process started
+
+    private func track(_ record: AgentRecord, deadline: Int64?) {
+        lock.lock(); tracked[record.requestID] = TrackedAgent(record: record, deadline: deadline); lock.unlock()
+        metrics.liveAgents(count)
+    }
+
+    private func untrack(_ requestID: String) {
+        lock.lock(); tracked[requestID] = nil; lock.unlock()
+        metrics.liveAgents(count)
+    }
+
+    var count: Int { lock.lock(); defer { lock.unlock() }; return tracked.count }
+
+    /// Reaps the agents that exited (they are this process's children) and stops those past max_runtime.
+    /// Returns how many were reaped or stopped.
+    @discardableResult
+    public func reap(now: Int64 = SystemClock().now()) -> Int {
+        lock.lock(); let all = Array(tracked.values); lock.unlock()
+        var changed = 0
+        for t in all {
+            var status: Int32 = 0
+            let r = waitpid(t.record.process.pid, &status, WNOHANG)
+            if r == t.record.process.pid || (r < 0 && errno == ECHILD) {
+                try? pipeline.state.recordExit(requestID: t.record.requestID)
+                untrack(t.record.requestID)
+                changed += 1
+            } else if let deadline = t.deadline, now >= deadline {
+                logger.notice("max_runtime reached, stopping", metadata: ["name": .string(t.record.name), "pid": .stringConvertible(t.record.process.pid)])
+                _ = Supervisor.stop(t.record.process, grace: 2)
+                _ = waitpid(t.record.process.pid, &status, 0)
+                try? pipeline.state.recordExit(requestID: t.record.requestID)
+                untrack(t.record.requestID)
+                changed += 1
+            }
+        }
+        return changed
+    }
+}

@@ -1,0 +1,41 @@
+import Prometheus
+import SpawnGate
+
+/// `GET /metrics`, Prometheus text: decisions by reason, decision latency, live agents, policy reloads.
+public final class GatewayMetrics: Sendable {
+    public let registry = PrometheusCollectorRegistry()
+    private let latency: DurationHistogram
+    private let live: Gauge
+    private let reloadOK: Counter
+    private let reloadFailed: Counter
+    private let byReason: [ReasonCode: Counter]
+
+    public init() {
+        var counters: [ReasonCode: Counter] = [:]
+        for reason in ReasonCode.allCases {
+            counters[reason] = registry.makeCounter(
+                descriptor: MetricNameDescriptor(namespace: "spawngate", metricName: "decisions", unitName: "total",
+                                                 helpText: "Decisions made, by reason code"),
+                labels: [("reason", reason.rawValue)])
+        }
+        byReason = counters
+        latency = registry.makeDurationHistogram(
+            descriptor: MetricNameDescriptor(namespace: "spawngate", metricName: "spawn_request", unitName: "seconds",
+                                             helpText: "Time from a spawn request's arrival to its receipt (decision and start)"),
+            buckets: [.microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5),
+                      .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .seconds(1)])
+        live = registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "spawngate", metricName: "live_agents", unitName: "",
+                                                                   helpText: "Agents this gateway process started that are still running"))
+        reloadOK = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "spawngate", metricName: "policy_reloads", unitName: "total",
+                                                                         helpText: "Policy reloads"), labels: [("result", "ok")])
+        reloadFailed = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "spawngate", metricName: "policy_reloads", unitName: "total",
+                                                                             helpText: "Policy reloads"), labels: [("result", "refused")])
+    }
+
+    func count(_ reason: ReasonCode) { byReason[reason]?.increment() }
+    func observe(duration: Duration) { latency.record(duration) }
+    func liveAgents(_ n: Int) { live.set(Double(n)) }
+    func reloads(ok: Bool) { (ok ? reloadOK : reloadFailed).increment() }
+
+    public func text() -> [UInt8] { registry.emitToBuffer() }
+}

@@ -1,0 +1,98 @@
+import Foundation
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOCore
+import ServiceLifecycle
+import SpawnGate
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `spawngate serve`: one ServiceGroup of the HTTP listener, the hooks' Unix socket, the policy watcher and the
+/// reaper. SIGTERM or SIGINT stops accepting, lets requests in flight finish, and exits; agents keep running and
+/// the next start finds them in state.db (the ones gone are forgotten and their slots freed).
+public struct GatewayServer {
+    public struct Options: Sendable {
+        public var listen: ListenAddress?
+        public var socket: String?
+        public var maxConnections = 256
+        public var perSourceConnections = 16
+        public var headerTimeout: TimeAmount = .seconds(5)
+        public var bodyTimeout: TimeAmount = .seconds(10)
+        public var idleTimeout: TimeAmount = .seconds(30)
+        public init(listen: ListenAddress?, socket: String?) { self.listen = listen; self.socket = socket }
+    }
+
+    public let gateway: Gateway
+    public let options: Options
+    /// Called with each listener's address once it accepts connections (`http://127.0.0.1:7717`, `unix:/path`).
+    public var onListening: @Sendable (String) -> Void = { _ in }
+
+    public init(gateway: Gateway, options: Options) {
+        self.gateway = gateway
+        self.options = options
+    }
+
+    public func run() async throws {
+        let logger = gateway.logger
+        let sources = SourceTable(perSource: options.perSourceConnections)
+        let o = options
+        let http1 = HTTPServerBuilder.http1(configuration: .init(
+            additionalChannelHandlers: [ConnectionGuard(table: sources, headerTimeout: o.headerTimeout, bodyTimeout: o.bodyTimeout)],
+            idleTimeout: o.idleTimeout))
+        var services: [any Service] = []
+        if let listen = options.listen {
+            let notify = onListening
+            services.append(Application(
+                router: HTTPRoutes.network(gateway), server: http1,
+                configuration: .init(address: .hostname(listen.host, port: listen.port),
+                                     availableConnectionsDelegate: MaximumAvailableConnections(o.maxConnections)),
+                onServerRunning: { channel in
+                    let port = channel.localAddress?.port ?? listen.port
+                    let host = listen.host.contains(":") ? "[\(listen.host)]" : listen.host
+                    notify("http://\(host):\(port)")
+                },
+                logger: logger))
+        }
+        if let path = options.socket {
+            try Self.claimSocketPath(path)
+            let notify = onListening
+            let widen = (gateway.pipeline.policy.hookUsers ?? []).contains { $0 != getuid() }
+            // Made 0600 by the umask at bind; opened to others only when hook_users names them (the
+            // kernel-checked uid still decides each request).
+            let old = umask(0o177)
+            services.append(Application(
+                router: HTTPRoutes.local(gateway), server: http1,
+                configuration: .init(address: .unixDomainSocket(path: path),
+                                     availableConnectionsDelegate: MaximumAvailableConnections(o.maxConnections)),
+                onServerRunning: { _ in
+                    umask(old)
+                    if widen { chmod(path, 0o666) }
+                    notify("unix:\(path)")
+                },
+                logger: logger))
+        }
+        services.append(PolicyWatcher(gateway: gateway))
+        services.append(Reaper(gateway: gateway))
+        let group = ServiceGroup(configuration: .init(
+            services: services.map { .init(service: $0) },
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        try await group.run()
+        if let path = options.socket { unlink(path) }
+    }
+
+    /// A socket file left by a gateway that is gone is removed; one a running gateway answers on is not taken over.
+    static func claimSocketPath(_ path: String) throws(GatewayFailure) {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return }
+        guard (st.st_mode & S_IFMT) == S_IFSOCK else {
+            throw GatewayFailure("\(path) exists and is not a socket; choose another --socket path or remove it")
+        }
+        if (try? HTTPClient.exchange(.unix(path: path), method: "GET", path: "/healthz", timeout: 1)) != nil {
+            throw GatewayFailure("another gateway is already serving on \(path); stop it first, or choose another --socket path")
+        }
+        unlink(path)
+    }
+}

@@ -1,0 +1,102 @@
+import ArgumentParser
+import Foundation
+import SpawnGate
+
+/// `--broker TARGET`: a peer from peers.yaml, and this broker's identity to sign with.
+struct BrokerOption: ParsableArguments {
+    @Option(help: ArgumentHelp("The target broker, as named in peers.yaml ('spawngate peer list').", valueName: "target"))
+    var broker: String?
+    @Option(help: ArgumentHelp("Seconds to wait for the target's gateway.", valueName: "seconds"))
+    var timeout: Double = 10
+
+    func validate() throws {
+        guard timeout > 0, timeout <= 300 else { throw ValidationError("--timeout must be between 0 and 300 seconds") }
+    }
+
+    /// The remote gateway for `target`, or an operator error naming the peers there are.
+    func remote(_ home: Home, target: String) throws -> RemoteGateway {
+        let identity = try home.loadIdentity()
+        let peers = try PeerList.load(home.peersFile)
+        guard let peer = peers.peer(target) else {
+            let known = peers.peers.map(\.name).joined(separator: ", ")
+            throw OperatorError("no peer named '\(target)' in \(home.peersFile)\(known.isEmpty ? "" : " (known: \(known))"); add it with 'spawngate peer add \(target) --url http://HOST:PORT --key \"ssh-ed25519 …\" --fingerprint SHA256:…'")
+        }
+        var remote = RemoteGateway(peer: peer, identity: identity)
+        remote.timeout = timeout
+        return remote
+    }
+}
+
+/// Exit 2 with the sentence for anything that is not a verified answer.
+func remoteAction<T>(_ body: () throws -> T) throws -> T {
+    do { return try body() } catch let e as RemoteError {
+        printError(e.message)
+        throw e.kind == .unboundDenial ? Exit.denied : Exit.cannotDecide
+    } catch let e as OperatorError {
+        printError(e.message)
+        throw Exit.cannotDecide
+    } catch let e as GatewayFailure {
+        printError(e.message)
+        throw Exit.cannotDecide
+    }
+}
+
+struct Spawn: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Ask another broker's gateway to start an agent, and print its verified receipt.",
+        discussion: """
+            The request is signed with this broker's key, sealed to the target's key from peers.yaml (the task \
+            never crosses the network in clear), and sent to the target's 'spawngate serve'. The answer counts \
+            only if it is a receipt signed by that same key for this very request.
+            Exit 0: started (receipt verified); 1: denied by the target (receipt verified, reason printed); \
+            2: no verified answer (peer unknown, unreachable, or a receipt that fails verification).
+            Example: spawngate spawn coder claude "Implement the plan" --broker vps-broker --cwd /srv/app
+            """)
+    @OptionGroup var home: HomeOption
+    @Argument(help: ArgumentHelp("The agent's name.", valueName: "name")) var name: String
+    @Argument(help: ArgumentHelp("The CLI to start, as the target's policy names it (e.g. claude).", valueName: "cli")) var cli: String
+    @Argument(help: ArgumentHelp("The task; - reads it from standard input.", valueName: "task")) var task: String?
+    @OptionGroup var target: BrokerOption
+    @Option(help: ArgumentHelp("The working directory on the target.", valueName: "dir")) var cwd: String?
+    @Option(help: ArgumentHelp("The model.", valueName: "model")) var model: String?
+    @Option(name: .customLong("arg"), parsing: .unconditionalSingleValue, help: ArgumentHelp("One argument for the CLI; repeat for more.", valueName: "arg")) var args: [String] = []
+    @Option(name: .customLong("channel"), help: ArgumentHelp("An Agent Relay channel; repeat for more.", valueName: "channel")) var channels: [String] = []
+    @Option(help: ArgumentHelp("An Agent Relay team.", valueName: "team")) var team: String?
+    @Flag(help: "Print the verified receipt's payload as JSON.") var json = false
+
+    func validate() throws {
+        guard target.broker != nil else { throw ValidationError("spawn needs --broker TARGET: the peer whose gateway starts the agent") }
+    }
+
+    func run() throws {
+        let home = home.resolved
+        let answer = try remoteAction {
+            let remote = try target.remote(home, target: target.broker!)
+            var text = task
+            if task == "-" { text = String(decoding: try Files.readInput("-", limit: Envelope.maxSize), as: UTF8.self) }
+            let request = SpawnRequest(name: name, cli: cli, task: text, cwd: cwd, model: model,
+                                       args: args.isEmpty ? nil : args, channels: channels.isEmpty ? nil : channels,
+                                       team: team, from: "", to: "", iat: 0, exp: 0)
+            return try remote.spawn(request)
+        }
+        let r = answer.receipt
+        if json { print(String(decoding: r.payload, as: UTF8.self)) }
+        guard r.allowed else {
+            if !json { print("denied by \(target.broker!): \(r.reason.rawValue): \(r.detail)") }
+            throw Exit.denied
+        }
+        if !json {
+            if let s = r.started {
+                print("started \(name) on \(target.broker!): pid \(s.pid), sandbox \(sandbox(r)) (\(s.layers.joined(separator: ", ")))")
+            } else {
+                print("handed \(name) to \(target.broker!)'s Agent Relay broker")
+            }
+            print("receipt verified with \(target.broker!)'s key (request \(r.requestID ?? "-"), rule \(r.rule ?? "-"))")
+        }
+    }
+
+    private func sandbox(_ r: VerifiedReceipt) -> String {
+        if case .object(let s)? = r.members["spawn"], case .string(let p)? = s["sandbox"] { return p }
+        return "?"
+    }
+}
