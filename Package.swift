@@ -58,6 +58,7 @@ let package = Package(
                 "SpawnGateServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ]),
         // `make bench`: measurements side by side in one run.
         .executableTarget(name: "spawngate-bench", dependencies: ["SpawnGate"]),

@@ -93,7 +93,7 @@ public final class Gateway: @unchecked Sendable {
 
     /// `POST /v1/spawn`: a sealed envelope in, a receipt out (sealed to the requester when it is known).
     public func spawn(body: [UInt8], source: String) async -> WireAnswer {
-        if let wait = limiter.refusal(source) { return .error(429, wait) }
+        if let wait = limiter.admit(source) { return .error(429, wait) }
         let started = ContinuousClock.now
         let answer = await onDecisionThread { [self] in decideAndStart(body, source: source) }
         metrics.observe(duration: ContinuousClock.now - started)
@@ -102,15 +102,15 @@ public final class Gateway: @unchecked Sendable {
 
     /// `GET /v1/agents`: the requester's own running agents, in a receipt.
     public func agents(header: String?, source: String) async -> WireAnswer {
-        if let wait = limiter.refusal(source) { return .error(429, wait) }
+        if let wait = limiter.admit(source) { return .error(429, wait) }
         guard let header, let envelope = Base64.urlDecode(header), envelope.count <= Envelope.maxSize else {
-            limiter.charge(source)
             return .error(400, "GET /v1/agents needs a signed control request, base64url, in the Spawngate-Request header ('spawngate agents --broker' sends one)")
         }
         return await onDecisionThread { [self] in
             let p = pipeline
             let outcome = p.decideControl(envelope)
             guard let control = outcome.control else { return controlDenial(outcome.decision, source: source, pipeline: p) }
+            limiter.refund(source)
             let agents = ((try? p.state.runningAgents()) ?? []).filter { $0.broker == control.broker }
             let now = SystemClock().now()
             let list = JSONWriter.encode(.array(agents.map { $0.json(now: now) }))
@@ -121,7 +121,7 @@ public final class Gateway: @unchecked Sendable {
 
     /// `POST /v1/release`: stops the requester's own agents of that name (TERM, then KILL after the grace).
     public func release(body: [UInt8], source: String, grace: Double = Supervisor.grace) async -> WireAnswer {
-        if let wait = limiter.refusal(source) { return .error(429, wait) }
+        if let wait = limiter.admit(source) { return .error(429, wait) }
         let (decided, matching): (WireAnswer?, (DecisionPipeline, DecisionPipeline.ControlOutcome, [AgentRecord])?) = await onDecisionThread { [self] in
             let p = pipeline
             let envelope: [UInt8]
@@ -132,6 +132,7 @@ public final class Gateway: @unchecked Sendable {
             }
             let outcome = p.decideControl(envelope)
             guard let control = outcome.control else { return (controlDenial(outcome.decision, source: source, pipeline: p), nil) }
+            limiter.refund(source)
             let agents = ((try? p.state.runningAgents()) ?? []).filter { $0.broker == control.broker && $0.name == control.request.name }
             return (nil, (p, outcome, agents))
         }
@@ -144,7 +145,7 @@ public final class Gateway: @unchecked Sendable {
                 for agent in agents {
                     let stopped = Supervisor.stop(agent.process, grace: grace)
                     try? p.state.recordExit(requestID: agent.requestID)
-                    untrack(agent.requestID)
+                    // A child of this process stays a zombie until the reaper collects it.
                     out.append(.object(["name": .string(agent.name), "pid": .number(String(agent.process.pid)),
                                         "request_id": .string(agent.requestID), "stopped": .bool(stopped)]))
                 }
@@ -194,8 +195,8 @@ public final class Gateway: @unchecked Sendable {
         case .success(let envelope): outcome = p.decide(envelope)
         }
         metrics.count(outcome.decision.reason)
+        if !Self.unauthenticated(outcome.decision.reason) { limiter.refund(source) }
         guard let authorized = outcome.authorized else {
-            if Self.unauthenticated(outcome.decision.reason) { limiter.charge(source) }
             return receipt(outcome.decision, started: nil, sealTo: outcome.decision.fingerprint.flatMap(Fingerprint.init), pipeline: p)
         }
         let requester = authorized.request.fingerprint
@@ -244,7 +245,7 @@ public final class Gateway: @unchecked Sendable {
 
     private func controlDenial(_ decision: Decision, source: String, pipeline p: DecisionPipeline) -> WireAnswer {
         metrics.count(decision.reason)
-        if Self.unauthenticated(decision.reason) { limiter.charge(source) }
+        if !Self.unauthenticated(decision.reason) { limiter.refund(source) }
         return receipt(decision, started: nil, sealTo: decision.fingerprint.flatMap(Fingerprint.init), pipeline: p)
     }
 

@@ -21,6 +21,8 @@ public struct GatewayServer {
         public var headerTimeout: TimeAmount = .seconds(5)
         public var bodyTimeout: TimeAmount = .seconds(10)
         public var idleTimeout: TimeAmount = .seconds(30)
+        /// Also reload when the policy file changes, not only on SIGHUP.
+        public var watchPolicyFile = true
         public init(listen: ListenAddress?, socket: String?) { self.listen = listen; self.socket = socket }
     }
 
@@ -73,7 +75,7 @@ public struct GatewayServer {
                 },
                 logger: logger))
         }
-        services.append(PolicyWatcher(gateway: gateway))
+        services.append(PolicyWatcher(gateway: gateway, watchFile: o.watchPolicyFile))
         services.append(Reaper(gateway: gateway))
         let group = ServiceGroup(configuration: .init(
             services: services.map { .init(service: $0) },

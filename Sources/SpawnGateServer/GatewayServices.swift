@@ -7,6 +7,7 @@ import UnixSignals
 /// or to pass its own tests is logged and ignored: the last good one stays in force.
 struct PolicyWatcher: Service {
     let gateway: Gateway
+    var watchFile = true
     var interval: Duration = .milliseconds(500)
 
     func run() async throws {
@@ -18,7 +19,7 @@ struct PolicyWatcher: Service {
                     gateway.reload()
                 }
             }
-            group.addTask {
+            if watchFile { group.addTask {
                 while !Task.isCancelled && !Task.isShuttingDownGracefully {
                     try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
                     if gateway.policyChanged {
@@ -26,7 +27,7 @@ struct PolicyWatcher: Service {
                         gateway.reload()
                     }
                 }
-            }
+            } }
             try? await gracefulShutdown()
             group.cancelAll()
         }

@@ -1,9 +1,10 @@
 import Foundation
 
 /// Per-source allowance for requests that do not come from an enrolled key (malformed bodies, bad signatures,
-/// unknown or revoked keys). Each such refusal spends one token; a source with none left is answered 429 before
-/// its body is read or anything is verified, decided or written to the audit log. Requests from enrolled keys
-/// never spend tokens, so junk from one address cannot crowd out real brokers at another.
+/// unknown or revoked keys). Every request takes a token on arrival, and gets it back once it proves to come from
+/// an enrolled key; a source with none left is answered 429 before its body is read or anything is verified,
+/// decided or written to the audit log. Taking first (rather than charging refusals afterwards) keeps concurrent
+/// junk within the allowance too. Junk from one address cannot crowd out real brokers at another.
 ///
 /// In memory on purpose: this guards the gateway's own work, not a policy decision, and is lost on restart.
 public final class PreAuthLimiter: @unchecked Sendable {
@@ -25,22 +26,27 @@ public final class PreAuthLimiter: @unchecked Sendable {
         return min(Double(burst), b.tokens + (t - b.at) * refillPerSecond)
     }
 
-    /// nil when `source` may be heard; else the sentence to answer with.
-    public func refusal(_ source: String) -> String? {
+    /// Takes a token for a request from `source`: nil when it may be heard, else the sentence to answer with.
+    public func admit(_ source: String) -> String? {
         let t = now()
         lock.lock(); defer { lock.unlock() }
-        guard tokens(source, at: t) < 1 else { return nil }
-        return "too many unauthenticated requests from \(source); wait \(Int((1 / refillPerSecond).rounded(.up))) s, and check that this broker's key is enrolled at the target"
-    }
-
-    /// Spends one token of `source`'s allowance.
-    public func charge(_ source: String) {
-        let t = now()
-        lock.lock(); defer { lock.unlock() }
+        let have = tokens(source, at: t)
+        guard have >= 1 else {
+            return "too many unauthenticated requests from \(source); wait \(Int((1 / refillPerSecond).rounded(.up))) s, and check that this broker's key is enrolled at the target"
+        }
         if buckets.count >= maxSources, buckets[source] == nil,
            let oldest = buckets.min(by: { $0.value.at < $1.value.at })?.key {
             buckets[oldest] = nil
         }
-        buckets[source] = (max(0, tokens(source, at: t) - 1), t)
+        buckets[source] = (have - 1, t)
+        return nil
+    }
+
+    /// Gives the token back: the request came from an enrolled key.
+    public func refund(_ source: String) {
+        let t = now()
+        lock.lock(); defer { lock.unlock() }
+        guard buckets[source] != nil else { return }
+        buckets[source] = (min(Double(burst), tokens(source, at: t) + 1), t)
     }
 }

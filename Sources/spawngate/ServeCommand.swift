@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import NIOCore
 import SpawnGate
 import SpawnGateServer
 #if canImport(Glibc)
@@ -26,6 +27,18 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Address to listen on, e.g. 100.101.102.103:7717 (a Tailscale address) or 127.0.0.1:0.", valueName: "host:port"))
     var listen: String?
     @Option(help: ArgumentHelp("Unix socket for local hooks.", valueName: "path")) var socket: String?
+    @Option(help: ArgumentHelp("Seconds a client has to send a request's head.", valueName: "seconds", visibility: .hidden))
+    var headerTimeout: Double = 5
+    @Option(help: ArgumentHelp("Seconds a client has to send a request's body after its head.", valueName: "seconds", visibility: .hidden))
+    var bodyTimeout: Double = 10
+    @Flag(help: ArgumentHelp("Reload the policy on SIGHUP only, not when the file changes.", visibility: .hidden))
+    var noWatch = false
+
+    func validate() throws {
+        guard headerTimeout > 0, headerTimeout <= 300, bodyTimeout > 0, bodyTimeout <= 300 else {
+            throw ValidationError("--header-timeout and --body-timeout must be between 0 and 300 seconds")
+        }
+    }
 
     func run() async throws {
         var address: ListenAddress?
@@ -45,7 +58,16 @@ struct Serve: AsyncParsableCommand {
             printError("cannot serve: \(error.message)")
             throw Exit.cannotDecide
         }
-        var server = GatewayServer(gateway: gateway, options: .init(listen: address, socket: socket))
+        // A daemon must hear TERM, INT and HUP whatever mask it inherited (a test runner's, a supervisor's).
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        for s in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&signals, s) }
+        pthread_sigmask(SIG_UNBLOCK, &signals, nil)
+        var options = GatewayServer.Options(listen: address, socket: socket)
+        options.headerTimeout = .milliseconds(Int64(headerTimeout * 1000))
+        options.bodyTimeout = .milliseconds(Int64(bodyTimeout * 1000))
+        options.watchPolicyFile = !noWatch
+        var server = GatewayServer(gateway: gateway, options: options)
         let name = gateway.identity.name
         server.onListening = { where_ in printLine("spawngate \(name): listening on \(where_)") }
         do { try await server.run() } catch let e as GatewayFailure {

@@ -62,7 +62,7 @@ struct PolicyLoaderTests {
             "p.yaml:7:5: error: unknown key 'deny_arg' in clis.claude (did you mean 'deny_args'?); allowed keys: path, sha256, args, deny_args, env, task, model_flag, split_equals, writable, protected",
         ])
         #expect(policyErrors("version: 1\naccept_remote_spawns: true\n") == [
-            "p.yaml:2:1: error: unknown key 'accept_remote_spawns' in the policy (did you mean 'accept_remote_spawn'?); allowed keys: version, accept_remote_spawn, max_ttl, clock_skew, clis, rules, tests",
+            "p.yaml:2:1: error: unknown key 'accept_remote_spawns' in the policy (did you mean 'accept_remote_spawn'?); allowed keys: version, accept_remote_spawn, max_ttl, clock_skew, hook_users, clis, rules, tests",
         ])
     }
 
