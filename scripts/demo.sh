@@ -159,8 +159,36 @@ else
   echo "skipped: bubblewrap cannot make namespaces on this machine ('spawngate doctor' says why)"
 fi
 
-step "15. After the VPS operator revokes the laptop's key, its requests are refused"
+step "15. Two gateways on loopback: from the laptop, start an agent on the VPS with no SSH"
+start_gateway() { # start_gateway HOME LOG: serve on a free port; prints its URL
+  "$BIN" serve --home "$1" --listen 127.0.0.1:0 > "$2" 2> "$2.err" &
+  GATEWAYS="${GATEWAYS:-} $!"
+  for _ in $(seq 1 200); do grep -q 'listening on http' "$2" 2>/dev/null && break; sleep 0.05; done
+  grep -o 'http://[0-9.:]*' "$2" | head -n 1
+}
+trap 'for p in ${GATEWAYS:-}; do kill "$p" 2>/dev/null; done; rm -rf "$WORK"' EXIT
+VPS_URL=$(start_gateway "$VPS" "$WORK/vps-serve.out")
+LAPTOP_URL=$(start_gateway "$LAPTOP" "$WORK/laptop-serve.out")
+[ -n "$VPS_URL" ] && [ -n "$LAPTOP_URL" ] || { echo "demo: a gateway did not start" >&2; cat "$WORK"/*.err >&2; exit 1; }
+echo "vps-broker's gateway: $VPS_URL   mac-laptop's gateway: $LAPTOP_URL"
+VPS_FP=$("$BIN" key show --home "$VPS" | tail -n 1)
+expect 0 "$BIN" peer add vps-broker --url "$VPS_URL" --key "$(cat "$VPS/identity.pub")" --fingerprint "$VPS_FP" --home "$LAPTOP"
+expect 0 "$BIN" spawn coder claude "keep working on the plan" --broker vps-broker --cwd "$SRV/app" --home "$LAPTOP"
+expect 0 "$BIN" agents --broker vps-broker --home "$LAPTOP"
+echo "-- a request the VPS's policy refuses; --json prints the signed receipt the laptop verified:"
+expect 1 "$BIN" spawn coder claude "try /etc" --broker vps-broker --cwd /etc --json --home "$LAPTOP"
+echo "-- the VPS's metrics (GET /metrics):"
+curl -s "$VPS_URL/metrics" | grep -E '^spawngate_decisions_total\{reason="(allowed|denied_by_rule)"\}|^spawngate_live_agents' || true
+expect 0 "$BIN" release coder --broker vps-broker --home "$LAPTOP"
+echo "-- the other way: the laptop's own policy is still default deny, so the VPS cannot spawn there"
+expect 0 "$BIN" key enroll vps-broker --file "$VPS/identity.pub" --fingerprint "$VPS_FP" --home "$LAPTOP"
+LAPTOP_FP=$("$BIN" key show --home "$LAPTOP" | tail -n 1)
+expect 0 "$BIN" peer add mac-laptop --url "$LAPTOP_URL" --key "$(cat "$LAPTOP/identity.pub")" --fingerprint "$LAPTOP_FP" --home "$VPS"
+expect 1 "$BIN" spawn coder claude --broker mac-laptop --home "$VPS"
+
+step "16. After the VPS operator revokes the laptop's key, its requests are refused"
 expect 0 "$BIN" key revoke mac-laptop --home "$VPS"
 expect 1 "$BIN" check --home "$VPS" "$WORK/request3.json"
+expect 1 "$BIN" spawn coder claude --broker vps-broker --cwd "$SRV/app" --home "$LAPTOP"
 
-printf '\n\033[1mdemo complete:\033[0m enrollment, a signed request decided and audited, and tampering, misaddressing, replay, a mismatched broker spawn and revocation refused, approved agents run in their sandboxes (standard, and strict where bubblewrap works), listed and released.\n'
+printf '\n\033[1mdemo complete:\033[0m enrollment, a signed request decided and audited, and tampering, misaddressing, replay, a mismatched broker spawn and revocation refused, approved agents run in their sandboxes (standard, and strict where bubblewrap works), listed and released, and an agent started from the laptop on the VPS through two gateways with a verified receipt.\n'
