@@ -238,9 +238,10 @@ public final class Gateway: @unchecked Sendable {
                        sealTo: requester, pipeline: p)
     }
 
-    /// Refusals that do not come from an enrolled key: these spend the source's pre-authentication allowance.
+    /// Refusals that keep the source's pre-authentication token: not from an enrolled key, or not what its broker
+    /// sends (a captured request replayed, or one outside its window), so resending one cannot flood the audit log.
     static func unauthenticated(_ reason: ReasonCode) -> Bool {
-        [.malformed, .badSignature, .unknownKey, .revokedKey, .wrongAudience].contains(reason)
+        [.malformed, .badSignature, .unknownKey, .revokedKey, .wrongAudience, .replay, .expired, .notYetValid, .ttlTooLong].contains(reason)
     }
 
     private func controlDenial(_ decision: Decision, source: String, pipeline p: DecisionPipeline) -> WireAnswer {

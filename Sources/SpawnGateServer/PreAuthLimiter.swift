@@ -1,7 +1,7 @@
 import Foundation
 
 /// Per-source allowance for requests that do not come from an enrolled key (malformed bodies, bad signatures,
-/// unknown or revoked keys). Every request takes a token on arrival, and gets it back once it proves to come from
+/// unknown or revoked keys) or that an enrolled key's broker would not send (replays, stale or future requests). Every request takes a token on arrival, and gets it back once it proves to come from
 /// an enrolled key; a source with none left is answered 429 before its body is read or anything is verified,
 /// decided or written to the audit log. Taking first (rather than charging refusals afterwards) keeps concurrent
 /// junk within the allowance too. Junk from one address cannot crowd out real brokers at another.
