@@ -91,9 +91,14 @@ public final class Gateway: @unchecked Sendable {
 
     // MARK: Requests
 
+    /// Takes a token of `source`'s pre-authentication allowance: nil, or the 429 to answer without reading more.
+    public func admit(_ source: String) -> WireAnswer? {
+        limiter.admit(source).map { .error(429, $0) }
+    }
+
     /// `POST /v1/spawn`: a sealed envelope in, a receipt out (sealed to the requester when it is known).
+    /// The caller has taken a token of `source`'s pre-authentication allowance (``admit(_:)``) before reading the body.
     public func spawn(body: [UInt8], source: String) async -> WireAnswer {
-        if let wait = limiter.admit(source) { return .error(429, wait) }
         let started = ContinuousClock.now
         let answer = await onDecisionThread { [self] in decideAndStart(body, source: source) }
         metrics.observe(duration: ContinuousClock.now - started)
@@ -102,7 +107,6 @@ public final class Gateway: @unchecked Sendable {
 
     /// `GET /v1/agents`: the requester's own running agents, in a receipt.
     public func agents(header: String?, source: String) async -> WireAnswer {
-        if let wait = limiter.admit(source) { return .error(429, wait) }
         guard let header, let envelope = Base64.urlDecode(header), envelope.count <= Envelope.maxSize else {
             return .error(400, "GET /v1/agents needs a signed control request, base64url, in the Spawngate-Request header ('spawngate agents --broker' sends one)")
         }
@@ -121,7 +125,6 @@ public final class Gateway: @unchecked Sendable {
 
     /// `POST /v1/release`: stops the requester's own agents of that name (TERM, then KILL after the grace).
     public func release(body: [UInt8], source: String, grace: Double = Supervisor.grace) async -> WireAnswer {
-        if let wait = limiter.admit(source) { return .error(429, wait) }
         let (decided, matching): (WireAnswer?, (DecisionPipeline, DecisionPipeline.ControlOutcome, [AgentRecord])?) = await onDecisionThread { [self] in
             let p = pipeline
             let envelope: [UInt8]
@@ -171,11 +174,7 @@ public final class Gateway: @unchecked Sendable {
                 metrics.count(d.reason)
                 return (403, d)
             }
-            let outcome: DecisionPipeline.Outcome
-            switch HookInput.parse(body) {
-            case .success(let (envelope, spawn)): outcome = p.decide(envelope, brokerSpawn: spawn)
-            case .failure(let denial): outcome = p.refuse(denial)
-            }
+            let outcome = p.decideHook(body)
             metrics.count(outcome.decision.reason)
             return (200, outcome.decision)
         }
@@ -201,7 +200,6 @@ public final class Gateway: @unchecked Sendable {
         }
         let requester = authorized.request.fingerprint
         func notStarted(_ why: String) -> WireAnswer {
-            if let lease = authorized.leaseID { _ = try? p.state.releaseLease(requestID: lease) }
             logger.error("allowed, but not started: \(why)", metadata: ["request_id": .string(authorized.request.requestID)])
             let d = outcome.decision
             let failed = Decision(reason: .internalError, detail: "allowed by rule '\(d.rule ?? "")', but not started: \(why)",
@@ -210,27 +208,14 @@ public final class Gateway: @unchecked Sendable {
         }
         if authorized.match.rule.spawner == "agent-relay" {
             do {
-                let connection = try AgentRelayConnection.load(AgentRelayConnection.file(cwd: authorized.match.cwd, environment: ProcessInfo.processInfo.environment))
-                let accepted = try AgentRelayBackend(connection: connection).start(authorized)
+                let (accepted, _) = try AgentRelayBackend.handOff(authorized, state: p.state, environment: ProcessInfo.processInfo.environment)
                 return receipt(outcome.decision, started: nil, extra: [("handed_to", .string("agent-relay")), ("broker_status", .int(Int64(accepted.status)))],
                                sealTo: requester, pipeline: p)
             } catch { return notStarted(error.message) }
         }
-        var stdinFD: Int32?
-        if let task = authorized.match.stdinTask {
-            do { stdinFD = try LocalSpawner.taskInput(task) } catch { return notStarted(error.message) }
-        }
-        defer { if let fd = stdinFD { close(fd) } }
-        let agent: SpawnedAgent
-        do { agent = try spawner.start(authorized, output: .logFiles, stdin: stdinFD) } catch { return notStarted(error.message) }
-        let now = SystemClock().now()
-        let record = AgentRecord(agent, of: authorized, startedAt: now)
-        do { try p.state.recordStart(record, leaseID: authorized.leaseID) } catch {
-            // An agent the gateway cannot track is one nobody can release: it does not keep running.
-            _ = Supervisor.stop(agent.process, grace: 0)
-            _ = waitpid(agent.pid, nil, 0)
-            return notStarted("the state store did not record the agent: \(error.message)")
-        }
+        let agent: SpawnedAgent, record: AgentRecord
+        do { (agent, record) = try spawner.startRecorded(authorized, state: p.state, output: .logFiles) } catch { return notStarted(error.message) }
+        let now = record.startedAt
         track(record, deadline: authorized.match.rule.maxRuntime.map { now + $0 })
         logger.info("started", metadata: ["name": .string(agent.name), "broker": .string(authorized.request.broker),
                                           "pid": .stringConvertible(agent.pid), "sandbox": .string(agent.profile.rawValue)])

@@ -15,13 +15,18 @@ enum HTTPRoutes {
 
     static func network(_ gateway: Gateway) -> Router<GateRequestContext> {
         let router = Router(context: GateRequestContext.self)
+        // Each remote request first takes a token of its source's pre-authentication allowance: a source that
+        // spent it gets 429 before its body is read.
         router.post("/v1/spawn") { request, context in
-            try await answer { body in await gateway.spawn(body: body, source: context.source) } reading: { try await read(request) }
+            if let refused = gateway.admit(context.source) { return response(refused) }
+            return try await answer { body in await gateway.spawn(body: body, source: context.source) } reading: { try await read(request) }
         }
         router.post("/v1/release") { request, context in
-            try await answer { body in await gateway.release(body: body, source: context.source) } reading: { try await read(request) }
+            if let refused = gateway.admit(context.source) { return response(refused) }
+            return try await answer { body in await gateway.release(body: body, source: context.source) } reading: { try await read(request) }
         }
         router.get("/v1/agents") { request, context in
+            if let refused = gateway.admit(context.source) { return response(refused) }
             let header = request.headers.first { $0.name.canonicalName == "spawngate-request" }?.value
             return response(await gateway.agents(header: header, source: context.source))
         }

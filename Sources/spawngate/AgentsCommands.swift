@@ -74,7 +74,10 @@ struct Release: ParsableCommand {
                 print("refused by \(broker): \(answer.receipt.reason.rawValue): \(answer.receipt.detail)")
                 throw Exit.denied
             }
-            guard !released.isEmpty else { throw OperatorErrorExit.say("\(broker): \(answer.receipt.detail)") }
+            guard !released.isEmpty else {
+                printError("\(broker): \(answer.receipt.detail)")
+                throw Exit.denied
+            }
             for case .object(let o) in released {
                 let stopped = o["stopped"] == .bool(true)
                 let label = { (k: String) -> String in if case .string(let s)? = o[k] { s } else if case .number(let n)? = o[k] { n } else { "?" } }
@@ -94,13 +97,5 @@ struct Release: ParsableCommand {
                 print(stopped ? "released \(agent.name) (pid \(agent.process.pid))" : "\(agent.name) (pid \(agent.process.pid)) had already exited")
             }
         }
-    }
-}
-
-/// An operator-facing refusal from a command that is not inside ``operatorAction``: print, exit 1.
-enum OperatorErrorExit {
-    static func say(_ message: String) -> ExitCode {
-        printError(message)
-        return Exit.denied
     }
 }

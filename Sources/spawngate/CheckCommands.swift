@@ -72,10 +72,7 @@ struct Hook: ParsableCommand {
                 printError(error.message)
                 throw Exit.cannotDecide
             }
-            switch HookInput.parse(input) {
-            case .success(let (envelope, spawn)): try finish(pipeline.decide(envelope, brokerSpawn: spawn))
-            case .failure(let denial): try finish(pipeline.refuse(denial))
-            }
+            try finish(pipeline.decideHook(input))
         }
     }
 

@@ -41,32 +41,15 @@ struct Exec: ParsableCommand {
             try handOff(authorized, state: pipeline.state)
             return
         }
-        // The agent's standard input: the task when the CLI takes it there, else this terminal's (unless the
-        // envelope itself came from it).
-        var stdinFD: Int32? = (file == nil || file == "-") ? nil : 0
-        if let task = authorized.match.stdinTask {
-            do { stdinFD = try LocalSpawner.taskInput(task) } catch {
-                printError("allowed, but not started: \(error.message)")
-                throw Exit.cannotDecide
-            }
-        }
-        let agent: SpawnedAgent
+        let agent: SpawnedAgent, record: AgentRecord
         do {
-            agent = try LocalSpawner(home: home).start(authorized, output: log ? .logFiles : .inherit, stdin: stdinFD)
+            // The agent's standard input: the task when the CLI takes it there, else this terminal's (unless the
+            // envelope itself came from it). Recorded so 'agents' lists it and 'release' can stop it; if this
+            // process dies, the next 'agents' finds the agent gone and frees its slot.
+            (agent, record) = try LocalSpawner(home: home).startRecorded(
+                authorized, state: pipeline.state, output: log ? .logFiles : .inherit, inheritStdin: !(file == nil || file == "-"))
         } catch {
-            if let lease = authorized.leaseID { _ = try? pipeline.state.releaseLease(requestID: lease) }
             printError("allowed, but not started: \(error.message)")
-            throw Exit.cannotDecide
-        }
-        if let fd = stdinFD, fd != 0 { close(fd) }
-        // Remembered (and its lease bound to its process) so 'agents' lists it and 'release' can stop it; if this
-        // process dies, the next 'agents' finds the agent gone and frees its slot.
-        let record = AgentRecord(agent, of: authorized, startedAt: SystemClock().now())
-        do { try pipeline.state.recordStart(record, leaseID: authorized.leaseID) } catch {
-            // An agent the gateway cannot track is one nobody can release: it does not keep running.
-            _ = Supervisor.stop(agent.process, grace: 0)
-            _ = Supervisor.wait(agent, maxRuntime: nil)
-            printError("allowed, but stopped at once: the state store did not record the agent: \(error.message)")
             throw Exit.cannotDecide
         }
         if log {
@@ -81,13 +64,10 @@ struct Exec: ParsableCommand {
     /// `spawner: agent-relay`: the local broker starts the agent; its concurrency slot lasts until `hook exited`
     /// or the rule's max_runtime (else an hour), as for agents a broker starts after `hook pre-spawn`.
     func handOff(_ authorized: AuthorizedSpawn, state: StateStore) throws {
-        let env = ProcessInfo.processInfo.environment
         do {
-            let connection = try AgentRelayConnection.load(AgentRelayConnection.file(cwd: authorized.match.cwd, environment: env))
-            let accepted = try AgentRelayBackend(connection: connection).start(authorized)
+            let (accepted, connection) = try AgentRelayBackend.handOff(authorized, state: state, environment: ProcessInfo.processInfo.environment)
             print("handed \(authorized.request.request.name) to the Agent Relay broker at \(connection.url.absoluteString) (HTTP \(accepted.status)): \(accepted.body)")
         } catch {
-            if let lease = authorized.leaseID { _ = try? state.releaseLease(requestID: lease) }
             printError("allowed, but not started: \(error.message)")
             throw Exit.cannotDecide
         }

@@ -69,7 +69,7 @@ struct Serve: AsyncParsableCommand {
         options.watchPolicyFile = !noWatch
         var server = GatewayServer(gateway: gateway, options: options)
         let name = gateway.identity.name
-        server.onListening = { where_ in printLine("spawngate \(name): listening on \(where_)") }
+        server.onListening = { address in writeAll(1, "spawngate \(name): listening on \(address)\n") }
         do { try await server.run() } catch let e as GatewayFailure {
             printError("cannot serve: \(e.message)")
             throw Exit.cannotDecide
@@ -77,16 +77,5 @@ struct Serve: AsyncParsableCommand {
             printError("cannot serve: \(error)")
             throw Exit.cannotDecide
         }
-    }
-}
-
-/// One line on standard output, written at once (a test or a supervisor reads it through a pipe).
-func printLine(_ text: String) {
-    let bytes = Array((text + "\n").utf8)
-    var offset = 0
-    while offset < bytes.count {
-        let n = bytes.withUnsafeBytes { Glibc.write(1, $0.baseAddress! + offset, bytes.count - offset) }
-        if n <= 0 { if n < 0 && errno == EINTR { continue }; return }
-        offset += n
     }
 }

@@ -45,15 +45,18 @@ func printError(_ message: String) {
 }
 
 struct StandardError: TextOutputStream {
-    mutating func write(_ string: String) {
-        let bytes = Array(string.utf8)
-        var offset = 0
-        // write(2) on fd 2 directly: no shared C FILE* (not concurrency-safe in Swift 6), no buffering to lose.
-        while offset < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.write(2, $0.baseAddress! + offset, bytes.count - offset) }
-            if n <= 0 { if n < 0 && errno == EINTR { continue }; return }
-            offset += n
-        }
+    mutating func write(_ string: String) { writeAll(2, string) }
+}
+
+/// write(2) on a descriptor directly: no shared C FILE* (not concurrency-safe in Swift 6), no buffering to lose, so
+/// a line reaches a pipe at once.
+func writeAll(_ fd: Int32, _ string: String) {
+    let bytes = Array(string.utf8)
+    var offset = 0
+    while offset < bytes.count {
+        let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, bytes.count - offset) }
+        if n <= 0 { if n < 0 && errno == EINTR { continue }; return }
+        offset += n
     }
 }
 

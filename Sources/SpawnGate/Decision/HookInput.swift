@@ -58,3 +58,14 @@ public enum HookInput {
         return nil
     }
 }
+
+extension DecisionPipeline {
+    /// The hook's input (a bare envelope, or the envelope with the broker's spawn fields), decided; input of the
+    /// wrong shape is a recorded refusal. `hook pre-spawn` and the gateway's socket both answer with this.
+    public func decideHook(_ input: [UInt8]) -> Outcome {
+        switch HookInput.parse(input) {
+        case .success(let (envelope, spawn)): decide(envelope, brokerSpawn: spawn)
+        case .failure(let denial): refuse(denial)
+        }
+    }
+}

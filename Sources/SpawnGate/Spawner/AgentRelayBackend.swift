@@ -74,7 +74,8 @@ public struct AgentRelayBackend: Sendable {
         let base = url.path.hasSuffix("/") ? String(url.path.dropLast()) : url.path
         let response: HTTPClient.Response
         do {
-            response = try HTTPClient.post(host: url.host ?? "127.0.0.1", port: port, path: base + "/api/spawn",
+            let host = (url.host ?? "127.0.0.1").trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+            response = try HTTPClient.exchange(.tcp(host: host, port: port), method: "POST", path: base + "/api/spawn",
                                            headers: [("Content-Type", "application/json"), ("X-API-Key", connection.apiKey)],
                                            body: Self.body(for: spawn), timeout: timeout)
         } catch {

@@ -37,12 +37,6 @@ public enum HTTPClient {
 
     static let maxResponse = 1 << 20
 
-    static func post(host: String, port: UInt16, path: String, headers: [(String, String)], body: [UInt8],
-                     timeout: Double) throws(GatewayFailure) -> Response {
-        do { return try exchange(.tcp(host: host, port: port), method: "POST", path: path, headers: headers, body: body, timeout: timeout) }
-        catch { throw GatewayFailure(error.message) }
-    }
-
     /// Sends one request and reads the whole answer (at most 1 MiB), each step within `timeout` seconds.
     public static func exchange(_ endpoint: Endpoint, method: String, path: String, headers: [(String, String)] = [],
                                 body: [UInt8] = [], timeout: Double) throws(Failure) -> Response {

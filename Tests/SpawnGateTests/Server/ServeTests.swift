@@ -70,9 +70,7 @@ struct ServeTests {
             g = try DecisionCLITests.live(rule)
             try g.script(agent)
             serve = try ServeProcess(home: g.vps, serveArgs)
-            let line = try String(contentsOfFile: g.vps.root + "/identity.pub", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-            let fp = try PublicKey.parseLine(line).0.fingerprint.description
-            let added = try laptop(["peer", "add", "vps-broker", "--url", serve.url, "--key", line, "--fingerprint", fp])
+            let added = try laptop(try TestSupport.peerAdd("vps-broker", home: g.vps, url: serve.url))
             #expect(added.status == 0, "\(added.stderr)")
         }
 
@@ -170,9 +168,7 @@ struct ServeTests {
         defer { r.serve.kill() }
         // A third broker the VPS never enrolled, with the VPS as its peer.
         let (intruder, _) = try TestSupport.makeHome("intruder", in: r.g.dir)
-        let line = try String(contentsOfFile: r.g.vps.root + "/identity.pub", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        _ = try TestSupport.spawngate(["peer", "add", "vps-broker", "--url", r.serve.url, "--key", line,
-                                       "--fingerprint", try PublicKey.parseLine(line).0.fingerprint.description, "--home", intruder.root])
+        _ = try TestSupport.spawngate(try TestSupport.peerAdd("vps-broker", home: r.g.vps, url: r.serve.url) + ["--home", intruder.root])
         let out = try TestSupport.spawngate(["spawn", "coder", "claude", "--broker", "vps-broker", "--cwd", r.g.app, "--home", intruder.root])
         #expect(out.status == 1 && out.stdout.contains("unknown_key"), "\(out.stdout) \(out.stderr)")
 
@@ -199,6 +195,9 @@ struct ServeTests {
         #expect(first.status == 200 && second.status == 200)
         #expect(try reason(first) == "allowed")
         #expect(try reason(second) == "replay")
+        // Resending a captured request spends the sender's pre-authentication allowance like junk does.
+        let statuses = try (0..<12).map { _ in try r.serve.post("/v1/spawn", body).status }
+        #expect(statuses.contains(429), "\(statuses)")
     }
 
     @Test func oversizedBodiesAreRefusedBeforeReading() throws {
@@ -226,12 +225,7 @@ struct ServeTests {
     @Test func slowClientIsCutOffAtTheHeaderDeadline() throws {
         let r = try Remote(serveArgs: ["--header-timeout", "0.5"])
         defer { r.serve.kill() }
-        let slow = Process()
-        slow.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        slow.arguments = ["python3", TestSupport.packageRoot + "/Tests/Probes/slow_client.py", "127.0.0.1", String(r.serve.port), "0.1", "10"]
-        let out = Pipe()
-        slow.standardOutput = out
-        try slow.run()
+        let (slow, out) = try TestSupport.startProbe("slow_client.py", ["127.0.0.1", String(r.serve.port), "0.1", "10"])
         #expect(try r.spawn().status == 0, "served while the slow client holds a connection")
         slow.waitUntilExit()
         let result = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
@@ -244,13 +238,8 @@ struct ServeTests {
     @Test func junkFromOneSourceDoesNotStarveAnother() throws {
         let r = try Remote()
         defer { r.serve.kill() }
-        let flood = Process()
-        flood.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        flood.arguments = ["python3", TestSupport.packageRoot + "/Tests/Probes/junk_flood.py", "127.0.0.1", String(r.serve.port), "127.0.0.2", "1000"]
-        let out = Pipe()
-        flood.standardOutput = out
         let started = Date()
-        try flood.run()
+        let (flood, out) = try TestSupport.startProbe("junk_flood.py", ["127.0.0.1", String(r.serve.port), "127.0.0.2", "1000"])
         let valid = try r.spawn()
         flood.waitUntilExit()
         let elapsed = Date().timeIntervalSince(started)
@@ -307,8 +296,7 @@ struct ServeTests {
 
         let next = try ServeProcess(home: r.g.vps)
         defer { next.kill(); _ = Supervisor.stop(identity, grace: 0) }
-        let line = try String(contentsOfFile: r.g.vps.root + "/identity.pub", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        _ = try r.laptop(["peer", "add", "vps-broker", "--url", next.url, "--key", line, "--fingerprint", try PublicKey.parseLine(line).0.fingerprint.description])
+        _ = try r.laptop(try TestSupport.peerAdd("vps-broker", home: r.g.vps, url: next.url))
         let listed = try r.laptop(["agents", "--broker", "vps-broker"])
         #expect(listed.stdout.contains(String(pid)), "\(listed.stdout) \(listed.stderr)")
         #expect(try r.laptop(["release", "coder", "--broker", "vps-broker"]).status == 0)
@@ -335,6 +323,8 @@ struct ServeTests {
         let serve = try ServeProcess(home: g.vps, ["--socket", socket])
         defer { serve.kill() }
         var st = stat()
+        // The address line seen is the HTTP listener's; the socket's may come a moment later.
+        try ServeTests.Remote.eventually("the socket listens") { (try? HTTPClient.exchange(.unix(path: socket), method: "GET", path: "/healthz", timeout: 1)) != nil }
         #expect(stat(socket, &st) == 0 && st.st_mode & 0o777 == 0o600, "only this user can connect by default")
         let allowed = try HTTPClient.exchange(.unix(path: socket), method: "POST", path: "/v1/hook", body: g.envelope(), timeout: 5)
         #expect(allowed.status == 200 && String(decoding: allowed.body, as: UTF8.self).contains(#""decision":"allow""#))

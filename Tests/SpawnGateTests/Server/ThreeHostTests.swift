@@ -28,9 +28,7 @@ struct ThreeHostTests {
         }
 
         func addPeer(_ peer: Host, url: String? = nil) throws {
-            let line = try peer.publicLine()
-            let out = try cli(["peer", "add", peer.name, "--url", url ?? "http://\(peer.address):7717", "--key", line,
-                               "--fingerprint", try PublicKey.parseLine(line).0.fingerprint.description])
+            let out = try cli(try TestSupport.peerAdd(peer.name, home: peer.home, url: url ?? "http://\(peer.address):7717"))
             #expect(out.status == 0, "\(out.stderr)")
         }
 
@@ -114,12 +112,7 @@ struct ThreeHostTests {
         // A relay on the laptop's side of the wire records a real request; sent again, it is refused.
         let wire = TestSupport.packageRoot + "/Tests/Probes/wire.py"
         let record = dir + "/captured.http"
-        let relay = Process()
-        relay.executableURL = URL(fileURLWithPath: Self.ip)
-        relay.arguments = ["netns", "exec", laptop.ns, "python3", wire, "relay", laptop.address, "7800", vps.address, "7717", record]
-        let ready = Pipe()
-        relay.standardOutput = ready
-        try relay.run()
+        let (relay, ready) = try TestSupport.startProbe("wire.py", ["relay", laptop.address, "7800", vps.address, "7717", record], prefix: laptop.exec)
         _ = ready.fileHandleForReading.availableData
         try laptop.addPeer(vps, url: "http://\(laptop.address):7800")
         let relayed = try laptop.cli(["spawn", "coder", "claude", "--broker", "vps-broker", "--cwd", app])

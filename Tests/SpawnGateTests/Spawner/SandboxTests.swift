@@ -154,7 +154,10 @@ struct SandboxTests {
         let (status, _) = try Self.run(g, grace: 0.3)
         #expect(status == 128 + SIGKILL, "killed after TERM was ignored")
         let pid = try #require(Int32(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
-        #expect(ProcessIdentity.of(pid: pid) == nil, "the grandchild is gone")
+        // SIGKILL went to the whole group; the grandchild's death is asynchronous, so wait for it (bounded).
+        var gone = false
+        for _ in 0..<200 where !gone { gone = ProcessIdentity.of(pid: pid) == nil; if !gone { usleep(10_000) } }
+        #expect(gone, "the grandchild is gone")
     }
 
     /// The approved cwd is a path the decision resolved; if a symlink is swapped in afterwards, the child notices

@@ -82,4 +82,24 @@ enum TestSupport {
     static func python(_ script: String, _ arguments: [String], stdin: [UInt8] = []) throws -> Output {
         try run("/usr/bin/env", ["python3", packageRoot + "/" + script] + arguments, stdin: stdin)
     }
+
+    /// `peer add NAME --url URL --key LINE --fingerprint FP` for the broker whose home is `peer` (its own key line
+    /// and fingerprint, as its operator would read them out).
+    static func peerAdd(_ name: String, home peer: Home, url: String) throws -> [String] {
+        let line = try String(contentsOfFile: peer.root + "/identity.pub", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        return ["peer", "add", name, "--url", url, "--key", line, "--fingerprint", try PublicKey.parseLine(line).0.fingerprint.description]
+    }
+
+    /// Starts a `Tests/Probes` Python script in the background (through `prefix`, e.g. `ip netns exec NS`); its
+    /// standard output comes back in the pipe.
+    static func startProbe(_ script: String, _ arguments: [String], prefix: [String] = []) throws -> (Process, Pipe) {
+        let command = prefix + ["/usr/bin/env", "python3", packageRoot + "/Tests/Probes/" + script] + arguments
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: command[0])
+        p.arguments = Array(command.dropFirst())
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        return (p, out)
+    }
 }
