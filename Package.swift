@@ -62,6 +62,13 @@ let package = Package(
             ]),
         // `make bench`: measurements side by side in one run.
         .executableTarget(name: "spawngate-bench", dependencies: ["SpawnGate"]),
+        // `make fuzz`: libFuzzer entry points over the parsers that read untrusted bytes. They link only the domain,
+        // and build with `--sanitize fuzzer` in their own scratch path (see the Makefile).
+        .executableTarget(name: "FuzzEnvelope", dependencies: ["SpawnGate"], path: "Fuzz/FuzzEnvelope"),
+        .executableTarget(name: "FuzzPolicy", dependencies: ["SpawnGate"], path: "Fuzz/FuzzPolicy"),
+        .executableTarget(name: "FuzzKeyLine", dependencies: ["SpawnGate"], path: "Fuzz/FuzzKeyLine"),
+        .executableTarget(name: "FuzzHookInput", dependencies: ["SpawnGate"], path: "Fuzz/FuzzHookInput"),
+        .executableTarget(name: "FuzzWireBody", dependencies: ["SpawnGate"], path: "Fuzz/FuzzWireBody"),
         .testTarget(
             name: "SpawnGateTests",
             dependencies: ["SpawnGate", "SpawnGateServer", .product(name: "GRDB", package: "GRDB.swift")]),

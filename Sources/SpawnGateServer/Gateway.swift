@@ -21,9 +21,9 @@ public struct WireAnswer: Sendable {
 /// receipts, the spawner, and the agents this process started. Transports (HTTP, the Unix socket) only move bytes
 /// in and out of it.
 ///
-/// Decisions run one at a time on their own thread: each one ends in an fsync under the state store's write
-/// lock anyway, and keeping them off Swift's cooperative pool (two threads on two cores) keeps the listeners
-/// answering while a decision waits for the disk.
+/// Decisions run on their own threads (a concurrent queue, so verification runs on both cores) and are committed
+/// together by a ``GroupCommitter``: one transaction and one fsync serve every decision waiting. Keeping them off
+/// Swift's cooperative pool (two threads on two cores) keeps the listeners answering while commits wait for the disk.
 public final class Gateway: @unchecked Sendable {
     public let home: Home
     public let identity: Identity
@@ -31,7 +31,8 @@ public final class Gateway: @unchecked Sendable {
     let logger: Logger
     public let metrics: GatewayMetrics
     let limiter: PreAuthLimiter
-    private let decisions = DispatchQueue(label: "spawngate.decisions")
+    private let decisions = DispatchQueue(label: "spawngate.decisions", attributes: .concurrent)
+    public let committer = GroupCommitter()
     private let lock = NSLock()
     private var _pipeline: DecisionPipeline
     private var tracked: [String: TrackedAgent] = [:]
@@ -112,7 +113,7 @@ public final class Gateway: @unchecked Sendable {
         }
         return await onDecisionThread { [self] in
             let p = pipeline
-            let outcome = p.decideControl(envelope)
+            let outcome = committer.commit(p.prepareControl(envelope), through: p)
             guard let control = outcome.control else { return controlDenial(outcome.decision, source: source, pipeline: p) }
             limiter.refund(source)
             let agents = ((try? p.state.runningAgents()) ?? []).filter { $0.broker == control.broker }
@@ -130,14 +131,14 @@ public final class Gateway: @unchecked Sendable {
             let envelope: [UInt8]
             switch SealedBody.open(body, with: identity.key) {
             case .failure(let d):
-                return (controlDenial(p.refuse(d).decision, source: source, pipeline: p), nil)
+                return (controlDenial(committer.commit(p.prepareRefusal(d), through: p).decision, source: source, pipeline: p), nil)
             case .success(let e): envelope = e
             }
-            let outcome = p.decideControl(envelope)
+            let outcome = committer.commit(p.prepareControl(envelope), through: p)
             guard let control = outcome.control else { return (controlDenial(outcome.decision, source: source, pipeline: p), nil) }
             limiter.refund(source)
             let agents = ((try? p.state.runningAgents()) ?? []).filter { $0.broker == control.broker && $0.name == control.request.name }
-            return (nil, (p, outcome, agents))
+            return (nil, (p, DecisionPipeline.ControlOutcome(decision: outcome.decision, control: control), agents))
         }
         if let decided { return decided }
         guard let (p, outcome, agents) = matching, let control = outcome.control else { return .error(500, "internal error") }
@@ -170,11 +171,12 @@ public final class Gateway: @unchecked Sendable {
         await onDecisionThread { [self] in
             let p = pipeline
             guard p.policy.admitsHookUser(uid, gatewayUID: getuid()) else {
-                let d = p.refuse(Denial(.unknownKey, "uid \(uid) may not use this gateway's socket; the policy's hook_users names who may")).decision
+                let refusal = p.prepareRefusal(Denial(.unknownKey, "uid \(uid) may not use this gateway's socket; the policy's hook_users names who may"))
+                let d = committer.commit(refusal, through: p).decision
                 metrics.count(d.reason)
                 return (403, d)
             }
-            let outcome = p.decideHook(body)
+            let outcome = committer.commit(p.prepareHook(body), through: p)
             metrics.count(outcome.decision.reason)
             return (200, outcome.decision)
         }
@@ -188,11 +190,12 @@ public final class Gateway: @unchecked Sendable {
 
     private func decideAndStart(_ body: [UInt8], source: String) -> WireAnswer {
         let p = pipeline
-        let outcome: DecisionPipeline.Outcome
+        let pending: DecisionPipeline.Pending
         switch SealedBody.open(body, with: identity.key) {
-        case .failure(let d): outcome = p.refuse(d)
-        case .success(let envelope): outcome = p.decide(envelope)
+        case .failure(let d): pending = p.prepareRefusal(d)
+        case .success(let envelope): pending = p.prepare(envelope)
         }
+        let outcome = committer.commit(pending, through: p)
         metrics.count(outcome.decision.reason)
         if !Self.unauthenticated(outcome.decision.reason) { limiter.refund(source) }
         guard let authorized = outcome.authorized else {

@@ -49,10 +49,14 @@ public struct AuditLog: Sendable {
     public enum Reconciliation: Sendable, Equatable {
         /// The file ends where the head says.
         case current
-        /// One whole, correctly chained line follows the head: a decision whose process died after writing its line
-        /// and before committing its state. The caller takes it into the chain (and honours what it says).
-        case rolledForward(line: [UInt8], head: Head)
+        /// Whole, correctly chained lines follow the head (at most one group commit's worth): decisions whose process
+        /// died after writing their lines and before committing their state. The caller takes them into the chain
+        /// (and honours what they say).
+        case rolledForward(lines: [[UInt8]], head: Head)
     }
+
+    /// The most lines one append writes (one group commit), and so the most a crash can leave after the head.
+    public static let maxLinesPerAppend = 64
 
     /// Compares the file with `head`. An unsynced partial line after it (a write cut off by a crash; its decision
     /// was never acted on) is cut back off. Anything else that differs means the log was changed behind the
@@ -69,23 +73,28 @@ public struct AuditLog: Sendable {
         if size < head.size {
             throw GatewayFailure("the audit log \(path) is \(size) bytes but \(head.size) were written: its tail was truncated. Run 'spawngate audit verify'; 'spawngate audit rotate' starts a new log once you have kept the old one")
         }
-        guard size - head.size <= Self.maxLineLength + 1 else { throw mismatch(head) }
+        guard size - head.size <= Self.maxLinesPerAppend * (Self.maxLineLength + 1) else { throw mismatch(head) }
         let extra: [UInt8]
         do { extra = try Files.read(path, from: head.size, count: size - head.size) } catch { throw GatewayFailure(error.message) }
-        let newlines = extra.lazy.filter { $0 == 0x0A }.count
-        if newlines == 0 {
+        // One append is one write, so a crash leaves whole lines, then at most one partial line.
+        var lines = extra.split(separator: 0x0A, omittingEmptySubsequences: false).map(Array.init)
+        let partial = lines.removeLast()
+        guard lines.count <= Self.maxLinesPerAppend else { throw mismatch(head) }
+        var rolled = head
+        for line in lines {
+            guard case .object(let m)? = try? StrictJSONReader.parse(line), case .string(let prev)? = m["prev"],
+                  prev == rolled.hash else { throw mismatch(head) }
+            rolled = Head(hash: Sodium.blake2b256(line).hex, lines: rolled.lines + 1, size: rolled.size + line.count + 1)
+        }
+        if !partial.isEmpty {
             let fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW)
-            guard fd >= 0, ftruncate(fd, off_t(head.size)) == 0, fsync(fd) == 0 else {
+            guard fd >= 0, ftruncate(fd, off_t(rolled.size)) == 0, fsync(fd) == 0 else {
                 if fd >= 0 { close(fd) }
                 throw GatewayFailure("cannot cut a partial line off the audit log \(path): \(errnoText())")
             }
             close(fd)
-            return .current
         }
-        let line = Array(extra.dropLast())
-        guard newlines == 1, extra.last == 0x0A, case .object(let m)? = try? StrictJSONReader.parse(line),
-              case .string(let prev)? = m["prev"], prev == head.hash else { throw mismatch(head) }
-        return .rolledForward(line: line, head: Head(hash: Sodium.blake2b256(line).hex, lines: head.lines + 1, size: size))
+        return lines.isEmpty ? .current : .rolledForward(lines: lines, head: rolled)
     }
 
     private func mismatch(_ head: Head) -> GatewayFailure {
@@ -96,6 +105,25 @@ public struct AuditLog: Sendable {
     /// denies (`audit_unavailable`). Call ``reconcile(_:)`` first, under the same lock.
     @discardableResult
     public func append(after head: Head, _ entry: Entry) throws(GatewayFailure) -> Head {
+        guard let (line, _) = Self.chain(entry, after: head) else {
+            throw GatewayFailure("an audit line would be over the \(Self.maxLineLength)-byte limit")
+        }
+        return try append(after: head, lines: [line])
+    }
+
+    /// The line for `entry` chained after `head`, and the head after it; nil when the line would be over
+    /// ``maxLineLength`` (argv and details are bounded upstream, so only an escaped worst case gets here).
+    public static func chain(_ entry: Entry, after head: Head) -> (line: [UInt8], head: Head)? {
+        let line = Self.line(entry, prev: head.hash)
+        guard line.count <= maxLineLength else { return nil }
+        return (line, Head(hash: Sodium.blake2b256(line).hex, lines: head.lines + 1, size: head.size + line.count + 1))
+    }
+
+    /// Appends lines already chained after `head` (``chain(_:after:)``) with one write and one fsync: a group
+    /// commit's lines cost the disk one flush. Throws when they are not durably written; a partial write is cut back
+    /// off, so the log stays a sequence of whole, chained lines.
+    public func append(after head: Head, lines: [[UInt8]]) throws(GatewayFailure) -> Head {
+        precondition(lines.count <= Self.maxLinesPerAppend, "one append writes at most maxLinesPerAppend lines")
         let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else { throw GatewayFailure("cannot open the audit log \(path): \(errnoText())") }
         defer { close(fd) }
@@ -107,18 +135,22 @@ public struct AuditLog: Sendable {
         guard fstat(fd, &st) == 0 else { throw GatewayFailure("cannot inspect the audit log: \(errnoText())") }
         guard Int(st.st_size) == head.size else { throw mismatch(head) }
 
-        let line = Self.line(entry, prev: head.hash)
-        guard line.count <= Self.maxLineLength else { throw GatewayFailure("an audit line would be \(line.count) bytes, over the \(Self.maxLineLength)-byte limit") }
-        let record = line + [0x0A]
+        var record: [UInt8] = []
+        record.reserveCapacity(lines.reduce(0) { $0 + $1.count + 1 })
+        var next = head
+        for line in lines {
+            record += line
+            record.append(0x0A)
+            next = Head(hash: Sodium.blake2b256(line).hex, lines: next.lines + 1, size: next.size + line.count + 1)
+        }
         let n = record.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }
         guard n == record.count, fsync(fd) == 0 else {
             let e = errnoText()
-            // Cut a partial line back off: the log must stay a sequence of whole, chained lines.
             _ = ftruncate(fd, off_t(head.size))
             _ = fsync(fd)
             throw GatewayFailure("cannot write the audit log \(path): \(n < 0 ? e : n == record.count ? "fsync failed: \(e)" : "short write (\(n) of \(record.count) bytes; the disk may be full)")")
         }
-        return Head(hash: Sodium.blake2b256(line).hex, lines: head.lines + 1, size: head.size + record.count)
+        return next
     }
 
     /// The bytes of one line (without its newline).

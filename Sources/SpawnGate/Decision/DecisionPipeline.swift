@@ -28,10 +28,16 @@ public struct DecisionPipeline: Sendable {
     public struct Outcome: Sendable {
         public let decision: Decision
         public let authorized: AuthorizedSpawn?
+        /// The verified control request, when one was allowed.
+        public let control: VerifiedControl?
 
         public init(decision: Decision, authorized: AuthorizedSpawn?) {
+            self.init(decision: decision, authorized: authorized, control: nil)
+        }
+        init(decision: Decision, authorized: AuthorizedSpawn?, control: VerifiedControl?) {
             self.decision = decision
             self.authorized = authorized
+            self.control = control
         }
         /// 0 allowed, 1 denied, 2 the gateway could not decide (PRODUCT.md exit codes).
         public var exitCode: Int32 {
@@ -41,6 +47,25 @@ public struct DecisionPipeline: Sendable {
             default: 1
             }
         }
+    }
+
+    /// A decision reached but not yet recorded: what ``commit(_:)`` checks against the state, appends to the audit
+    /// log and applies. Only this pipeline's `prepare` functions make one, so nothing can be recorded, or granted,
+    /// that did not pass through them.
+    public struct Pending: Sendable {
+        fileprivate enum Grant: Sendable {
+            case spawn(VerifiedRequest, PolicyMatch, leaseID: String?)
+            case control(VerifiedControl)
+        }
+        fileprivate let decision: Decision
+        fileprivate var nonce: String? = nil
+        fileprivate var cwd: String? = nil
+        fileprivate var argv: [String]? = nil
+        fileprivate var effects: [StateEffect] = []
+        fileprivate let mode: Mode
+        fileprivate var grant: Grant? = nil
+        /// Final without a record: the gateway could not decide, or a listing (which only reads).
+        fileprivate var settled = false
     }
 
     /// How long a lease taken for a process the gateway does not start lasts, when the rule sets no max_runtime
@@ -79,16 +104,23 @@ public struct DecisionPipeline: Sendable {
     /// Decides one request. `brokerSpawn` is the hook's second opinion: the spawn fields the broker is about to
     /// use, which must equal the signed ones.
     public func decide(_ envelope: [UInt8], mode: Mode = .commit, brokerSpawn: [String: JSONValue]? = nil) -> Outcome {
+        commit([prepare(envelope, mode: mode, brokerSpawn: brokerSpawn)])[0]
+    }
+
+    /// Everything before the state store: signature, audience and window, the broker's fields, policy, binary and
+    /// sandbox checks. Pure but for the key store, path canonicalization and a stat of the binary, so a server runs
+    /// it on many threads at once and commits the results together.
+    public func prepare(_ envelope: [UInt8], mode: Mode = .commit, brokerSpawn: [String: JSONValue]? = nil) -> Pending {
         let verification: Verification
-        do { verification = try verifier.verify(envelope) } catch { return cannotDecide(.internalError, error.message) }
+        do { verification = try verifier.verify(envelope) } catch { return cannotDecide(.internalError, error.message, mode: mode) }
         guard case .verified(let request) = verification else {
-            return record(Decision(verification, policy: policy.hash), nonce: nil, cwd: nil, mode: mode)
+            return Pending(decision: Decision(verification, policy: policy.hash), mode: mode)
         }
         let nonce = Base64.urlEncode(request.request.nonce)
-        func deny(_ d: Denial) -> Outcome {
-            record(Decision(reason: d.reason, detail: d.detail, requestID: request.requestID, broker: request.broker,
-                            fingerprint: request.fingerprint.description, rule: d.rule, policy: policy.hash),
-                   nonce: nonce, cwd: request.request.cwd, mode: mode)
+        func deny(_ d: Denial) -> Pending {
+            Pending(decision: Decision(reason: d.reason, detail: d.detail, requestID: request.requestID, broker: request.broker,
+                                       fingerprint: request.fingerprint.description, rule: d.rule, policy: policy.hash),
+                    nonce: nonce, cwd: request.request.cwd, mode: mode)
         }
         if let brokerSpawn, let difference = HookInput.difference(brokerSpawn, signed: request.request) {
             return deny(Denial(.malformed, difference))
@@ -129,16 +161,16 @@ public struct DecisionPipeline: Sendable {
                              broker: request.broker, fingerprint: request.fingerprint.description, rule: rule.name,
                              policy: policy.hash,
                              spawn: .init(argv: match.argv, cwd: match.cwd, env: match.env, sandbox: rule.sandbox.rawValue))
-        let outcome = record(allow, nonce: nonce, cwd: match.cwd, argv: match.argv, effects: effects, mode: mode)
-        guard outcome.decision.allowed, mode == .commit else { return outcome }
-        return Outcome(decision: outcome.decision,
-                       authorized: AuthorizedSpawn(request: request, match: match, decision: outcome.decision, leaseID: leaseID))
+        return Pending(decision: allow, nonce: nonce, cwd: match.cwd, argv: match.argv, effects: effects, mode: mode,
+                       grant: .spawn(request, match, leaseID: leaseID))
     }
 
     /// What a control request (`agents`, `release`) came to: a decision, and the verified request when allowed.
     public struct ControlOutcome: Sendable {
         public let decision: Decision
         public let control: VerifiedControl?
+
+        public init(decision: Decision, control: VerifiedControl?) { self.decision = decision; self.control = control }
     }
 
     /// Decides a control request. A listing only reads, so it is neither audited nor consumes its nonce (its answer
@@ -146,82 +178,145 @@ public struct DecisionPipeline: Sendable {
     /// its line appended to the audit log, in one transaction, before any agent is stopped. Either one reaches only
     /// the requesting broker's own agents; the caller filters by ``VerifiedControl/broker``.
     public func decideControl(_ envelope: [UInt8], mode: Mode = .commit) -> ControlOutcome {
+        let outcome = commit([prepareControl(envelope, mode: mode)])[0]
+        return ControlOutcome(decision: outcome.decision, control: outcome.control)
+    }
+
+    /// ``decideControl(_:mode:)`` before the state store.
+    public func prepareControl(_ envelope: [UInt8], mode: Mode = .commit) -> Pending {
         let verification: ControlVerification
-        do { verification = try verifier.verifyControl(envelope) } catch {
-            return ControlOutcome(decision: cannotDecide(.internalError, error.message).decision, control: nil)
-        }
+        do { verification = try verifier.verifyControl(envelope) } catch { return cannotDecide(.internalError, error.message, mode: mode) }
         switch verification {
         case .denied(let d, let rid, let broker, let fp):
-            let decision = Decision(reason: d.reason, detail: d.detail, requestID: rid, broker: broker,
-                                    fingerprint: fp?.description, rule: nil, policy: policy.hash)
             // Unauthenticated junk aimed at the release endpoint is recorded like any refused spawn.
-            let outcome = record(decision, nonce: nil, cwd: nil, mode: mode)
-            return ControlOutcome(decision: outcome.decision, control: nil)
+            return Pending(decision: Decision(reason: d.reason, detail: d.detail, requestID: rid, broker: broker,
+                                              fingerprint: fp?.description, rule: nil, policy: policy.hash), mode: mode)
         case .verified(let c):
             let acts = c.request.op == .release
             let detail = acts ? "release of agent '\(c.request.name ?? "")' by \(c.broker)" : "agent listing for \(c.broker)"
             let allow = Decision(reason: .allowed, detail: detail, requestID: c.requestID, broker: c.broker,
                                  fingerprint: c.fingerprint.description, rule: nil, policy: policy.hash)
-            guard acts else { return ControlOutcome(decision: allow, control: c) }
+            guard acts else { return Pending(decision: allow, mode: mode, grant: .control(c), settled: true) }
             let nonce = Base64.urlEncode(c.request.nonce)
-            let effects: [StateEffect] = [.consumeNonce(fingerprint: c.fingerprint.description, nonce: nonce,
-                                                        keepUntil: c.request.exp + policy.window.clockSkew)]
-            let outcome = record(allow, nonce: nonce, cwd: nil, effects: effects, mode: mode)
-            return ControlOutcome(decision: outcome.decision, control: outcome.decision.allowed ? c : nil)
+            return Pending(decision: allow, nonce: nonce,
+                           effects: [.consumeNonce(fingerprint: c.fingerprint.description, nonce: nonce,
+                                                   keepUntil: c.request.exp + policy.window.clockSkew)],
+                           mode: mode, grant: .control(c))
         }
     }
 
     /// Records a refusal made before there was an envelope to verify (the hook's input had the wrong shape).
     public func refuse(_ denial: Denial, mode: Mode = .commit) -> Outcome {
-        record(Decision(reason: denial.reason, detail: denial.detail, requestID: nil, broker: nil, fingerprint: nil, policy: policy.hash),
-               nonce: nil, cwd: nil, mode: mode)
+        commit([prepareRefusal(denial, mode: mode)])[0]
+    }
+
+    public func prepareRefusal(_ denial: Denial, mode: Mode = .commit) -> Pending {
+        Pending(decision: Decision(reason: denial.reason, detail: denial.detail, requestID: nil, broker: nil, fingerprint: nil,
+                                   policy: policy.hash), mode: mode)
     }
 
     /// Failures inside the transaction that decide which reason the requester sees.
     private struct AuditFailure: Error { let failure: GatewayFailure }
 
-    /// Checks and applies the state effects and appends the audit line, all under the state store's write lock:
-    /// the line is durable before the effects commit, and the effects commit before anyone acts on the allow.
-    private func record(_ decision: Decision, nonce: String?, cwd: String?, argv: [String]? = nil,
-                        effects: [StateEffect] = [], mode: Mode) -> Outcome {
-        let nowMs = clock.nowMilliseconds()
-        func finalDecision(_ denial: Denial?) -> Decision {
-            guard let denial else { return decision }
-            return Decision(reason: denial.reason, detail: denial.detail, requestID: decision.requestID, broker: decision.broker,
-                            fingerprint: decision.fingerprint, rule: denial.rule ?? decision.rule, policy: decision.policy)
-        }
-        do {
-            if mode == .dryRun {
-                // Nothing is consumed and nothing is written: the decision as it would be now.
-                let denial = decision.allowed ? try state.read { db in
-                    try StateStore.admit(effects, nowMilliseconds: nowMs, db).denial
-                } : nil
-                return Outcome(decision: finalDecision(denial), authorized: nil)
+    /// Records decisions: checks their state effects in order (each sees the ones before it), appends their audit
+    /// lines with one write and one fsync, applies the effects and commits, all in one transaction under the state
+    /// store's write lock. The lines are durable before the effects commit, and the effects commit before anyone
+    /// acts on an allow. A server commits many concurrent decisions at once (group commit); the CLI commits one.
+    public func commit(_ batch: [Pending]) -> [Outcome] {
+        var results = [Outcome?](repeating: nil, count: batch.count)
+        var toRecord: [Int] = []
+        for (i, p) in batch.enumerated() {
+            if p.settled {
+                results[i] = outcome(p, p.decision)
+            } else if p.mode == .dryRun {
+                results[i] = dryRun(p)
+            } else {
+                toRecord.append(i)
             }
-            let final: Decision = try state.write { db in
+        }
+        var from = 0
+        while from < toRecord.count {
+            let group = Array(toRecord[from..<min(from + AuditLog.maxLinesPerAppend, toRecord.count)])
+            for (i, o) in zip(group, record(group.map { batch[$0] })) { results[i] = o }
+            from += group.count
+        }
+        return results.map { $0! }
+    }
+
+    private func outcome(_ p: Pending, _ final: Decision) -> Outcome {
+        guard final.allowed else { return Outcome(decision: final, authorized: nil, control: nil) }
+        switch p.grant {
+        case .spawn(let request, let match, let leaseID)? where p.mode == .commit && !p.settled:
+            return Outcome(decision: final, authorized: AuthorizedSpawn(request: request, match: match, decision: final, leaseID: leaseID),
+                           control: nil)
+        case .control(let c)?:
+            return Outcome(decision: final, authorized: nil, control: c)
+        default:
+            return Outcome(decision: final, authorized: nil, control: nil)
+        }
+    }
+
+    private func final(_ decision: Decision, _ denial: Denial?) -> Decision {
+        guard let denial else { return decision }
+        return Decision(reason: denial.reason, detail: denial.detail, requestID: decision.requestID, broker: decision.broker,
+                        fingerprint: decision.fingerprint, rule: denial.rule ?? decision.rule, policy: decision.policy)
+    }
+
+    /// Nothing is consumed and nothing is written: the decision as it would be now.
+    private func dryRun(_ p: Pending) -> Outcome {
+        let nowMs = clock.nowMilliseconds()
+        do {
+            let denial = p.decision.allowed ? try state.read { db in
+                try StateStore.admit(p.effects, nowMilliseconds: nowMs, db).denial
+            } : nil
+            return Outcome(decision: final(p.decision, denial), authorized: nil, control: nil)
+        } catch {
+            return cannotDecide(.internalError, StateStore.failure(error).message, like: p.decision)
+        }
+    }
+
+    private func record(_ group: [Pending]) -> [Outcome] {
+        let nowMs = clock.nowMilliseconds()
+        do {
+            let finals: [Decision] = try state.write { db in
                 var head = try StateStore.auditHead(db)
                 let reconciliation: AuditLog.Reconciliation
                 do throws(GatewayFailure) { reconciliation = try audit.reconcile(head) } catch { throw AuditFailure(failure: error) }
-                if case .rolledForward(let line, let newHead) = reconciliation {
-                    try honour(line, db)
+                if case .rolledForward(let lines, let newHead) = reconciliation {
+                    for line in lines { try honour(line, db) }
                     head = newHead
                     try StateStore.setAuditHead(head, db)
                 }
-                let admission = decision.allowed ? try StateStore.admit(effects, nowMilliseconds: nowMs, db) : nil
-                let final = finalDecision(admission?.denial)
-                let entry = AuditLog.Entry(time: nowMs / 1000, decision: final, nonce: nonce,
-                                           argv: final.allowed ? argv : nil, cwd: cwd)
-                let newHead: AuditLog.Head
-                do throws(GatewayFailure) { newHead = try audit.append(after: head, entry) } catch { throw AuditFailure(failure: error) }
-                if case .admitted(let apply)? = admission { try apply() }
-                try StateStore.setAuditHead(newHead, db)
-                return final
+                var lines: [[UInt8]] = [], finals: [Decision] = []
+                var next = head
+                for p in group {
+                    let admission = p.decision.allowed ? try StateStore.admit(p.effects, nowMilliseconds: nowMs, db) : nil
+                    let decided = final(p.decision, admission?.denial)
+                    let entry = AuditLog.Entry(time: nowMs / 1000, decision: decided, nonce: p.nonce,
+                                               argv: decided.allowed ? p.argv : nil, cwd: p.cwd)
+                    guard let (line, after) = AuditLog.chain(entry, after: next) else {
+                        // Unrecorded, so not allowed; its effects are not applied and the rest of the group goes on.
+                        finals.append(cannotDecide(.auditUnavailable, "the decision could not be recorded, so nothing is allowed: its audit line would be over \(AuditLog.maxLineLength) bytes", like: decided).decision)
+                        continue
+                    }
+                    // Applied now so the next decision in the group sees them; committed only after the lines are durable.
+                    if case .admitted(let apply)? = admission { try apply() }
+                    lines.append(line)
+                    next = after
+                    finals.append(decided)
+                }
+                if !lines.isEmpty {
+                    do throws(GatewayFailure) { next = try audit.append(after: head, lines: lines) } catch { throw AuditFailure(failure: error) }
+                    try StateStore.setAuditHead(next, db)
+                }
+                return finals
             }
-            return Outcome(decision: final, authorized: nil)
+            return zip(group, finals).map { outcome($0, $1) }
         } catch let e as AuditFailure {
-            return cannotDecide(.auditUnavailable, "the decision could not be recorded, so nothing is allowed: \(e.failure.message)", like: decision)
+            return group.map { cannotDecide(.auditUnavailable, "the decision could not be recorded, so nothing is allowed: \(e.failure.message)", like: $0.decision) }
         } catch {
-            return cannotDecide(.internalError, StateStore.failure(error).message, like: decision)
+            let message = StateStore.failure(error).message
+            return group.map { cannotDecide(.internalError, message, like: $0.decision) }
         }
     }
 
@@ -239,5 +334,9 @@ public struct DecisionPipeline: Sendable {
     private func cannotDecide(_ reason: ReasonCode, _ detail: String, like d: Decision? = nil) -> Outcome {
         Outcome(decision: Decision(reason: reason, detail: detail, requestID: d?.requestID, broker: d?.broker,
                                    fingerprint: d?.fingerprint, rule: nil, policy: policy.hash), authorized: nil)
+    }
+
+    private func cannotDecide(_ reason: ReasonCode, _ detail: String, mode: Mode) -> Pending {
+        Pending(decision: cannotDecide(reason, detail).decision, mode: mode, settled: true)
     }
 }

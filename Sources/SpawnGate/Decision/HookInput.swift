@@ -33,7 +33,7 @@ public enum HookInput {
 
     /// The first way the broker's fields differ from the signed request, as a sentence; nil when they agree.
     /// A field present on one side and absent on the other is a difference.
-    static func difference(_ spawn: [String: JSONValue], signed r: SpawnRequest) -> String? {
+    public static func difference(_ spawn: [String: JSONValue], signed r: SpawnRequest) -> String? {
         if let unknown = spawn.keys.sorted().first(where: { !stringFields.contains($0) && !listFields.contains($0) }) {
             return "the broker's spawn field \"\(unknown)\" is not part of the signed request; only \((stringFields + listFields).joined(separator: ", ")) may be given"
         }
@@ -63,9 +63,13 @@ extension DecisionPipeline {
     /// The hook's input (a bare envelope, or the envelope with the broker's spawn fields), decided; input of the
     /// wrong shape is a recorded refusal. `hook pre-spawn` and the gateway's socket both answer with this.
     public func decideHook(_ input: [UInt8]) -> Outcome {
+        commit([prepareHook(input)])[0]
+    }
+
+    public func prepareHook(_ input: [UInt8]) -> Pending {
         switch HookInput.parse(input) {
-        case .success(let (envelope, spawn)): decide(envelope, brokerSpawn: spawn)
-        case .failure(let denial): refuse(denial)
+        case .success(let (envelope, spawn)): prepare(envelope, brokerSpawn: spawn)
+        case .failure(let denial): prepareRefusal(denial)
         }
     }
 }

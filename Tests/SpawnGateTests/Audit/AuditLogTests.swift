@@ -87,18 +87,36 @@ struct AuditLogTests {
         #expect(try log.verify(expected: head) == .intact(head))
     }
 
-    /// A process killed after its line was fsynced but before its state committed: the line is taken in.
-    @Test func oneChainedLineAfterTheHeadRollsForward() throws {
+    /// A process killed after its lines were fsynced but before its state committed: the lines are taken in.
+    @Test func chainedLinesAfterTheHeadRollForward() throws {
         let (log, head) = try Self.log(3)
         let next = try log.append(after: head, .init(time: 9, decision: Self.decision(3), nonce: "n3"))
         #expect(try log.verify(expected: head) == .intact(next), "a pending line is not tampering")
-        guard case .rolledForward(let line, let rolled) = try log.reconcile(head) else { Issue.record("not rolled forward"); return }
+        guard case .rolledForward(let lines, let rolled) = try log.reconcile(head) else { Issue.record("not rolled forward"); return }
         #expect(rolled == next)
-        #expect(String(decoding: line, as: UTF8.self).contains("\"nonce\":\"n3\""))
-        // Two lines past the head, or one that does not chain to it, is not a crash but an edit.
-        let later = try log.append(after: next, .init(time: 10, decision: Self.decision(4)))
+        #expect(lines.count == 1 && String(decoding: lines[0], as: UTF8.self).contains("\"nonce\":\"n3\""))
+        // A whole group commit's lines, and a torn partial line after them, which is cut off.
+        let later = try log.append(after: next, .init(time: 10, decision: Self.decision(4), nonce: "n4"))
+        let fd = open(log.path, O_WRONLY | O_APPEND)
+        _ = write(fd, "{\"time\":11,\"deci", 17)
+        close(fd)
+        guard case .rolledForward(let two, let end) = try log.reconcile(head) else { Issue.record("not rolled forward"); return }
+        #expect(two.count == 2 && end == later)
+        #expect(try log.verify(expected: later) == .intact(later), "the partial line was cut off")
+    }
+
+    /// Lines after the head that do not chain to it, or more than one append can write, are not a crash but an edit.
+    @Test func unchainedOrTooManyLinesAfterTheHeadAreAnEdit() throws {
+        let (log, head) = try Self.log(2)
+        var h = head
+        for i in 0..<(AuditLog.maxLinesPerAppend + 1) { h = try log.append(after: h, .init(time: 9, decision: Self.decision(3 + i))) }
         #expect(throws: GatewayFailure.self) { try log.reconcile(head) }
-        #expect(try log.reconcile(later) == .current)
+        let (other, otherHead) = try Self.log(2)
+        let fd = open(other.path, O_WRONLY | O_APPEND)
+        let forged = "{\"time\":1,\"prev\":\"\(AuditLog.genesis)\"}\n"
+        _ = write(fd, forged, forged.utf8.count)
+        close(fd)
+        #expect(throws: GatewayFailure.self) { try other.reconcile(otherHead) }
     }
 
     /// An append from a writer holding a stale head cannot fork the chain.
