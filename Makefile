@@ -4,7 +4,7 @@
 SWIFT ?= swift
 BIN := .build/debug/spawngate
 
-.PHONY: all build test demo bench deps clean
+.PHONY: all build test demo bench fuzz deps clean
 
 all: build
 
@@ -37,5 +37,10 @@ bench: deps
 	$(SWIFT) build -c release --product spawngate
 	.build/release/spawngate-bench bench/results.md .build/release/spawngate
 
+# libFuzzer targets (Fuzz/), built with --sanitize fuzzer,address in .build-fuzz; FUZZ_SECONDS per target.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@bash scripts/fuzz.sh $(FUZZ_SECONDS)
+
 clean:
-	rm -rf .build
+	rm -rf .build .build-fuzz

@@ -1,0 +1,32 @@
+import SpawnGate
+
+/// Bodies on the wire between gateways: a request body as `serve` opens it, and a receipt as `spawn --broker`
+/// checks it. The first byte picks the path; the second path signs the input with the target's key first, so the
+/// receipt's payload parser (reached only after a valid signature) is fuzzed too.
+enum Keys {
+    static let gateway = try! SigningKey(seed: [UInt8](repeating: 7, count: 32))
+    static let target = try! SigningKey(seed: [UInt8](repeating: 9, count: 32))
+}
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzWireBody(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+    guard size > 0 else { return 0 }
+    let bytes = Array(UnsafeBufferPointer(start: data + 1, count: size - 1))
+    switch data[0] % 4 {
+    case 0:
+        if case .success(let envelope) = SealedBody.open(bytes, with: Keys.gateway) { _ = Envelope.parse(envelope) }
+    case 1:
+        let receipt = Envelope.seal(bytes, with: Keys.target, domain: .receipt)
+        for kind in [Receipt.Kind.spawn, .control] {
+            _ = Receipt.verify(receipt, from: Keys.target.publicKey, requestID: nil, kind: kind)
+            _ = Receipt.verify(receipt, from: Keys.target.publicKey, requestID: "00", kind: kind)
+        }
+    case 2:
+        _ = Receipt.verify(bytes, from: Keys.target.publicKey, requestID: nil)
+    default:
+        // The pieces on their own: a base64url text and a box that is not sealed to this key.
+        _ = Base64.urlDecode(String(decoding: bytes, as: UTF8.self))
+        _ = SealedBody.open(JSONWriter.object([("sealed", .string(Base64.urlEncode(bytes)))]), with: Keys.gateway)
+    }
+    return 0
+}
