@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .library(name: "SpawnGate", targets: ["SpawnGate"]),
         .executable(name: "spawngate", targets: ["spawngate"]),
+        .executable(name: "spawngate-serve", targets: ["spawngate-serve"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
@@ -51,14 +52,21 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // The command line. It does not link the network stack: `spawngate serve` execs spawngate-serve, so every
+        // other command (the hook path and `spawn` above all) starts in a few milliseconds.
         .executableTarget(
             name: "spawngate",
+            dependencies: [
+                "SpawnGate",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .executableTarget(
+            name: "spawngate-serve",
             dependencies: [
                 "SpawnGate",
                 "SpawnGateServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "NIOCore", package: "swift-nio"),
             ]),
         // `make bench`: measurements side by side in one run.
         .executableTarget(name: "spawngate-bench", dependencies: ["SpawnGate"]),

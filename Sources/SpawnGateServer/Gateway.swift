@@ -267,6 +267,7 @@ public final class Gateway: @unchecked Sendable {
     /// Returns how many were reaped or stopped.
     @discardableResult
     public func reap(now: Int64 = SystemClock().now()) -> Int {
+        metrics.commits(groups: committer.groups, decisions: committer.decisions)
         lock.lock(); let all = Array(tracked.values); lock.unlock()
         var changed = 0
         for t in all {

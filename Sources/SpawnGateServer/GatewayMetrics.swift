@@ -1,7 +1,8 @@
 import Prometheus
 import SpawnGate
 
-/// `GET /metrics`, Prometheus text: decisions by reason, decision latency, live agents, policy reloads.
+/// `GET /metrics`, Prometheus text: decisions by reason, decision latency, live agents, policy reloads, and group
+/// commits (decisions per commit is how many fsyncs the grouping saved).
 public final class GatewayMetrics: Sendable {
     public let registry = PrometheusCollectorRegistry()
     private let latency: DurationHistogram
@@ -9,6 +10,8 @@ public final class GatewayMetrics: Sendable {
     private let reloadOK: Counter
     private let reloadFailed: Counter
     private let byReason: [ReasonCode: Counter]
+    private let commitGroups: Gauge
+    private let commitDecisions: Gauge
 
     public init() {
         var counters: [ReasonCode: Counter] = [:]
@@ -26,6 +29,12 @@ public final class GatewayMetrics: Sendable {
                       .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .seconds(1)])
         live = registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "spawngate", metricName: "live_agents", unitName: "",
                                                                    helpText: "Agents this gateway process started that are still running"))
+        commitGroups = registry.makeGauge(descriptor: MetricNameDescriptor(
+            namespace: "spawngate", metricName: "commit_groups", unitName: "total",
+            helpText: "Commits of the state store and audit log (each one transaction and one fsync of each)"))
+        commitDecisions = registry.makeGauge(descriptor: MetricNameDescriptor(
+            namespace: "spawngate", metricName: "committed_decisions", unitName: "total",
+            helpText: "Decisions those commits recorded"))
         reloadOK = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "spawngate", metricName: "policy_reloads", unitName: "total",
                                                                          helpText: "Policy reloads"), labels: [("result", "ok")])
         reloadFailed = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "spawngate", metricName: "policy_reloads", unitName: "total",
@@ -35,6 +44,7 @@ public final class GatewayMetrics: Sendable {
     func count(_ reason: ReasonCode) { byReason[reason]?.increment() }
     func observe(duration: Duration) { latency.record(duration) }
     func liveAgents(_ n: Int) { live.set(Double(n)) }
+    func commits(groups: Int, decisions: Int) { commitGroups.set(Double(groups)); commitDecisions.set(Double(decisions)) }
     func reloads(ok: Bool) { (ok ? reloadOK : reloadFailed).increment() }
 
     public func text() -> [UInt8] { registry.emitToBuffer() }

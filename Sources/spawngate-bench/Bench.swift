@@ -102,8 +102,13 @@ struct Bench {
 
     static func main() throws {
         var rows: [(String, String)] = []
-        func row(_ name: String, _ value: String) { rows.append((name, value)); print("\(name): \(value)") }
+        func row(_ name: String, _ value: String) { rows.append((name, value)); print("\(name): \(value)"); fflush(nil) }
+        let exe = CommandLine.arguments.count > 2 ? CommandLine.arguments[2] : nil
         try agentStarts(row)
+        if let exe {
+            try remoteVersusSSH(exe: exe, row)
+            try daemonThroughput(exe: exe, row)
+        }
 
         // 1. Policy evaluation at 10,000 rules / 1,000 brokers (lexical paths: the engine alone).
         let text = bigPolicy(rules: 10_000, brokers: 1_000)
@@ -155,8 +160,14 @@ struct Bench {
         let fullNs = measure(rounds: 15, batch: 500) { _ in
             guard case .verified = try! verifier.verify(envelope) else { fatalError("benchmark envelope refused") }
         }
+        // serve's key store: parsed keys kept, each lookup re-checks the files with stat(2).
+        let cachedVerifier = RequestVerifier(audience: "vps-broker", keys: KeyStore(home: Home(root: home), cached: true), clock: FixedClock(1_800_000_010))
+        let cachedNs = measure(rounds: 15, batch: 500) { _ in
+            guard case .verified = try! cachedVerifier.verify(envelope) else { fatalError("benchmark envelope refused") }
+        }
         row("libsodium verify (raw, domain-prefixed message)", String(format: "%.1f µs", verifyNs / 1000))
-        row("request verification (envelope, key store on disk, verify, payload)", String(format: "%.1f µs (%.2f× raw verify)", fullNs / 1000, fullNs / verifyNs))
+        row("request verification, key files read and parsed each time (`check`)", String(format: "%.1f µs (%.2f× raw verify)", fullNs / 1000, fullNs / verifyNs))
+        row("request verification, cached key store (`serve`)", String(format: "%.1f µs (%.2f× raw verify)", cachedNs / 1000, cachedNs / verifyNs))
 
         // 4. The whole decision pipeline on a real home: verify, policy (realpath), binary check, then the state
         // transaction. Dry run reads the state store only; a durable decision also fsyncs the audit line and commits.
@@ -177,7 +188,10 @@ struct Bench {
         try policyText.write(toFile: home + "/policy/policy.yaml", atomically: true, encoding: .utf8)
         chmod(home + "/policy/policy.yaml", 0o600)
         // The real clock: the `spawngate check` processes below share this state store and have no other.
-        let pipeline = try DecisionPipeline.open(home: Home(root: home))
+        // The key store is serve's (cached); `check` reads the files, as measured above.
+        let opened = try DecisionPipeline.open(home: Home(root: home))
+        let pipeline = DecisionPipeline(audience: "vps-broker", keys: KeyStore(home: Home(root: home), cached: true), policy: opened.policy,
+                                        state: opened.state, audit: opened.audit)
         func fresh(_ n: Int) -> [[UInt8]] {
             let t = SystemClock().now()
             return (0..<n).map { _ in
@@ -186,6 +200,12 @@ struct Bench {
             }
         }
         let dryEnvelopes = fresh(1)
+        if ProcessInfo.processInfo.environment["SPAWNGATE_BENCH_PROFILE"] == "decision" {
+            // For `perf record`: dry-run decisions and nothing else, for 5 seconds.
+            let end = now() + 5_000_000_000
+            while now() < end { _ = pipeline.decide(dryEnvelopes[0], mode: .dryRun) }
+            return
+        }
         let dryNs = measure(rounds: 15, batch: 500) { _ in
             guard pipeline.decide(dryEnvelopes[0], mode: .dryRun).decision.allowed else { fatalError("benchmark request denied") }
         }
@@ -196,12 +216,22 @@ struct Bench {
             next += 1
             guard d.allowed else { fatalError("benchmark request denied: \(d.detail)") }
         }
+        // Group commit in one process: 64 decisions prepared, then recorded in one transaction with one audit write.
+        let group = 64
+        let grouped = fresh((15 + 3) * 4 * group)
+        var g = 0
+        let groupNs = measure(rounds: 15, batch: 4) { _ in
+            let outcomes = pipeline.commit(grouped[g..<(g + group)].map { pipeline.prepare($0) })
+            g += group
+            guard outcomes.allSatisfy(\.decision.allowed) else { fatalError("benchmark request denied in a group") }
+        } / Double(group)
         row("whole decision, dry run (verify, policy with realpath, binary check, state read)", String(format: "%.1f µs (%.2f× raw verify)", dryNs / 1000, dryNs / verifyNs))
-        row("whole decision, durable (plus audit append + fsync, state commit + fsync), one process", String(format: "%.2f ms (%.0f decisions/s)", durableNs / 1e6, 1e9 / durableNs))
+        row("whole decision, durable, one at a time (audit append + fsync, state commit + fsync each)", String(format: "%.2f ms (%.0f decisions/s)", durableNs / 1e6, 1e9 / durableNs))
+        row("whole decision, durable, group commit of \(group) (one transaction, one audit write, 2 fsyncs per group), per decision",
+            String(format: "%.1f µs (%.2f× raw verify; %.0f decisions/s on one core)", groupNs / 1000, groupNs / verifyNs, 1e9 / groupNs))
 
         // 5. `spawngate check` as a fresh process per request: the hook path.
-        if CommandLine.arguments.count > 2 {
-            let exe = CommandLine.arguments[2]
+        if let exe {
             let files: [String] = try fresh(31).enumerated().map { i, e in
                 let f = dir + "/req\(i).json"
                 try Data(e).write(to: URL(fileURLWithPath: f))

@@ -1,81 +1,33 @@
 import ArgumentParser
 import Foundation
-import Logging
-import NIOCore
 import SpawnGate
-import SpawnGateServer
 #if canImport(Glibc)
 import Glibc
 #endif
 
-struct Serve: AsyncParsableCommand {
+/// `spawngate serve` runs `spawngate-serve`, installed next to this binary, with the same arguments: the network
+/// stack lives only in that executable, so this one (every `check`, hook and `spawn`) starts without loading it.
+struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the long-running gateway: HTTP for remote requests, a Unix socket for local hooks.",
         discussion: """
-            HTTP: POST /v1/spawn (a sealed, signed request; the answer is a signed receipt), GET /v1/agents and \
-            POST /v1/release (signed control requests, for the requester's own agents), GET /healthz, GET /metrics \
-            (Prometheus). The socket: POST /v1/hook, the input of 'hook pre-spawn', for callers whose uid the \
-            policy's hook_users admits (default: this user only).
-            Every request goes through the same decision pipeline as 'check'. Bodies over 64 KiB, slow clients \
-            and sources sending unauthenticated junk are cut off before any decision. The policy is reloaded on \
-            SIGHUP and when the file changes; a policy that fails to load or to pass its tests is refused and the \
-            last good one stays. SIGTERM stops serving; agents keep running and are found again at the next start.
-            Without --listen or --socket, listens on 127.0.0.1:7717. Port 0 picks a free port; the address is \
-            printed on standard output ("listening on …").
-            """)
-    @OptionGroup var home: HomeOption
-    @Option(help: ArgumentHelp("Address to listen on, e.g. 100.101.102.103:7717 (a Tailscale address) or 127.0.0.1:0.", valueName: "host:port"))
-    var listen: String?
-    @Option(help: ArgumentHelp("Unix socket for local hooks.", valueName: "path")) var socket: String?
-    @Option(help: ArgumentHelp("Seconds a client has to send a request's head.", valueName: "seconds", visibility: .hidden))
-    var headerTimeout: Double = 5
-    @Option(help: ArgumentHelp("Seconds a client has to send a request's body after its head.", valueName: "seconds", visibility: .hidden))
-    var bodyTimeout: Double = 10
-    @Flag(help: ArgumentHelp("Reload the policy on SIGHUP only, not when the file changes.", visibility: .hidden))
-    var noWatch = false
+            Runs spawngate-serve (installed next to spawngate) with these arguments; 'spawngate serve --help' \
+            lists its options (--home, --listen, --socket).
+            """,
+        helpNames: [])
+    @Argument(parsing: .captureForPassthrough, help: ArgumentHelp("Options of the gateway: see 'spawngate serve --help'.", valueName: "options"))
+    var arguments: [String] = []
 
-    func validate() throws {
-        guard headerTimeout > 0, headerTimeout <= 300, bodyTimeout > 0, bodyTimeout <= 300 else {
-            throw ValidationError("--header-timeout and --body-timeout must be between 0 and 300 seconds")
-        }
-    }
-
-    func run() async throws {
-        var address: ListenAddress?
-        if let listen {
-            switch ListenAddress.parse(listen) {
-            case .success(let a): address = a
-            case .failure(let e): throw ValidationError(e.message)
-            }
-        } else if socket == nil {
-            address = ListenAddress(host: "127.0.0.1", port: 7717)
-        }
-        if let warning = address?.exposureWarning { printError("warning: \(warning)") }
-        var logger = Logger(label: "spawngate")
-        logger.logLevel = .notice
-        let gateway: Gateway
-        do { gateway = try Gateway(home: home.resolved, logger: logger) } catch {
-            printError("cannot serve: \(error.message)")
-            throw Exit.cannotDecide
-        }
-        // A daemon must hear TERM, INT and HUP whatever mask it inherited (a test runner's, a supervisor's).
-        var signals = sigset_t()
-        sigemptyset(&signals)
-        for s in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&signals, s) }
-        pthread_sigmask(SIG_UNBLOCK, &signals, nil)
-        var options = GatewayServer.Options(listen: address, socket: socket)
-        options.headerTimeout = .milliseconds(Int64(headerTimeout * 1000))
-        options.bodyTimeout = .milliseconds(Int64(bodyTimeout * 1000))
-        options.watchPolicyFile = !noWatch
-        var server = GatewayServer(gateway: gateway, options: options)
-        let name = gateway.identity.name
-        server.onListening = { address in writeAll(1, "spawngate \(name): listening on \(address)\n") }
-        do { try await server.run() } catch let e as GatewayFailure {
-            printError("cannot serve: \(e.message)")
-            throw Exit.cannotDecide
-        } catch {
-            printError("cannot serve: \(error)")
-            throw Exit.cannotDecide
-        }
+    func run() throws {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        let directory = n > 0 ? (String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) as NSString).deletingLastPathComponent : "."
+        let server = directory + "/spawngate-serve"
+        var argv: [UnsafeMutablePointer<CChar>?] = ([server] + arguments).map { strdup($0) } + [nil]
+        execv(server, &argv)
+        let why = String(cString: strerror(errno))
+        for a in argv { free(a) }
+        printError("cannot run \(server) (\(why)): 'spawngate serve' is that program; install it next to spawngate (swift build puts both in .build/debug)")
+        throw Exit.cannotDecide
     }
 }

@@ -39,26 +39,9 @@ enum Exit {
 }
 
 /// Prints `spawngate: <message>` to stderr.
-func printError(_ message: String) {
-    var stderr = StandardError()
-    print("spawngate: \(message)", to: &stderr)
-}
+func printError(_ message: String) { Console.error(message) }
 
-struct StandardError: TextOutputStream {
-    mutating func write(_ string: String) { writeAll(2, string) }
-}
-
-/// write(2) on a descriptor directly: no shared C FILE* (not concurrency-safe in Swift 6), no buffering to lose, so
-/// a line reaches a pipe at once.
-func writeAll(_ fd: Int32, _ string: String) {
-    let bytes = Array(string.utf8)
-    var offset = 0
-    while offset < bytes.count {
-        let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, bytes.count - offset) }
-        if n <= 0 { if n < 0 && errno == EINTR { continue }; return }
-        offset += n
-    }
-}
+func writeAll(_ fd: Int32, _ string: String) { Console.write(fd, string) }
 
 /// Runs an operator action: an ``OperatorError`` prints its sentence and exits 1, a ``GatewayFailure`` exits 2.
 func operatorAction(_ body: () throws -> Void) throws {

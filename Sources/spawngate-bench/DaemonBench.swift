@@ -1,0 +1,82 @@
+import Foundation
+import SpawnGate
+
+extension Bench {
+    /// Durable decisions per second of a running `spawngate serve`: concurrent hook requests over its Unix socket
+    /// (the broker's pre-spawn hook path: a full decision, audited and committed, with nothing started), so many
+    /// decisions share each commit.
+    static func daemonThroughput(exe: String, clients: Int = 16, requests: Int = 30_000, _ row: (String, String) -> Void) throws {
+        let b = try BenchBrokers("daemon", exe: exe, sandbox: .none)
+        defer { b.cleanUp() }
+        let socket = b.dir + "/gate.sock"
+        let (serve, _) = b.serve(["--socket", socket])
+        defer { Proc.stop(serve) }
+
+        let t = SystemClock().now()
+        let envelopes: [[UInt8]] = (0..<requests).map { _ in
+            Envelope.seal(SpawnRequest(name: "coder", cli: "true", task: "Implement the plan", cwd: b.app, from: "mac-laptop",
+                                       to: "vps-broker", iat: t, exp: t + 120).encoded(), with: b.laptopKey, domain: .request)
+        }
+        let next = Counter(), allowed = Counter()
+        let lastRefusal = Shared("")
+        let latencies = (0..<clients).map { _ in Box<[Double]>([]) }
+        let done = DispatchGroup()
+        let t0 = now()
+        for c in 0..<clients {
+            done.enter()
+            // Threads, not Dispatch: concurrentPerform would run only as many clients as there are cores.
+            let thread = Thread {
+                while case let i = next.take(), i < requests {
+                    let s = now()
+                    let answer: String
+                    do throws(HTTPClient.Failure) {
+                        let r = try HTTPClient.exchange(.unix(path: socket), method: "POST", path: "/v1/hook", body: envelopes[i], timeout: 30)
+                        answer = "HTTP \(r.status): " + String(decoding: r.body, as: UTF8.self)
+                    } catch { answer = error.message }
+                    latencies[c].value.append(Double(now() - s))
+                    if answer.hasPrefix("HTTP 200"), answer.contains("\"decision\":\"allow\"") { _ = allowed.take() } else { lastRefusal.set(answer) }
+                }
+                done.leave()
+            }
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+        done.wait()
+        let seconds = Double(now() - t0) / 1e9
+        guard allowed.value == requests else { fatalError("only \(allowed.value) of \(requests) hook decisions were allowed; the last refusal: \(lastRefusal.get())") }
+        // The reaper publishes the commit counts every 0.2 s.
+        usleep(300_000)
+        let metrics = (try? HTTPClient.exchange(.unix(path: socket), method: "GET", path: "/metrics", timeout: 5)).map { String(decoding: $0.body, as: UTF8.self) } ?? ""
+        func metric(_ name: String) -> Double {
+            metrics.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ").last!) } ?? .nan
+        }
+        let groups = metric("spawngate_commit_groups_total"), decided = metric("spawngate_committed_decisions_total")
+        let verify = Proc.run([exe, "audit", "verify", "--home", b.vps])
+        guard verify.status == 0 else { fatalError("the audit log does not verify after the daemon benchmark") }
+        row("daemon: durable decisions through `serve`'s Unix socket (hook requests, \(clients) concurrent clients, \(requests) requests)",
+            String(format: "%.0f decisions/s (median latency %.1f ms; %.1f decisions per commit)", Double(requests) / seconds,
+                   latencies.flatMap(\.value).median / 1e6, decided / groups))
+    }
+}
+
+/// A shared counter: `take` returns the value before adding one.
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var n = 0
+    func take() -> Int { lock.lock(); defer { lock.unlock() }; n += 1; return n - 1 }
+    var value: Int { lock.lock(); defer { lock.unlock() }; return n }
+}
+
+final class Box<T>: @unchecked Sendable {
+    var value: T
+    init(_ value: T) { self.value = value }
+}
+
+/// A value written by several threads.
+final class Shared<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: T
+    init(_ value: T) { self.value = value }
+    func set(_ v: T) { lock.lock(); value = v; lock.unlock() }
+    func get() -> T { lock.lock(); defer { lock.unlock() }; return value }
+}

@@ -1,0 +1,182 @@
+import Foundation
+import SpawnGate
+
+/// Two brokers on this machine, as the demo has them: a laptop that asks and a VPS whose gateway decides.
+struct BenchBrokers {
+    let dir: String, exe: String
+    let laptop: String, vps: String, app: String
+    let laptopKey: SigningKey
+
+    /// `rule` is the VPS's one allow rule for the laptop, without its cwd (added here).
+    init(_ name: String, exe: String, sandbox: SandboxProfile) throws {
+        dir = NSTemporaryDirectory() + "spawngate-bench-\(name)-\(getpid())"
+        self.exe = exe
+        laptop = dir + "/laptop"; vps = dir + "/vps"
+        try FileManager.default.createDirectory(atPath: dir + "/app", withIntermediateDirectories: true)
+        app = try PathResolver.filesystem.resolve(dir + "/app").get()
+        Proc.must([exe, "init", "--home", laptop, "--name", "mac-laptop"], in: dir)
+        Proc.must([exe, "init", "--home", vps, "--name", "vps-broker"], in: dir)
+        laptopKey = try Home(root: laptop).loadIdentity().key
+        try Home(root: vps).keyStore.enroll(name: "mac-laptop", key: laptopKey.publicKey, expected: laptopKey.publicKey.fingerprint)
+        // The agent is /usr/bin/true: what is measured is getting it started, not what it does.
+        try """
+            version: 1
+            accept_remote_spawn: true
+            clis:
+              true: {path: /usr/bin/true, args: [[]]}
+            rules:
+              - {name: laptop-bench, brokers: [mac-laptop], clis: [true], cwd: [\(app)], sandbox: \(sandbox.rawValue), rate: 100000/second, burst: 100000}
+            """.write(toFile: Home(root: vps).policyFile, atomically: true, encoding: .utf8)
+    }
+
+    /// Starts the VPS's `spawngate serve` with `args`; returns its pid once it listens.
+    func serve(_ args: [String]) -> (pid: pid_t, log: String) {
+        let log = dir + "/serve.log"
+        let pid = Proc.start([exe, "serve", "--home", vps] + args, log: log)
+        guard Proc.awaitText("listening on", in: log) != nil else {
+            Proc.stop(pid)
+            fatalError("spawngate serve did not start: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+        }
+        return (pid, log)
+    }
+
+    func cleanUp() { try? FileManager.default.removeItem(atPath: dir) }
+}
+
+/// A private sshd on 127.0.0.1 with temporary host and client keys, and a temporary login account whose only key
+/// is `command="/usr/bin/true",restrict`: the way users start agents on another machine today.
+struct PrivateSSHD {
+    static let user = "spawngate-bench"
+    let dir: String, port: Int, pid: pid_t
+    private let madeRunDir: Bool, madeUser: Bool
+
+    /// Nil, with the reason, when this machine cannot run one (no sshd, not root).
+    static func start(in dir: String) -> Result<PrivateSSHD, BenchSkip> {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/sbin/sshd") else { return .failure(BenchSkip("no /usr/sbin/sshd (apt-get install openssh-server; make bench installs it)")) }
+        guard getuid() == 0 else { return .failure(BenchSkip("sshd needs root to log a user in (run make bench as root)")) }
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        Proc.must(["/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", dir + "/host_ed25519"], in: dir)
+        Proc.must(["/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", dir + "/client_key"], in: dir)
+        let madeUser = Proc.run(["/usr/bin/id", user]).status != 0
+        if madeUser {
+            // A plain account with /bin/sh, so no rc file adds to SSH's time; '*' is no password, but not locked.
+            Proc.must(["/usr/sbin/useradd", "--system", "-M", "-d", "/", "-s", "/bin/sh", user], in: dir)
+            Proc.must(["/usr/sbin/usermod", "-p", "*", user], in: dir)
+        }
+        let madeRunDir = !FileManager.default.fileExists(atPath: "/run/sshd")
+        if madeRunDir { mkdir("/run/sshd", 0o755) }
+        let port = Proc.freePort()
+        let clientPub = (try? String(contentsOfFile: dir + "/client_key.pub", encoding: .utf8)) ?? ""
+        let hostPub = ((try? String(contentsOfFile: dir + "/host_ed25519.pub", encoding: .utf8)) ?? "").split(separator: " ").prefix(2).joined(separator: " ")
+        try? "command=\"/usr/bin/true\",restrict \(clientPub)".write(toFile: dir + "/authorized_keys", atomically: true, encoding: .utf8)
+        try? "[127.0.0.1]:\(port) \(hostPub)\n".write(toFile: dir + "/known_hosts", atomically: true, encoding: .utf8)
+        try? """
+            Port \(port)
+            ListenAddress 127.0.0.1
+            HostKey \(dir)/host_ed25519
+            PidFile none
+            AuthorizedKeysFile \(dir)/authorized_keys
+            AllowUsers \(user)
+            StrictModes no
+            PasswordAuthentication no
+            KbdInteractiveAuthentication no
+            UsePAM no
+            UseDNS no
+            PrintMotd no
+            LogLevel ERROR
+            MaxStartups 100:30:200
+
+            """.write(toFile: dir + "/sshd_config", atomically: true, encoding: .utf8)
+        try? """
+            Host bench
+              HostName 127.0.0.1
+              Port \(port)
+              User \(user)
+              IdentityFile \(dir)/client_key
+              IdentitiesOnly yes
+              UserKnownHostsFile \(dir)/known_hosts
+              StrictHostKeyChecking yes
+              BatchMode yes
+              ControlMaster no
+              ControlPath none
+              LogLevel ERROR
+
+            """.write(toFile: dir + "/ssh_config", atomically: true, encoding: .utf8)
+        let pid = Proc.start(["/usr/sbin/sshd", "-D", "-e", "-f", dir + "/sshd_config"], log: dir + "/sshd.log")
+        let deadline = Bench.now() + 10_000_000_000
+        while !Proc.accepts(port) && Bench.now() < deadline { usleep(10_000) }
+        let sshd = PrivateSSHD(dir: dir, port: port, pid: pid, madeRunDir: madeRunDir, madeUser: madeUser)
+        guard Proc.accepts(port) else {
+            sshd.stop()
+            return .failure(BenchSkip("sshd did not start: \((try? String(contentsOfFile: dir + "/sshd.log", encoding: .utf8)) ?? "")"))
+        }
+        // The forced command must be what runs, whatever the client asks for.
+        let probe = dir + "/probe.log"
+        let r = Proc.run(sshd.command("echo should-not-run"), log: probe)
+        let out = (try? String(contentsOfFile: probe, encoding: .utf8)) ?? ""
+        guard r.status == 0, !out.contains("should-not-run") else {
+            sshd.stop()
+            return .failure(BenchSkip("the ssh probe failed (exit \(r.status)): \(out)"))
+        }
+        return .success(sshd)
+    }
+
+    func command(_ remote: String, kex: String? = nil) -> [String] {
+        ["/usr/bin/ssh", "-F", dir + "/ssh_config"] + (kex.map { ["-o", "KexAlgorithms=\($0)"] } ?? []) + ["bench", remote]
+    }
+
+    func stop() {
+        Proc.stop(pid)
+        if madeUser { Proc.run(["/usr/sbin/userdel", Self.user]) }
+        if madeRunDir { rmdir("/run/sshd") }
+    }
+}
+
+struct BenchSkip: Error { let why: String; init(_ why: String) { self.why = why } }
+
+extension Bench {
+    /// Remote spawn end to end over loopback (`spawngate spawn` → `serve` → start under `standard` → verified
+    /// receipt) against the same start through SSH with a forced command, measured interleaved.
+    static func remoteVersusSSH(exe: String, _ row: (String, String) -> Void) throws {
+        let b = try BenchBrokers("remote", exe: exe, sandbox: .standard)
+        defer { b.cleanUp() }
+        let (serve, log) = b.serve(["--listen", "127.0.0.1:0"])
+        defer { Proc.stop(serve) }
+        let url = (try String(contentsOfFile: log, encoding: .utf8)).split(separator: "\n").first { $0.contains("listening on") }!
+            .split(separator: " ").last!
+        let vpsKey = try Home(root: b.vps).loadIdentity().key.publicKey
+        Proc.must([exe, "peer", "add", "vps-broker", "--url", String(url), "--key", vpsKey.line(comment: "vps-broker"),
+                   "--fingerprint", vpsKey.fingerprint.description, "--home", b.laptop], in: b.dir)
+        let spawn = [exe, "spawn", "coder", "true", "Implement the plan", "--broker", "vps-broker", "--cwd", b.app, "--home", b.laptop]
+
+        let sshd: PrivateSSHD?
+        switch PrivateSSHD.start(in: b.dir + "/ssh") {
+        case .success(let s): sshd = s
+        case .failure(let skip):
+            sshd = nil
+            row("remote spawn vs SSH", "SSH not measured: \(skip.why)")
+        }
+        defer { sshd?.stop() }
+
+        let rounds = 31
+        var ours: [Double] = [], sshDefault: [Double] = [], sshCurve: [Double] = []
+        for i in 0..<(rounds + 3) {
+            let r = Proc.run(spawn)
+            guard r.status == 0 else { fatalError("spawngate spawn failed (exit \(r.status)); run it by hand: \(spawn.joined(separator: " "))") }
+            var d = 0.0, c = 0.0
+            if let sshd {
+                let a = Proc.run(sshd.command("Implement the plan")), k = Proc.run(sshd.command("Implement the plan", kex: "curve25519-sha256"))
+                guard a.status == 0, k.status == 0 else { fatalError("ssh failed (exit \(a.status), \(k.status))") }
+                (d, c) = (a.ns, k.ns)
+            }
+            if i >= 3 { ours.append(r.ns); sshDefault.append(d); sshCurve.append(c) }  // 3 warm-up rounds
+        }
+        row("remote spawn end to end over loopback: `spawngate spawn` → `serve` → start under `standard` → verified receipt",
+            String(format: "%.1f ms", ours.median / 1e6))
+        guard sshd != nil else { return }
+        row("the same start through `ssh` with a `command=…,restrict` key (no sandbox), OpenSSH's default key exchange",
+            String(format: "%.1f ms (spawngate is %.1f× faster)", sshDefault.median / 1e6, sshDefault.median / ours.median))
+        row("the same through `ssh -o KexAlgorithms=curve25519-sha256` (SSH's fastest here)",
+            String(format: "%.1f ms (spawngate is %.1f× faster)", sshCurve.median / 1e6, sshCurve.median / ours.median))
+    }
+}
