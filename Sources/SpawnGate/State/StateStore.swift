@@ -26,8 +26,19 @@ public final class StateStore: Sendable {
         c.journalMode = .wal
         // Concurrent deciders wait for the write lock rather than fail; 30 s is far beyond any real decision.
         c.busyMode = .timeout(30)
-        c.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
         return c
+    }
+
+    /// GRDB sets `synchronous = NORMAL` when it turns WAL on, after any `prepareDatabase` has run, and under NORMAL a
+    /// commit is not fsynced: a power cut could forget a nonce the audit log already shows as used. So FULL is set on
+    /// the open connection, and checked.
+    private static func makeDurable(_ queue: DatabaseQueue) throws {
+        try queue.inDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+            guard try Int.fetchOne(db, sql: "PRAGMA synchronous") == 2 else {
+                throw GatewayFailure("SQLite did not accept synchronous=FULL, so commits would not be durable")
+            }
+        }
     }
 
     private static var migrator: DatabaseMigrator {
@@ -70,6 +81,7 @@ public final class StateStore: Sendable {
         close(fd)
         do {
             let queue = try DatabaseQueue(path: path, configuration: configuration)
+            try makeDurable(queue)
             try migrator.migrate(queue)
             return StateStore(path: path, queue: queue)
         } catch {
@@ -85,6 +97,7 @@ public final class StateStore: Sendable {
         do { try Files.checkNotWritableByOthers(path) } catch { throw GatewayFailure(error.message) }
         do {
             let queue = try DatabaseQueue(path: path, configuration: configuration)
+            try makeDurable(queue)
             let (applied, superseded) = try queue.read { db in
                 (try migrator.appliedIdentifiers(db), try migrator.hasBeenSuperseded(db))
             }

@@ -5,6 +5,18 @@ import Testing
 
 @Suite("State store schema")
 struct StateStoreTests {
+    /// Every commit is fsynced: the connection runs with synchronous=FULL (GRDB's WAL set-up would leave NORMAL,
+    /// under which a power cut can forget committed nonces), on a new store and on a reopened one. Also on 0600.
+    @Test func commitsAreFsyncedAndTheFileIsPrivate() throws {
+        let path = TestSupport.tempDir("state") + "/state.db"
+        for store in [try StateStore.create(path), try StateStore.open(path)] {
+            #expect(try store.read { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") } == 2)
+            #expect(try store.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") } == "wal")
+        }
+        var st = stat()
+        #expect(stat(path, &st) == 0 && st.st_mode & 0o777 == 0o600)
+    }
+
     /// A store made by the previous release (schema v1 only) is brought up to date when opened, keeping its
     /// nonces: an upgrade must not forget which requests were already used.
     @Test func aStoreFromTheEarlierSchemaIsUpgradedInPlace() throws {
