@@ -21,9 +21,9 @@ public struct WireAnswer: Sendable {
 /// receipts, the spawner, and the agents this process started. Transports (HTTP, the Unix socket) only move bytes
 /// in and out of it.
 ///
-/// Decisions run on their own threads (a concurrent queue, so verification runs on both cores) and are committed
-/// together by a ``GroupCommitter``: one transaction and one fsync serve every decision waiting. Keeping them off
-/// Swift's cooperative pool (two threads on two cores) keeps the listeners answering while commits wait for the disk.
+/// Requests are verified and matched on the cooperative pool (both cores), then committed together by a
+/// ``GroupCommitter`` on its own queue: one transaction and one fsync serve every decision waiting, and no pool
+/// thread waits for the disk. Starting an agent runs on a queue of its own for the same reason.
 public final class Gateway: @unchecked Sendable {
     public let home: Home
     public let identity: Identity
@@ -31,7 +31,7 @@ public final class Gateway: @unchecked Sendable {
     let logger: Logger
     public let metrics: GatewayMetrics
     let limiter: PreAuthLimiter
-    private let decisions = DispatchQueue(label: "spawngate.decisions", attributes: .concurrent)
+    private let blocking = DispatchQueue(label: "spawngate.blocking", attributes: .concurrent)
     public let committer = GroupCommitter()
     private let lock = NSLock()
     private var _pipeline: DecisionPipeline
@@ -101,7 +101,15 @@ public final class Gateway: @unchecked Sendable {
     /// The caller has taken a token of `source`'s pre-authentication allowance (``admit(_:)``) before reading the body.
     public func spawn(body: [UInt8], source: String) async -> WireAnswer {
         let started = ContinuousClock.now
-        let answer = await onDecisionThread { [self] in decideAndStart(body, source: source) }
+        let p = pipeline
+        let pending: DecisionPipeline.Pending
+        switch SealedBody.open(body, with: identity.key) {
+        case .failure(let d): pending = p.prepareRefusal(d)
+        case .success(let envelope): pending = p.prepare(envelope)
+        }
+        let outcome = await committer.commit(pending, through: p)
+        // Starting forks, waits for the exec and records the agent (an fsync): off the cooperative pool.
+        let answer = await offPool { [self] in start(outcome, source: source, pipeline: p) }
         metrics.observe(duration: ContinuousClock.now - started)
         return answer
     }
@@ -111,50 +119,40 @@ public final class Gateway: @unchecked Sendable {
         guard let header, let envelope = Base64.urlDecode(header), envelope.count <= Envelope.maxSize else {
             return .error(400, "GET /v1/agents needs a signed control request, base64url, in the Spawngate-Request header ('spawngate agents --broker' sends one)")
         }
-        return await onDecisionThread { [self] in
-            let p = pipeline
-            let outcome = committer.commit(p.prepareControl(envelope), through: p)
-            guard let control = outcome.control else { return controlDenial(outcome.decision, source: source, pipeline: p) }
-            limiter.refund(source)
-            let agents = ((try? p.state.runningAgents()) ?? []).filter { $0.broker == control.broker }
-            let now = SystemClock().now()
-            let list = JSONWriter.encode(.array(agents.map { $0.json(now: now) }))
-            metrics.count(outcome.decision.reason)
-            return receipt(outcome.decision, started: nil, extra: [("agents", .raw(list))], sealTo: control.fingerprint, pipeline: p)
-        }
+        let p = pipeline
+        let outcome = await committer.commit(p.prepareControl(envelope), through: p)
+        guard let control = outcome.control else { return controlDenial(outcome.decision, source: source, pipeline: p) }
+        limiter.refund(source)
+        let agents = await offPool { ((try? p.state.runningAgents()) ?? []).filter { $0.broker == control.broker } }
+        let now = SystemClock().now()
+        let list = JSONWriter.encode(.array(agents.map { $0.json(now: now) }))
+        metrics.count(outcome.decision.reason)
+        return receipt(outcome.decision, started: nil, extra: [("agents", .raw(list))], sealTo: control.fingerprint, pipeline: p)
     }
 
     /// `POST /v1/release`: stops the requester's own agents of that name (TERM, then KILL after the grace).
     public func release(body: [UInt8], source: String, grace: Double = Supervisor.grace) async -> WireAnswer {
-        let (decided, matching): (WireAnswer?, (DecisionPipeline, DecisionPipeline.ControlOutcome, [AgentRecord])?) = await onDecisionThread { [self] in
-            let p = pipeline
-            let envelope: [UInt8]
-            switch SealedBody.open(body, with: identity.key) {
-            case .failure(let d):
-                return (controlDenial(committer.commit(p.prepareRefusal(d), through: p).decision, source: source, pipeline: p), nil)
-            case .success(let e): envelope = e
-            }
-            let outcome = committer.commit(p.prepareControl(envelope), through: p)
-            guard let control = outcome.control else { return (controlDenial(outcome.decision, source: source, pipeline: p), nil) }
-            limiter.refund(source)
-            let agents = ((try? p.state.runningAgents()) ?? []).filter { $0.broker == control.broker && $0.name == control.request.name }
-            return (nil, (p, DecisionPipeline.ControlOutcome(decision: outcome.decision, control: control), agents))
+        let p = pipeline
+        let pending: DecisionPipeline.Pending
+        switch SealedBody.open(body, with: identity.key) {
+        case .failure(let d): pending = p.prepareRefusal(d)
+        case .success(let envelope): pending = p.prepareControl(envelope)
         }
-        if let decided { return decided }
-        guard let (p, outcome, agents) = matching, let control = outcome.control else { return .error(500, "internal error") }
-        // Stopping waits up to the grace period: not on the decision thread.
-        let released: [JSONValue] = await withCheckedContinuation { done in
-            DispatchQueue.global().async { [self] in
-                var out: [JSONValue] = []
-                for agent in agents {
-                    let stopped = Supervisor.stop(agent.process, grace: grace)
-                    try? p.state.recordExit(requestID: agent.requestID)
-                    // A child of this process stays a zombie until the reaper collects it.
-                    out.append(.object(["name": .string(agent.name), "pid": .number(String(agent.process.pid)),
-                                        "request_id": .string(agent.requestID), "stopped": .bool(stopped)]))
-                }
-                done.resume(returning: out)
+        let outcome = await committer.commit(pending, through: p)
+        guard let control = outcome.control else { return controlDenial(outcome.decision, source: source, pipeline: p) }
+        limiter.refund(source)
+        // Stopping waits up to the grace period: off the cooperative pool.
+        let released: [JSONValue] = await offPool {
+            let agents = ((try? p.state.runningAgents()) ?? []).filter { $0.broker == control.broker && $0.name == control.request.name }
+            var out: [JSONValue] = []
+            for agent in agents {
+                let stopped = Supervisor.stop(agent.process, grace: grace)
+                try? p.state.recordExit(requestID: agent.requestID)
+                // A child of this process stays a zombie until the reaper collects it.
+                out.append(.object(["name": .string(agent.name), "pid": .number(String(agent.process.pid)),
+                                    "request_id": .string(agent.requestID), "stopped": .bool(stopped)]))
             }
+            return out
         }
         metrics.count(outcome.decision.reason)
         let d = outcome.decision
@@ -168,34 +166,28 @@ public final class Gateway: @unchecked Sendable {
 
     /// The Unix socket's `POST /v1/hook`: the same input and decision as `spawngate hook pre-spawn`.
     public func hook(body: [UInt8], uid: UInt32) async -> (status: Int, decision: Decision) {
-        await onDecisionThread { [self] in
-            let p = pipeline
-            guard p.policy.admitsHookUser(uid, gatewayUID: getuid()) else {
-                let refusal = p.prepareRefusal(Denial(.unknownKey, "uid \(uid) may not use this gateway's socket; the policy's hook_users names who may"))
-                let d = committer.commit(refusal, through: p).decision
-                metrics.count(d.reason)
-                return (403, d)
-            }
-            let outcome = committer.commit(p.prepareHook(body), through: p)
-            metrics.count(outcome.decision.reason)
-            return (200, outcome.decision)
-        }
-    }
-
-    // MARK: The decision thread
-
-    private func onDecisionThread<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
-        await withCheckedContinuation { done in decisions.async { done.resume(returning: work()) } }
-    }
-
-    private func decideAndStart(_ body: [UInt8], source: String) -> WireAnswer {
         let p = pipeline
-        let pending: DecisionPipeline.Pending
-        switch SealedBody.open(body, with: identity.key) {
-        case .failure(let d): pending = p.prepareRefusal(d)
-        case .success(let envelope): pending = p.prepare(envelope)
+        guard p.policy.admitsHookUser(uid, gatewayUID: getuid()) else {
+            let refusal = p.prepareRefusal(Denial(.unknownKey, "uid \(uid) may not use this gateway's socket; the policy's hook_users names who may"))
+            let d = await committer.commit(refusal, through: p).decision
+            metrics.count(d.reason)
+            return (403, d)
         }
-        let outcome = committer.commit(pending, through: p)
+        let outcome = await committer.commit(p.prepareHook(body), through: p)
+        metrics.count(outcome.decision.reason)
+        return (200, outcome.decision)
+    }
+
+    // MARK: Work that blocks
+
+    /// Runs blocking work (fork and exec, waiting for an agent to stop, a state store read) on a thread of its own
+    /// queue, so Swift's cooperative pool (two threads on two cores) keeps serving. Verification runs on the pool;
+    /// commits run on the ``GroupCommitter``'s queue.
+    private func offPool<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { done in blocking.async { done.resume(returning: work()) } }
+    }
+
+    private func start(_ outcome: DecisionPipeline.Outcome, source: String, pipeline p: DecisionPipeline) -> WireAnswer {
         metrics.count(outcome.decision.reason)
         if !Self.unauthenticated(outcome.decision.reason) { limiter.refund(source) }
         guard let authorized = outcome.authorized else {

@@ -1,45 +1,68 @@
 import Foundation
 
-/// Commits decisions arriving on many threads together (group commit): whoever finds no commit running takes every
-/// decision waiting and commits them as one (``DecisionPipeline/commit(_:)``: one transaction, one audit write, one
-/// fsync of the log and one of the state store), while the others wait for their outcome. Under load the batch
-/// grows by itself; alone, a decision commits at once with no added delay.
+/// Commits decisions arriving from many requests together (group commit). One serial queue does all the writing:
+/// each time it runs it takes every decision waiting and records them as one (``DecisionPipeline/commit(_:)``: one
+/// transaction, one audit write, one fsync of the log and one of the state store). Callers wait without holding a
+/// thread (`await`), so under load the group grows by itself; alone, a decision commits at once with no added delay.
 public final class GroupCommitter: @unchecked Sendable {
-    private final class Slot { var outcome: DecisionPipeline.Outcome? }
+    private typealias Waiter = (pending: DecisionPipeline.Pending, done: @Sendable (DecisionPipeline.Outcome) -> Void)
 
-    private let condition = NSCondition()
-    private var waiting: [(DecisionPipeline.Pending, Slot)] = []
-    private var committing = false
+    private let lock = NSLock()
+    private let writer = DispatchQueue(label: "spawngate.commit")
+    private var waiting: [Waiter] = []
+    private var draining = false
+    /// The pipeline of the latest submission: the state store and audit log are the same across reloads, and each
+    /// pending decision carries its own policy hash.
+    private var latest: DecisionPipeline?
     private var _groups = 0, _decisions = 0
 
     public init() {}
 
     /// How many commits ran, and how many decisions they recorded: decisions per commit is the fsyncs saved.
-    public var groups: Int { condition.lock(); defer { condition.unlock() }; return _groups }
-    public var decisions: Int { condition.lock(); defer { condition.unlock() }; return _decisions }
+    public var groups: Int { lock.withLock { _groups } }
+    public var decisions: Int { lock.withLock { _decisions } }
 
-    /// Commits `pending` through `pipeline` together with whatever else is waiting, and returns its outcome.
-    /// Blocks the calling thread until its decision is durable (or refused): call it off any event loop.
+    /// Commits `pending` together with whatever else is waiting, and returns its outcome once it is durable.
+    public func commit(_ pending: DecisionPipeline.Pending, through pipeline: DecisionPipeline) async -> DecisionPipeline.Outcome {
+        await withCheckedContinuation { done in submit(pending, through: pipeline) { done.resume(returning: $0) } }
+    }
+
+    /// The same for a caller on a thread of its own (tests, benchmarks): blocks until the outcome is durable.
     public func commit(_ pending: DecisionPipeline.Pending, through pipeline: DecisionPipeline) -> DecisionPipeline.Outcome {
-        let slot = Slot()
-        condition.lock()
-        defer { condition.unlock() }
-        waiting.append((pending, slot))
-        while slot.outcome == nil {
-            guard !committing else { condition.wait(); continue }
-            committing = true
-            let batch = waiting
-            waiting.removeAll(keepingCapacity: true)
-            condition.unlock()
-            // The pipeline splits a batch into appends of at most AuditLog.maxLinesPerAppend lines.
-            let outcomes = pipeline.commit(batch.map(\.0))
-            condition.lock()
-            for ((_, s), o) in zip(batch, outcomes) { s.outcome = o }
-            _groups += 1
-            _decisions += batch.count
-            committing = false
-            condition.broadcast()
+        let ready = DispatchSemaphore(value: 0)
+        let result = Slot()
+        submit(pending, through: pipeline) { result.outcome = $0; ready.signal() }
+        ready.wait()
+        return result.outcome!
+    }
+
+    private final class Slot: @unchecked Sendable { var outcome: DecisionPipeline.Outcome? }
+
+    private func submit(_ pending: DecisionPipeline.Pending, through pipeline: DecisionPipeline,
+                        then done: @escaping @Sendable (DecisionPipeline.Outcome) -> Void) {
+        let start: Bool = lock.withLock {
+            waiting.append((pending, done))
+            latest = pipeline
+            defer { draining = true }
+            return !draining
         }
-        return slot.outcome!
+        if start { writer.async { self.drain() } }
+    }
+
+    /// Commits what is waiting, again and again, until nothing is.
+    private func drain() {
+        while true {
+            let (batch, pipeline): ([Waiter], DecisionPipeline?) = lock.withLock {
+                let b = waiting
+                waiting.removeAll(keepingCapacity: true)
+                if b.isEmpty { draining = false }
+                return (b, latest)
+            }
+            guard let pipeline, !batch.isEmpty else { return }
+            // The pipeline splits a batch into appends of at most AuditLog.maxLinesPerAppend lines.
+            let outcomes = pipeline.commit(batch.map(\.pending))
+            lock.withLock { _groups += 1; _decisions += batch.count }
+            for (w, o) in zip(batch, outcomes) { w.done(o) }
+        }
     }
 }

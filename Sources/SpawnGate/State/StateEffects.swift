@@ -65,17 +65,17 @@ extension StateStore {
         for effect in effects {
             switch effect {
             case .consumeNonce(let fp, let nonce, let keepUntil):
-                if try Bool.fetchOne(db, sql: "SELECT 1 FROM nonce WHERE fingerprint = ? AND nonce = ?", arguments: [fp, nonce]) != nil {
+                if try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM nonce WHERE fingerprint = ? AND nonce = ?"), arguments: [fp, nonce]) != nil {
                     return .denied(Denial(.replay, "this request (nonce \(nonce)) was already accepted; sign a new one"))
                 }
                 writes.append {
-                    try db.execute(sql: "INSERT INTO nonce (fingerprint, nonce, keep_until) VALUES (?, ?, ?)", arguments: [fp, nonce, keepUntil])
+                    try db.cachedStatement(sql: "INSERT INTO nonce (fingerprint, nonce, keep_until) VALUES (?, ?, ?)").execute(arguments: [fp, nonce, keepUntil])
                 }
 
             case .takeToken(let broker, let rule, let interval, let burst):
                 // GCRA: the bucket is one "theoretical arrival time"; a request fits while it is at most
                 // (burst - 1) intervals ahead of now.
-                let stored = try Int64.fetchOne(db, sql: "SELECT tat_ms FROM bucket WHERE broker = ? AND rule = ?", arguments: [broker, rule])
+                let stored = try Int64.fetchOne(db.cachedStatement(sql: "SELECT tat_ms FROM bucket WHERE broker = ? AND rule = ?"), arguments: [broker, rule])
                 let tat = max(stored ?? nowMilliseconds, nowMilliseconds)
                 let tolerance = (burst - 1) * interval
                 if tat - nowMilliseconds > tolerance {
@@ -88,7 +88,7 @@ extension StateStore {
                 }
 
             case .takeLease(let want):
-                let leases = try Row.fetchAll(db, sql: "SELECT * FROM lease WHERE broker = ? AND rule = ?", arguments: [want.broker, want.rule]).map(Lease.init)
+                let leases = try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM lease WHERE broker = ? AND rule = ?"), arguments: [want.broker, want.rule]).map(Lease.init)
                 let dead = leases.filter { !$0.isLive(now: now) }
                 let live = leases.count - dead.count
                 if live >= want.max {
@@ -96,7 +96,7 @@ extension StateStore {
                 }
                 writes.append {
                     // Leases whose process is gone or whose time is up are freed here, under the write lock.
-                    for d in dead { try db.execute(sql: "DELETE FROM lease WHERE request_id = ?", arguments: [d.requestID]) }
+                    for d in dead { try db.cachedStatement(sql: "DELETE FROM lease WHERE request_id = ?").execute(arguments: [d.requestID]) }
                     try db.execute(sql: "INSERT INTO lease (request_id, broker, rule, name, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?)",
                                    arguments: [want.requestID, want.broker, want.rule, want.name, want.expiresAt, now])
                 }
@@ -105,7 +105,7 @@ extension StateStore {
         return .admitted(apply: {
             for w in writes { try w() }
             // Nonces of requests that can no longer be valid are forgotten.
-            try db.execute(sql: "DELETE FROM nonce WHERE keep_until < ?", arguments: [now])
+            try db.cachedStatement(sql: "DELETE FROM nonce WHERE keep_until < ?").execute(arguments: [now])
         })
     }
 
@@ -117,7 +117,7 @@ extension StateStore {
     /// Records a nonce that an audit line says was accepted but whose transaction never committed (the deciding
     /// process died in between): it must never be accepted again.
     static func rememberNonce(fingerprint: String, nonce: String, keepUntil: Int64, _ db: Database) throws {
-        try db.execute(sql: "INSERT OR IGNORE INTO nonce (fingerprint, nonce, keep_until) VALUES (?, ?, ?)", arguments: [fingerprint, nonce, keepUntil])
+        try db.cachedStatement(sql: "INSERT OR IGNORE INTO nonce (fingerprint, nonce, keep_until) VALUES (?, ?, ?)").execute(arguments: [fingerprint, nonce, keepUntil])
     }
 
     // MARK: - Leases, for the commands that bind and end them
@@ -137,7 +137,7 @@ extension StateStore {
     public func releaseLease(requestID: String) throws(GatewayFailure) -> Bool {
         do {
             return try write { db in
-                try db.execute(sql: "DELETE FROM lease WHERE request_id = ?", arguments: [requestID])
+                try db.cachedStatement(sql: "DELETE FROM lease WHERE request_id = ?").execute(arguments: [requestID])
                 return db.changesCount == 1
             }
         } catch { throw Self.failure(error) }

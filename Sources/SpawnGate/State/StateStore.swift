@@ -128,14 +128,14 @@ public final class StateStore: Sendable {
     // MARK: - Audit chain head
 
     static func auditHead(_ db: Database) throws -> AuditLog.Head {
-        guard let row = try Row.fetchOne(db, sql: "SELECT hash, lines, size FROM audit_head WHERE id = 1") else {
+        guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT hash, lines, size FROM audit_head WHERE id = 1")) else {
             throw GatewayFailure("the state store has no audit chain head (was it edited?)")
         }
         return AuditLog.Head(hash: row["hash"], lines: row["lines"], size: row["size"])
     }
 
     static func setAuditHead(_ head: AuditLog.Head, _ db: Database) throws {
-        try db.execute(sql: "UPDATE audit_head SET hash = ?, lines = ?, size = ? WHERE id = 1",
+        try db.cachedStatement(sql: "UPDATE audit_head SET hash = ?, lines = ?, size = ? WHERE id = 1").execute(
                        arguments: [head.hash, head.lines, head.size])
     }
 
