@@ -9,7 +9,9 @@ TARGETS=("$@")
 [ ${#TARGETS[@]} -eq 0 ] && TARGETS=(FuzzEnvelope FuzzPolicy FuzzKeyLine FuzzHookInput FuzzWireBody)
 SCRATCH=.build-fuzz
 SWIFT=${SWIFT:-swift}
-FLAGS=(--scratch-path "$SCRATCH" --sanitize fuzzer --sanitize address -Xswiftc -parse-as-library)
+# swiftc keeps only the last -sanitize= it is given, and SwiftPM passes --sanitize values one flag each (address
+# last), which would leave Swift code without coverage; so Swift gets both in one flag, and C code gets ASan too.
+FLAGS=(--scratch-path "$SCRATCH" --sanitize fuzzer -Xswiftc -sanitize=fuzzer,address -Xcc -fsanitize=address -Xswiftc -parse-as-library)
 
 for t in "${TARGETS[@]}"; do
   # ld.gold warns about every ASan symbol it cannot export; those lines say nothing about our code.
