@@ -152,6 +152,9 @@ struct RequestVerifierTests {
         #"{"name":"c","cli":"claude","from":"mac-laptop","to":"vps-broker","iat":1.8e9,"exp":1800000060,"nonce":"AAAAAAAAAAAAAAAAAAAAAA"}"#,
         #"{"name":"c","cli":"claude","from":"mac-laptop","to":"vps-broker","iat":-1,"exp":1800000060,"nonce":"AAAAAAAAAAAAAAAAAAAAAA"}"#,
         #"{"name":"c","cli":"claude","from":"mac-laptop","to":"vps-broker","iat":"1800000000","exp":1800000060,"nonce":"AAAAAAAAAAAAAAAAAAAAAA"}"#,
+        // T10: a request without a validity window would never expire.
+        #"{"name":"c","cli":"claude","from":"mac-laptop","to":"vps-broker","exp":1800000060,"nonce":"AAAAAAAAAAAAAAAAAAAAAA"}"#,
+        #"{"name":"c","cli":"claude","from":"mac-laptop","to":"vps-broker","iat":1800000000,"nonce":"AAAAAAAAAAAAAAAAAAAAAA"}"#,
         #"{"name":"c","cli":"claude","from":"mac-laptop","to":"vps-broker","iat":1800000000,"exp":1800000060}"#,
         #"{"name":"c","cli":"claude","from":"mac-laptop","to":"vps-broker","iat":1800000000,"exp":1800000060,"nonce":"AAAAAAAAAAAAAAAAAAAA"}"#,
         #"{"name":"c","cli":"claude","args":"--yes","from":"mac-laptop","to":"vps-broker","iat":1800000000,"exp":1800000060,"nonce":"AAAAAAAAAAAAAAAAAAAAAA"}"#,

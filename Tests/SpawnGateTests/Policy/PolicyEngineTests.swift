@@ -93,6 +93,28 @@ struct PolicyEngineTests {
         }
     }
 
+    /// T8: paths and arguments compare as Unicode scalars, not by canonical equivalence: "café" written
+    /// precomposed (NFC) and decomposed (NFD) are different strings to the policy, as they are to the file system.
+    @Test func unicodeFormsAreNotConflated() throws {
+        let nfc = "caf\u{E9}", nfd = "cafe\u{301}"
+        #expect(nfc == nfd, "Swift's String == uses canonical equivalence; the engine must not")
+        let e = try Self.engine("""
+            version: 1
+            accept_remote_spawn: true
+            clis:
+              claude: {path: /usr/local/bin/claude, args: [[], ["--resume", "\(nfc)"]]}
+            rules:
+              - {name: laptop, brokers: ["\(nfc)"], clis: [claude], cwd: ["/w/\(nfc)/**"]}
+            """)
+        #expect(Self.reason(e, PolicyRequest(broker: nfc, cli: "claude", cwd: "/w/\(nfc)/x")) == .allowed)
+        // Broker names never meet the question: only ASCII names can be enrolled.
+        #expect(throws: OperatorError.self) { try Home.validateBrokerName(nfc) }
+        #expect(throws: OperatorError.self) { try Home.validateBrokerName(nfd) }
+        #expect(Self.reason(e, PolicyRequest(broker: nfc, cli: "claude", cwd: "/w/\(nfd)/x")) == .cwdNotAllowed)
+        #expect(Self.reason(e, PolicyRequest(broker: nfc, cli: "claude", cwd: "/w/\(nfc)/x", args: ["--resume", nfd])) != .allowed)
+        #expect(Self.reason(e, PolicyRequest(broker: nfc, cli: "claude", cwd: "/w/\(nfc)/x", args: ["--resume", nfc])) == .allowed)
+    }
+
     /// T14 (lexical): `..` escapes, the `-evil` prefix trick, exact vs recursive.
     @Test func cwdLexical() throws {
         #expect(try r(cwd: "/w/app/../../etc") == .cwdNotAllowed)

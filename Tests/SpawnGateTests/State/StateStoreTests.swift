@@ -17,6 +17,16 @@ struct StateStoreTests {
         #expect(stat(path, &st) == 0 && st.st_mode & 0o777 == 0o600)
     }
 
+    /// F19: a store others can write could be emptied of its nonces; the gateway refuses to decide with it.
+    @Test func aStoreOthersCanWriteIsRefused() throws {
+        let path = TestSupport.tempDir("state") + "/state.db"
+        _ = try StateStore.create(path)
+        chmod(path, 0o666)
+        #expect(throws: GatewayFailure.self) { try StateStore.open(path) }
+        chmod(path, 0o600)
+        _ = try StateStore.open(path)
+    }
+
     /// A store made by the previous release (schema v1 only) is brought up to date when opened, keeping its
     /// nonces: an upgrade must not forget which requests were already used.
     @Test func aStoreFromTheEarlierSchemaIsUpgradedInPlace() throws {
