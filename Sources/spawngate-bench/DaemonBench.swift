@@ -21,6 +21,7 @@ extension Bench {
         let lastRefusal = Shared(""), resent = Counter()
         let latencies = (0..<clients).map { _ in Box<[Double]>([]) }
         let done = DispatchGroup()
+        let serverCPU0 = cpuSeconds(of: serve), clientCPU0 = ownCPUSeconds()
         let t0 = now()
         for c in 0..<clients {
             done.enter()
@@ -54,6 +55,7 @@ extension Bench {
         }
         done.wait()
         let seconds = Double(now() - t0) / 1e9
+        let serverCPU = cpuSeconds(of: serve) - serverCPU0, clientCPU = ownCPUSeconds() - clientCPU0
         guard allowed.value == requests else { fatalError("only \(allowed.value) of \(requests) hook decisions were allowed; the last refusal: \(lastRefusal.get())") }
         // The reaper publishes the commit counts every 0.2 s.
         usleep(300_000)
@@ -67,11 +69,30 @@ extension Bench {
         row("daemon: durable decisions through `serve`'s Unix socket (hook requests, \(clients) concurrent clients, \(requests) requests)",
             String(format: "%.0f decisions/s (median latency %.1f ms; %.1f decisions per commit; %d connections refused at the per-source cap and sent again)",
                    Double(requests) / seconds, latencies.flatMap(\.value).median / 1e6, decided / groups, resent.value))
+        row("daemon: CPU per decision, `serve` / the \(clients) clients (2 cores give 2,000,000 µs per second)",
+            String(format: "%.0f µs / %.0f µs", serverCPU / Double(requests) * 1e6, clientCPU / Double(requests) * 1e6))
         let (goal, m) = target("a daemon keeps ≥ 5,000 durable decisions/s on 2 cores (group commit)",
                             measured: String(format: "%.0f/s through the Unix socket, clients on the same 2 cores", Double(requests) / seconds),
                             met: Double(requests) / seconds >= 5000)
         row(goal, m)
     }
+}
+
+/// User plus system CPU time of process `pid`, in seconds, from /proc.
+func cpuSeconds(of pid: pid_t) -> Double {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return .nan }
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    // After the command: state is field 3, utime and stime are fields 14 and 15.
+    guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return .nan }
+    return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
+
+/// This process's user plus system CPU time, in seconds.
+func ownCPUSeconds() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
 }
 
 /// A shared counter: `take` returns the value before adding one.
