@@ -32,7 +32,7 @@ public final class Gateway: @unchecked Sendable {
     public let metrics: GatewayMetrics
     let limiter: PreAuthLimiter
     private let blocking = DispatchQueue(label: "spawngate.blocking", attributes: .concurrent)
-    public let committer = GroupCommitter()
+    private let committer = GroupCommitter()
     private let lock = NSLock()
     private var _pipeline: DecisionPipeline
     private var tracked: [String: TrackedAgent] = [:]
@@ -102,12 +102,7 @@ public final class Gateway: @unchecked Sendable {
     public func spawn(body: [UInt8], source: String) async -> WireAnswer {
         let started = ContinuousClock.now
         let p = pipeline
-        let pending: DecisionPipeline.Pending
-        switch SealedBody.open(body, with: identity.key) {
-        case .failure(let d): pending = p.prepareRefusal(d)
-        case .success(let envelope): pending = p.prepare(envelope)
-        }
-        let outcome = await committer.commit(pending, through: p)
+        let outcome = await committer.commit(opened(body, by: p) { p.prepare($0) }, through: p)
         // Starting forks, waits for the exec and records the agent (an fsync): off the cooperative pool.
         let answer = await offPool { [self] in start(outcome, source: source, pipeline: p) }
         metrics.observe(duration: ContinuousClock.now - started)
@@ -133,12 +128,7 @@ public final class Gateway: @unchecked Sendable {
     /// `POST /v1/release`: stops the requester's own agents of that name (TERM, then KILL after the grace).
     public func release(body: [UInt8], source: String, grace: Double = Supervisor.grace) async -> WireAnswer {
         let p = pipeline
-        let pending: DecisionPipeline.Pending
-        switch SealedBody.open(body, with: identity.key) {
-        case .failure(let d): pending = p.prepareRefusal(d)
-        case .success(let envelope): pending = p.prepareControl(envelope)
-        }
-        let outcome = await committer.commit(pending, through: p)
+        let outcome = await committer.commit(opened(body, by: p) { p.prepareControl($0) }, through: p)
         guard let control = outcome.control else { return controlDenial(outcome.decision, source: source, pipeline: p) }
         limiter.refund(source)
         // Stopping waits up to the grace period: off the cooperative pool.
@@ -176,6 +166,15 @@ public final class Gateway: @unchecked Sendable {
         let outcome = await committer.commit(p.prepareHook(body), through: p)
         metrics.count(outcome.decision.reason)
         return (200, outcome.decision)
+    }
+
+    /// The envelope in a sealed body, prepared by `prepare`; a body that does not open is a recorded refusal.
+    private func opened(_ body: [UInt8], by p: DecisionPipeline,
+                        _ prepare: ([UInt8]) -> DecisionPipeline.Pending) -> DecisionPipeline.Pending {
+        switch SealedBody.open(body, with: identity.key) {
+        case .failure(let d): p.prepareRefusal(d)
+        case .success(let envelope): prepare(envelope)
+        }
     }
 
     // MARK: Work that blocks

@@ -10,6 +10,17 @@ struct Bench {
         ("TARGET:" + what, "\(measured): \(met ? "met" : "**not met**")")
     }
 
+    /// A policy whose only CLI is /usr/bin/true: what is measured is getting an agent started, not what it does.
+    static func truePolicy(_ rules: [String]) -> String {
+        "version: 1\naccept_remote_spawn: true\nclis:\n  true: {path: /usr/bin/true, args: [[]]}\nrules:\n"
+            + rules.map { "  - \($0)\n" }.joined()
+    }
+
+    /// An allow rule for mac-laptop to start `true` in `cwd`, with limits no benchmark reaches.
+    static func trueRule(_ name: String, cwd: String, sandbox: SandboxProfile) -> String {
+        "{name: \(name), brokers: [mac-laptop], clis: [true], cwd: [\(cwd)], sandbox: \(sandbox.rawValue), rate: 100000/second, burst: 100000}"
+    }
+
     static func now() -> UInt64 {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
@@ -56,21 +67,14 @@ struct Bench {
         try FileManager.default.createDirectory(atPath: dir + "/srv/app", withIntermediateDirectories: true)
         let realApp = try PathResolver.filesystem.resolve(dir + "/srv/app").get()
         var profileApps: [SandboxProfile: String] = [:]
-        var profileRules = ""
+        var profileRules: [String] = []
         for profile in [SandboxProfile.none, .standard, .strict] {
             let d = realApp + "/" + profile.rawValue
             try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
             profileApps[profile] = d
-            profileRules += "  - {name: p-\(profile.rawValue), brokers: [mac-laptop], clis: [true], cwd: [\(d)], sandbox: \(profile.rawValue), rate: 100000/second, burst: 100000}\n"
+            profileRules.append(trueRule("p-\(profile.rawValue)", cwd: d, sandbox: profile))
         }
-        try """
-            version: 1
-            accept_remote_spawn: true
-            clis:
-              true: {path: /usr/bin/true, args: [[]]}
-            rules:
-            \(profileRules)
-            """.write(toFile: home + "/policy/policy.yaml", atomically: true, encoding: .utf8)
+        try truePolicy(profileRules).write(toFile: home + "/policy/policy.yaml", atomically: true, encoding: .utf8)
         let spawnPipeline = try DecisionPipeline.open(home: Home(root: home))
         let spawner = LocalSpawner(home: Home(root: home), environment: [:])
         let plainNs = measure(rounds: 21, batch: 20) { _ in
@@ -253,22 +257,10 @@ struct Bench {
             }
             var times: [Double] = []
 
-            // posix_spawn and waitpid directly: Foundation's Process adds tens of milliseconds of its own.
             for f in files {
-                let args = [exe, "check", "--home", home, f]
-                var cargs = args.map { strdup($0) } + [nil]
-                defer { for a in cargs { free(a) } }
-                var actions = posix_spawn_file_actions_t()
-                posix_spawn_file_actions_init(&actions)
-                posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-                defer { posix_spawn_file_actions_destroy(&actions) }
-                var pid: pid_t = 0
-                let t = now()
-                guard posix_spawn(&pid, exe, &actions, nil, &cargs, environ) == 0 else { fatalError("cannot start \(exe)") }
-                var status: Int32 = 0
-                waitpid(pid, &status, 0)
-                times.append(Double(now() - t))
-                guard status == 0 else { fatalError("spawngate check denied the benchmark request (status \(status))") }
+                let r = Proc.run([exe, "check", "--home", home, f])
+                guard r.status == 0 else { fatalError("spawngate check denied the benchmark request (status \(r.status))") }
+                times.append(r.ns)
             }
             times.sort()
             row("`spawngate check` as a fresh process (the hook path), durable", String(format: "%.1f ms", times[times.count / 2] / 1e6))

@@ -19,14 +19,15 @@ extension Bench {
         }
         let next = Counter(), allowed = Counter()
         let lastRefusal = Shared(""), resent = Counter()
-        let latencies = (0..<clients).map { _ in Box<[Double]>([]) }
+        let latencies = Shared([Double]())
         let done = DispatchGroup()
         let serverCPU0 = cpuSeconds(of: serve), clientCPU0 = ownCPUSeconds()
         let t0 = now()
-        for c in 0..<clients {
+        for _ in 0..<clients {
             done.enter()
             // Threads, not Dispatch: concurrentPerform would run only as many clients as there are cores.
             let thread = Thread {
+                var mine: [Double] = []
                 while case let i = next.take(), i < requests {
                     let s = now()
                     var answer = ""
@@ -45,9 +46,10 @@ extension Bench {
                             _ = resent.take()
                         }
                     }
-                    latencies[c].value.append(Double(now() - s))
+                    mine.append(Double(now() - s))
                     if answer.hasPrefix("HTTP 200"), answer.contains("\"decision\":\"allow\"") { _ = allowed.take() } else { lastRefusal.set(answer) }
                 }
+                latencies.update { $0 += mine }
                 done.leave()
             }
             thread.stackSize = 1 << 20
@@ -68,7 +70,7 @@ extension Bench {
         guard verify.status == 0 else { fatalError("the audit log does not verify after the daemon benchmark") }
         row("daemon: durable decisions through `serve`'s Unix socket (hook requests, \(clients) concurrent clients, \(requests) requests)",
             String(format: "%.0f decisions/s (median latency %.1f ms; %.1f decisions per commit; %d connections refused at the per-source cap and sent again)",
-                   Double(requests) / seconds, latencies.flatMap(\.value).median / 1e6, decided / groups, resent.value))
+                   Double(requests) / seconds, latencies.get().median / 1e6, decided / groups, resent.value))
         row("daemon: CPU per decision, `serve` / the \(clients) clients (2 cores give 2,000,000 µs per second)",
             String(format: "%.0f µs / %.0f µs", serverCPU / Double(requests) * 1e6, clientCPU / Double(requests) * 1e6))
         let (goal, m) = target("a daemon keeps ≥ 5,000 durable decisions/s on 2 cores (group commit)",
@@ -103,10 +105,6 @@ final class Counter: @unchecked Sendable {
     var value: Int { lock.lock(); defer { lock.unlock() }; return n }
 }
 
-final class Box<T>: @unchecked Sendable {
-    var value: T
-    init(_ value: T) { self.value = value }
-}
 
 /// A value written by several threads.
 final class Shared<T>: @unchecked Sendable {
@@ -114,5 +112,6 @@ final class Shared<T>: @unchecked Sendable {
     private var value: T
     init(_ value: T) { self.value = value }
     func set(_ v: T) { lock.lock(); value = v; lock.unlock() }
+    func update(_ change: (inout T) -> Void) { lock.lock(); change(&value); lock.unlock() }
     func get() -> T { lock.lock(); defer { lock.unlock() }; return value }
 }

@@ -7,7 +7,7 @@ struct BenchBrokers {
     let laptop: String, vps: String, app: String
     let laptopKey: SigningKey
 
-    /// `rule` is the VPS's one allow rule for the laptop, without its cwd (added here).
+    /// The VPS allows the laptop to start /usr/bin/true in `app` under `sandbox`.
     init(_ name: String, exe: String, sandbox: SandboxProfile) throws {
         dir = NSTemporaryDirectory() + "spawngate-bench-\(name)-\(getpid())"
         self.exe = exe
@@ -18,15 +18,8 @@ struct BenchBrokers {
         Proc.must([exe, "init", "--home", vps, "--name", "vps-broker"], in: dir)
         laptopKey = try Home(root: laptop).loadIdentity().key
         try Home(root: vps).keyStore.enroll(name: "mac-laptop", key: laptopKey.publicKey, expected: laptopKey.publicKey.fingerprint)
-        // The agent is /usr/bin/true: what is measured is getting it started, not what it does.
-        try """
-            version: 1
-            accept_remote_spawn: true
-            clis:
-              true: {path: /usr/bin/true, args: [[]]}
-            rules:
-              - {name: laptop-bench, brokers: [mac-laptop], clis: [true], cwd: [\(app)], sandbox: \(sandbox.rawValue), rate: 100000/second, burst: 100000}
-            """.write(toFile: Home(root: vps).policyFile, atomically: true, encoding: .utf8)
+        try Bench.truePolicy([Bench.trueRule("laptop-bench", cwd: app, sandbox: sandbox)])
+            .write(toFile: Home(root: vps).policyFile, atomically: true, encoding: .utf8)
     }
 
     /// Starts the VPS's `spawngate serve` with `args`; returns its pid once it listens.

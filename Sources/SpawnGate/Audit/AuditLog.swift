@@ -105,10 +105,10 @@ public struct AuditLog: Sendable {
     /// denies (`audit_unavailable`). Call ``reconcile(_:)`` first, under the same lock.
     @discardableResult
     public func append(after head: Head, _ entry: Entry) throws(GatewayFailure) -> Head {
-        guard let (line, _) = Self.chain(entry, after: head) else {
+        guard let link = Self.chain(entry, after: head) else {
             throw GatewayFailure("an audit line would be over the \(Self.maxLineLength)-byte limit")
         }
-        return try append(after: head, lines: [line])
+        return try append([link], after: head)
     }
 
     /// The line for `entry` chained after `head`, and the head after it; nil when the line would be over
@@ -119,11 +119,12 @@ public struct AuditLog: Sendable {
         return (line, Head(hash: Sodium.blake2b256(line).hex, lines: head.lines + 1, size: head.size + line.count + 1))
     }
 
-    /// Appends lines already chained after `head` (``chain(_:after:)``) with one write and one fsync: a group
-    /// commit's lines cost the disk one flush. Throws when they are not durably written; a partial write is cut back
-    /// off, so the log stays a sequence of whole, chained lines.
-    public func append(after head: Head, lines: [[UInt8]]) throws(GatewayFailure) -> Head {
-        precondition(lines.count <= Self.maxLinesPerAppend, "one append writes at most maxLinesPerAppend lines")
+    /// Appends lines chained one after the other from `head` (each made by ``chain(_:after:)``) with one write and
+    /// one fsync: a group commit's lines cost the disk one flush. Returns the last line's head. Throws when they are
+    /// not durably written; a partial write is cut back off, so the log stays a sequence of whole, chained lines.
+    @discardableResult
+    public func append(_ chained: [(line: [UInt8], head: Head)], after head: Head) throws(GatewayFailure) -> Head {
+        precondition(!chained.isEmpty && chained.count <= Self.maxLinesPerAppend, "one append writes 1 to maxLinesPerAppend lines")
         let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else { throw GatewayFailure("cannot open the audit log \(path): \(errnoText())") }
         defer { close(fd) }
@@ -136,12 +137,10 @@ public struct AuditLog: Sendable {
         guard Int(st.st_size) == head.size else { throw mismatch(head) }
 
         var record: [UInt8] = []
-        record.reserveCapacity(lines.reduce(0) { $0 + $1.count + 1 })
-        var next = head
-        for line in lines {
+        record.reserveCapacity(chained.reduce(0) { $0 + $1.line.count + 1 })
+        for (line, _) in chained {
             record += line
             record.append(0x0A)
-            next = Head(hash: Sodium.blake2b256(line).hex, lines: next.lines + 1, size: next.size + line.count + 1)
         }
         let n = record.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }
         guard n == record.count, fsync(fd) == 0 else {
@@ -150,7 +149,7 @@ public struct AuditLog: Sendable {
             _ = fsync(fd)
             throw GatewayFailure("cannot write the audit log \(path): \(n < 0 ? e : n == record.count ? "fsync failed: \(e)" : "short write (\(n) of \(record.count) bytes; the disk may be full)")")
         }
-        return next
+        return chained[chained.count - 1].head
     }
 
     /// The bytes of one line (without its newline).

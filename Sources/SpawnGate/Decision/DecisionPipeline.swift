@@ -169,8 +169,6 @@ public struct DecisionPipeline: Sendable {
     public struct ControlOutcome: Sendable {
         public let decision: Decision
         public let control: VerifiedControl?
-
-        public init(decision: Decision, control: VerifiedControl?) { self.decision = decision; self.control = control }
     }
 
     /// Decides a control request. A listing only reads, so it is neither audited nor consumes its nonce (its answer
@@ -287,26 +285,26 @@ public struct DecisionPipeline: Sendable {
                     head = newHead
                     try StateStore.setAuditHead(head, db)
                 }
-                var lines: [[UInt8]] = [], finals: [Decision] = []
+                var chained: [(line: [UInt8], head: AuditLog.Head)] = [], finals: [Decision] = []
                 var next = head
                 for p in group {
                     let admission = p.decision.allowed ? try StateStore.admit(p.effects, nowMilliseconds: nowMs, db) : nil
                     let decided = final(p.decision, admission?.denial)
                     let entry = AuditLog.Entry(time: nowMs / 1000, decision: decided, nonce: p.nonce,
                                                argv: decided.allowed ? p.argv : nil, cwd: p.cwd)
-                    guard let (line, after) = AuditLog.chain(entry, after: next) else {
+                    guard let link = AuditLog.chain(entry, after: next) else {
                         // Unrecorded, so not allowed; its effects are not applied and the rest of the group goes on.
                         finals.append(cannotDecide(.auditUnavailable, "the decision could not be recorded, so nothing is allowed: its audit line would be over \(AuditLog.maxLineLength) bytes", like: decided).decision)
                         continue
                     }
                     // Applied now so the next decision in the group sees them; committed only after the lines are durable.
                     if case .admitted(let apply)? = admission { try apply() }
-                    lines.append(line)
-                    next = after
+                    chained.append(link)
+                    next = link.head
                     finals.append(decided)
                 }
-                if !lines.isEmpty {
-                    do throws(GatewayFailure) { next = try audit.append(after: head, lines: lines) } catch { throw AuditFailure(failure: error) }
+                if !chained.isEmpty {
+                    do throws(GatewayFailure) { try audit.append(chained, after: head) } catch { throw AuditFailure(failure: error) }
                     try StateStore.setAuditHead(next, db)
                 }
                 return finals
