@@ -27,7 +27,8 @@ public struct WireAnswer: Sendable {
 public final class Gateway: @unchecked Sendable {
     public let home: Home
     public let identity: Identity
-    let spawner: LocalSpawner
+    /// Starts, lists, releases and reaps agents: the same service `exec` uses.
+    public let agentService: AgentService
     let logger: Logger
     public let metrics: GatewayMetrics
     let limiter: PreAuthLimiter
@@ -35,21 +36,15 @@ public final class Gateway: @unchecked Sendable {
     private let committer = GroupCommitter()
     private let lock = NSLock()
     private var _pipeline: DecisionPipeline
-    private var tracked: [String: TrackedAgent] = [:]
     /// The policy file as last loaded, good or bad, so a watcher reloads only on change.
     private(set) var policyStamp: FileStamp
-
-    struct TrackedAgent: Sendable {
-        let record: AgentRecord
-        let deadline: Int64?
-    }
 
     public init(home: Home, logger: Logger, limiter: PreAuthLimiter = PreAuthLimiter()) throws(GatewayFailure) {
         self.home = home
         do { identity = try home.loadIdentity() } catch { throw GatewayFailure(error.message) }
         policyStamp = FileStamp(path: home.policyFile)
         _pipeline = try Self.openPipeline(home: home, identity: identity, state: nil, audit: nil)
-        spawner = LocalSpawner(home: home)
+        agentService = AgentService(spawner: LocalSpawner(home: home), state: _pipeline.state)
         self.logger = logger
         metrics = GatewayMetrics()
         self.limiter = limiter
@@ -118,7 +113,7 @@ public final class Gateway: @unchecked Sendable {
         let outcome = await committer.commit(p.prepareControl(envelope), through: p)
         guard let control = outcome.control else { return controlDenial(outcome.decision, source: source, pipeline: p) }
         limiter.refund(source)
-        let agents = await offPool { ((try? p.state.runningAgents()) ?? []).filter { $0.broker == control.broker } }
+        let agents = await offPool { [agentService] in (try? agentService.running(broker: control.broker)) ?? [] }
         let now = SystemClock().now()
         let list = JSONWriter.encode(.array(agents.map { $0.json(now: now) }))
         metrics.count(outcome.decision.reason)
@@ -132,17 +127,12 @@ public final class Gateway: @unchecked Sendable {
         guard let control = outcome.control else { return controlDenial(outcome.decision, source: source, pipeline: p) }
         limiter.refund(source)
         // Stopping waits up to the grace period: off the cooperative pool.
-        let released: [JSONValue] = await offPool {
-            let agents = ((try? p.state.runningAgents()) ?? []).filter { $0.broker == control.broker && $0.name == control.request.name }
-            var out: [JSONValue] = []
-            for agent in agents {
-                let stopped = Supervisor.stop(agent.process, grace: grace)
-                try? p.state.recordExit(requestID: agent.requestID)
-                // A child of this process stays a zombie until the reaper collects it.
-                out.append(.object(["name": .string(agent.name), "pid": .number(String(agent.process.pid)),
-                                    "request_id": .string(agent.requestID), "stopped": .bool(stopped)]))
+        let released: [JSONValue] = await offPool { [agentService] in
+            let done = (try? agentService.release(name: control.request.name ?? "", broker: control.broker, grace: grace)) ?? []
+            return done.map { r in
+                .object(["name": .string(r.record.name), "pid": .number(String(r.record.process.pid)),
+                         "request_id": .string(r.record.requestID), "stopped": .bool(r.stopped)])
             }
-            return out
         }
         metrics.count(outcome.decision.reason)
         let d = outcome.decision
@@ -155,10 +145,17 @@ public final class Gateway: @unchecked Sendable {
     }
 
     /// The Unix socket's `POST /v1/hook`: the same input and decision as `spawngate hook pre-spawn`.
-    public func hook(body: [UInt8], uid: UInt32) async -> (status: Int, decision: Decision) {
+    /// `pid` is the caller's, from the kernel: a caller in another pid namespace is an agent (each runs in one of
+    /// its own) or a container, and is refused whatever its uid.
+    public func hook(body: [UInt8], uid: UInt32, pid: Int32) async -> (status: Int, decision: Decision) {
         let p = pipeline
-        guard p.policy.admitsHookUser(uid, gatewayUID: getuid()) else {
-            let refusal = p.prepareRefusal(Denial(.unknownKey, "uid \(uid) may not use this gateway's socket; the policy's hook_users names who may"))
+        let refused: String? = if !SandboxSupport.sharesPidNamespace(with: pid) {
+            "the caller (pid \(pid)) runs in another pid namespace than the gateway: an agent's, or a container's; agents may not ask this gateway for decisions"
+        } else if !p.policy.admitsHookUser(uid, gatewayUID: getuid()) {
+            "uid \(uid) may not use this gateway's socket; the policy's hook_users names who may"
+        } else { nil }
+        if let refused {
+            let refusal = p.prepareRefusal(Denial(.unknownKey, refused))
             let d = await committer.commit(refusal, through: p).decision
             metrics.count(d.reason)
             return (403, d)
@@ -200,21 +197,20 @@ public final class Gateway: @unchecked Sendable {
                                   requestID: d.requestID, broker: d.broker, fingerprint: d.fingerprint, rule: d.rule, policy: d.policy)
             return receipt(failed, started: nil, sealTo: requester, pipeline: p)
         }
-        if authorized.match.rule.spawner == "agent-relay" {
+        if authorized.match.rule.spawner == .agentRelay {
             do {
                 let (accepted, _) = try AgentRelayBackend.handOff(authorized, state: p.state, environment: ProcessInfo.processInfo.environment)
                 return receipt(outcome.decision, started: nil, extra: [("handed_to", .string("agent-relay")), ("broker_status", .int(Int64(accepted.status)))],
                                sealTo: requester, pipeline: p)
             } catch { return notStarted(error.message) }
         }
-        let agent: SpawnedAgent, record: AgentRecord
-        do { (agent, record) = try spawner.startRecorded(authorized, state: p.state, output: .logFiles) } catch { return notStarted(error.message) }
-        let now = record.startedAt
-        track(record, deadline: authorized.match.rule.maxRuntime.map { now + $0 })
+        let started: AgentService.Started
+        do { started = try agentService.start(authorized, output: .logFiles) } catch { return notStarted(error.message) }
+        let agent = started.agent
+        metrics.liveAgents((try? agentService.running().count) ?? 0)
         logger.info("started", metadata: ["name": .string(agent.name), "broker": .string(authorized.request.broker),
                                           "pid": .stringConvertible(agent.pid), "sandbox": .string(agent.profile.rawValue)])
-        return receipt(outcome.decision, started: Receipt.Started(pid: agent.pid, startedAt: now, layers: agent.layers),
-                       sealTo: requester, pipeline: p)
+        return receipt(outcome.decision, started: started.receipt, sealTo: requester, pipeline: p)
     }
 
     /// Refusals that keep the source's pre-authentication token: not from an enrolled key, or not what its broker
@@ -240,43 +236,16 @@ public final class Gateway: @unchecked Sendable {
         return .receipt(signed)
     }
 
-    // MARK: Agents this process started
+    // MARK: Agents
 
-    private func track(_ record: AgentRecord, deadline: Int64?) {
-        lock.lock(); tracked[record.requestID] = TrackedAgent(record: record, deadline: deadline); lock.unlock()
-        metrics.liveAgents(count)
-    }
-
-    private func untrack(_ requestID: String) {
-        lock.lock(); tracked[requestID] = nil; lock.unlock()
-        metrics.liveAgents(count)
-    }
-
-    var count: Int { lock.lock(); defer { lock.unlock() }; return tracked.count }
-
-    /// Reaps the agents that exited (they are this process's children) and stops those past max_runtime.
-    /// Returns how many were reaped or stopped.
+    /// Collects agents that exited and stops those past max_runtime (deadlines from the state store, so also
+    /// agents a previous gateway started). Returns how many ended.
     @discardableResult
-    public func reap(now: Int64 = SystemClock().now()) -> Int {
+    public func reap() -> Int {
         metrics.commits(groups: committer.groups, decisions: committer.decisions)
-        lock.lock(); let all = Array(tracked.values); lock.unlock()
-        var changed = 0
-        for t in all {
-            var status: Int32 = 0
-            let r = waitpid(t.record.process.pid, &status, WNOHANG)
-            if r == t.record.process.pid || (r < 0 && errno == ECHILD) {
-                try? pipeline.state.recordExit(requestID: t.record.requestID)
-                untrack(t.record.requestID)
-                changed += 1
-            } else if let deadline = t.deadline, now >= deadline {
-                logger.notice("max_runtime reached, stopping", metadata: ["name": .string(t.record.name), "pid": .stringConvertible(t.record.process.pid)])
-                _ = Supervisor.stop(t.record.process, grace: 2)
-                _ = waitpid(t.record.process.pid, &status, 0)
-                try? pipeline.state.recordExit(requestID: t.record.requestID)
-                untrack(t.record.requestID)
-                changed += 1
-            }
-        }
-        return changed
+        let ended = agentService.reap()
+        if ended > 0 { logger.info("agents ended", metadata: ["count": .stringConvertible(ended)]) }
+        metrics.liveAgents((try? agentService.running().count) ?? 0)
+        return ended
     }
 }

@@ -40,8 +40,7 @@ struct Serve: AsyncParsableCommand {
     var noWatch = false
 
     static func main() async {
-        // A file-size limit must make the audit append fail with EFBIG (and the decision deny), not kill us.
-        signal(SIGXFSZ, SIG_IGN)
+        ProcessHardening.apply()
         await main(nil)
     }
 

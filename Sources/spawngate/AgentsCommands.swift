@@ -30,7 +30,7 @@ struct Agents: ParsableCommand {
             return
         }
         try operatorAction {
-            let agents = try StateStore.open(home.resolved.stateDB).runningAgents()
+            let agents = try AgentService.local(home.resolved).running()
             let now = SystemClock().now()
             if json {
                 print(String(decoding: JSONWriter.encode(.array(agents.map { $0.json(now: now) })), as: UTF8.self))
@@ -86,15 +86,13 @@ struct Release: ParsableCommand {
             return
         }
         try operatorAction {
-            let state = try StateStore.open(home.resolved.stateDB)
-            let matching = try state.runningAgents().filter { $0.name == name }
-            guard !matching.isEmpty else {
+            let released = try AgentService.local(home.resolved).release(name: name, broker: nil, grace: grace)
+            guard !released.isEmpty else {
                 throw OperatorError("no running agent is named '\(name)'; 'spawngate agents' lists the running ones")
             }
-            for agent in matching {
-                let stopped = Supervisor.stop(agent.process, grace: grace)
-                try state.recordExit(requestID: agent.requestID)
-                print(stopped ? "released \(agent.name) (pid \(agent.process.pid))" : "\(agent.name) (pid \(agent.process.pid)) had already exited")
+            for r in released {
+                let agent = r.record
+                print(r.stopped ? "released \(agent.name) (pid \(agent.process.pid))" : "\(agent.name) (pid \(agent.process.pid)) had already exited")
             }
         }
     }

@@ -37,27 +37,27 @@ struct Exec: ParsableCommand {
             printError(outcome.decision.json)
             throw ExitCode(outcome.exitCode)
         }
-        if authorized.match.rule.spawner == "agent-relay" {
+        if authorized.match.rule.spawner == .agentRelay {
             try handOff(authorized, state: pipeline.state)
             return
         }
-        let agent: SpawnedAgent, record: AgentRecord
+        let service = AgentService(spawner: LocalSpawner(home: home), state: pipeline.state)
+        let started: AgentService.Started
         do {
             // The agent's standard input: the task when the CLI takes it there, else this terminal's (unless the
             // envelope itself came from it). Recorded so 'agents' lists it and 'release' can stop it; if this
             // process dies, the next 'agents' finds the agent gone and frees its slot.
-            (agent, record) = try LocalSpawner(home: home).startRecorded(
-                authorized, state: pipeline.state, output: log ? .logFiles : .inherit, inheritStdin: !(file == nil || file == "-"))
+            started = try service.start(authorized, output: log ? .logFiles : .inherit, inheritStdin: !(file == nil || file == "-"))
         } catch {
             printError("allowed, but not started: \(error.message)")
             throw Exit.cannotDecide
         }
+        let agent = started.agent
         if log {
             print("started \(agent.name) (pid \(agent.pid), sandbox \(agent.profile.rawValue): \(agent.layers.joined(separator: ", ")))")
             print("output: \(agent.stdoutLog ?? "-") and \(agent.stderrLog ?? "-")")
         }
-        let status = Supervisor.wait(agent, maxRuntime: authorized.match.rule.maxRuntime)
-        try? pipeline.state.recordExit(requestID: record.requestID)
+        let status = service.wait(started)
         if status != 0 { throw ExitCode(status) }
     }
 

@@ -18,8 +18,7 @@ struct SpawnGateCommand: AsyncParsableCommand {
         subcommands: [Init.self, Key.self, Sign.self, Verify.self, Check.self, Exec.self, Serve.self, Spawn.self, Agents.self, Release.self, Doctor.self, PeerCommand.self, Hook.self, Audit.self, PolicyCommand.self])
 
     static func main() async {
-        // A file-size limit must make the audit append fail with EFBIG (and the decision deny), not kill us.
-        signal(SIGXFSZ, SIG_IGN)
+        ProcessHardening.apply()
         await main(nil)
     }
 }

@@ -19,7 +19,9 @@ typedef struct {
     const char *path;            ///< absolute program path
     char *const *argv;           ///< NULL-terminated
     char *const *envp;           ///< NULL-terminated; the whole environment
-    const char *cwd;             ///< canonical working directory; re-checked in the child
+    const char *cwd;             ///< canonical working directory, as approved; re-checked in the child
+    int cwd_fd;                  ///< that directory, opened once without following symlinks (cspawn_open_dir): the
+                                 ///< Landlock rule, the chdir and the check all use this one object
     int stdin_fd, stdout_fd, stderr_fd;  ///< open descriptors (>= 3) to become 0, 1, 2
     const cspawn_rlimit *rlimits;
     int n_rlimits;
@@ -28,24 +30,43 @@ typedef struct {
     unsigned short filter_len;   ///< number of instructions
     const int *pass_fds;         ///< descriptors the program must inherit, placed at 3, 4, … in this order
     int n_pass;
-    int cwd_fd_slot;             ///< if >= 0, an O_PATH descriptor of the re-checked cwd is left at this number
+    int cwd_fd_slot;             ///< if >= 0, the cwd descriptor is also left at this number (bwrap's --bind-fd)
+    int drop_caps;               ///< drop every capability (bounding set included) before exec
+    int new_userns;              ///< the agent's pid namespace needs a user namespace (the gateway is not root)
 } cspawn_spec;
 
 /// Where the child failed, reported through the CLOEXEC pipe.
 enum cspawn_stage {
     CSPAWN_OK = 0, CSPAWN_FORK, CSPAWN_SIGNALS, CSPAWN_SETSID, CSPAWN_STDIO, CSPAWN_CLOSE_FDS, CSPAWN_RLIMIT,
-    CSPAWN_CHDIR, CSPAWN_CWD_CHANGED, CSPAWN_NO_NEW_PRIVS, CSPAWN_LANDLOCK, CSPAWN_SECCOMP, CSPAWN_EXEC
+    CSPAWN_CHDIR, CSPAWN_CWD_CHANGED, CSPAWN_NO_NEW_PRIVS, CSPAWN_LANDLOCK, CSPAWN_SECCOMP, CSPAWN_EXEC,
+    CSPAWN_NAMESPACE, CSPAWN_CAPS
 };
 
-/// Forks and execs per `spec`. Returns 0 and the pid on success; otherwise -1 with the stage and errno.
+/// Starts the agent per `spec` inside a pid namespace of its own, whose first process (pid 1 there) is a small
+/// init that stays behind: it forwards TERM, INT, HUP, QUIT, USR1 and USR2 to every process of the namespace,
+/// reaps them, and exits with the agent's status once the agent's own process exits, at which point the kernel
+/// kills whatever else is left in the namespace. So the agent is one process to watch and to stop (the init), and
+/// nothing it starts (setsid, double fork, a daemon) outlives it. Returns 0 and the init's pid (the agent's
+/// identity from outside) on success; otherwise -1 with the stage and errno.
 int cspawn_start(const cspawn_spec *spec, pid_t *pid, int *stage, int *err);
+
+/// Opens the directory `path` (absolute) as an O_PATH descriptor without following any symlink on the way
+/// (openat2 RESOLVE_NO_SYMLINKS, else a component walk with O_NOFOLLOW). Returns the fd, or -1 with errno (ELOOP
+/// when a component is a symlink, ENOTDIR when it is not a directory).
+int cspawn_open_dir(const char *path);
+
+/// Whether this process may give an agent its own pid namespace (with a user namespace when not root): 0 when it
+/// can, else the errno of the refusal. Probed by starting and reaping one trivial child.
+int cspawn_containment_probe(void);
 
 /// The Landlock ABI version of the running kernel, or a negative errno when Landlock is unavailable.
 int cspawn_landlock_abi(void);
 
-/// A Landlock ruleset that handles every write right the kernel knows and allows them only beneath `paths`
-/// (directories) or on them (files). Returns the ruleset fd, or -1 with errno; `bad_path` names a failing path.
-int cspawn_landlock_ruleset(const char *const *paths, int n_paths, int *bad_path);
+/// A Landlock ruleset that handles every write right the kernel knows and allows them only beneath `dir_fd` (an
+/// open directory: the cwd, by the descriptor the agent will enter) and beneath `paths` (directories) or on them
+/// (files). From ABI 6 it also scopes signals and abstract Unix sockets to the agent's own domain. Returns the
+/// ruleset fd, or -1 with errno; `bad_path` names a failing path (n_paths for `dir_fd`).
+int cspawn_landlock_ruleset(int dir_fd, const char *const *paths, int n_paths, int *bad_path);
 
 /// The standard profile's seccomp deny-list as a BPF program in a malloc'd buffer (free it). Returns the number
 /// of instructions, or -1 with errno.
@@ -62,12 +83,16 @@ int cspawn_seccomp_available(void);
 /// once. Returns 1 with the wait status when it exited (and was reaped), 0 on timeout, -1 with errno on error.
 int cspawn_wait(pid_t pid, int timeout_ms, int *status);
 
-/// Start time of a process (field 22 of /proc/PID/stat) is read in Swift; this sends a signal to a process group.
-int cspawn_kill_group(pid_t pgid, int sig);
-
 /// A pipe already holding `data`, write end closed: the agent's standard input for `task: stdin`. Returns the
 /// read end (CLOEXEC), or -1 with errno.
 int cspawn_task_pipe(const char *data, size_t len);
+
+/// Makes this process non-dumpable: its memory, environment and descriptors under /proc become readable and
+/// traceable only with CAP_SYS_PTRACE, not by an agent running under the same uid.
+int cspawn_make_nondumpable(void);
+
+/// renameat2(RENAME_EXCHANGE): swaps two paths atomically (the tests' race against the start path).
+int cspawn_rename_exchange(const char *a, const char *b);
 
 /* The peer of a Unix socket, as SO_PEERCRED fills it (struct ucred, which glibc hides behind _GNU_SOURCE). */
 typedef struct { int32_t pid; uint32_t uid; uint32_t gid; } cspawn_ucred;

@@ -95,7 +95,7 @@ public enum Doctor {
             }
         }
         var seen = Set<SandboxProfile>()
-        for rule in policy.rules where rule.effect == .allow && rule.spawner == "local" {
+        for rule in policy.rules where rule.effect == .allow && rule.spawner == .local {
             let gaps = missing(rule.sandbox)
             if gaps.isEmpty { seen.insert(rule.sandbox); continue }
             out.append(Finding(severity: .fail, subject: "rule \(rule.name)", message: "asks for sandbox '\(rule.sandbox.rawValue)', but this machine lacks \(gaps.joined(separator: " and ")); every request it allows is refused with internal_error until that is fixed or the rule asks for another profile"))

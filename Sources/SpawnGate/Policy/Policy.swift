@@ -86,8 +86,8 @@ public struct Rule: Sendable {
     public let sandbox: SandboxProfile
     public let maxRuntime: Int64?
     public let limits: ResourceLimits
-    public let spawner: String
-    public let network: String
+    public let spawner: SpawnerBackend
+    public let network: NetworkAccess
     public let line: Int
 
     func appliesTo(cli: String) -> Bool { clis?.contains(cli) ?? true }

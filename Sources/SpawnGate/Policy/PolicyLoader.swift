@@ -317,20 +317,20 @@ public enum PolicyLoader {
             if let x = lm["open_files"] { limits.openFiles = r.integer(x.value, "\(label): limits.open_files", range: 16...1_048_576) }
             if let x = lm["processes"] { limits.processes = r.integer(x.value, "\(label): limits.processes", range: 1...1_000_000) }
         }
-        var spawner = "local"
+        var spawner = SpawnerBackend.local
         if let v = m["spawner"], let s = r.string(v.value, "\(label): spawner") {
-            if ["local", "agent-relay"].contains(s) { spawner = s } else { r.error(v.value, "\(label): spawner must be local or agent-relay; got '\(s)'") }
+            if let b = SpawnerBackend(rawValue: s) { spawner = b } else { r.error(v.value, "\(label): spawner must be local or agent-relay; got '\(s)'") }
         }
-        var network = "shared"
+        var network = NetworkAccess.shared
         if let v = m["network"], let s = r.string(v.value, "\(label): network") {
-            if ["shared", "none"].contains(s) { network = s } else { r.error(v.value, "\(label): network must be shared or none; got '\(s)'") }
+            if let n = NetworkAccess(rawValue: s) { network = n } else { r.error(v.value, "\(label): network must be shared or none; got '\(s)'") }
         }
         // A rule never asks for more than its profile enforces: only strict has a network namespace, and the
         // broker behind agent-relay starts agents without our sandbox.
-        if network == "none", sandbox != .strict, let v = m["network"] {
+        if network == .none, sandbox != .strict, let v = m["network"] {
             r.error(v.value, "\(label): network: none needs sandbox: strict (only strict has its own network namespace); set sandbox: strict or remove network")
         }
-        if spawner == "agent-relay", sandbox != .none, let v = m["spawner"] {
+        if spawner == .agentRelay, sandbox != .none, let v = m["spawner"] {
             r.error(v.value, "\(label): spawner: agent-relay starts the agent through Agent Relay's broker, which applies no spawngate sandbox; add sandbox: none to this rule to accept that, or use spawner: local")
         }
         if effect == .deny {

@@ -54,6 +54,17 @@ public enum SandboxProfile: String, Sendable, CaseIterable {
     case none, standard, strict
 }
 
+/// Who starts an approved agent: spawngate's own sandboxed spawner, or the local Agent Relay broker.
+public enum SpawnerBackend: String, Sendable, CaseIterable {
+    case local
+    case agentRelay = "agent-relay"
+}
+
+/// What network an agent has: the host's, or (strict only) a namespace holding nothing but its own loopback.
+public enum NetworkAccess: String, Sendable, CaseIterable {
+    case shared, none
+}
+
 /// Resource limits applied to an agent (rlimits and a wall-clock limit).
 public struct ResourceLimits: Sendable, Equatable {
     public var cpuSeconds: Int64?

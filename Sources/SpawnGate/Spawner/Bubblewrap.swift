@@ -10,15 +10,16 @@ enum Bubblewrap {
     static let seccompFD = 3
     static let cwdFD = 4
 
-    /// Control files inside the writable cwd that run code later, outside the sandbox: a planted git hook runs at
-    /// the operator's next commit, a git config can name any program (core.fsmonitor, core.pager).
-    static let controlFiles = [".git/hooks", ".git/config"]
+    /// Agent Relay's secrets beside a project: the broker's connection file (its local API key) and the MCP
+    /// config it writes (the workspace key). An agent that reads them can ask the broker for an unsandboxed agent.
+    static let relayDirectories = [".agent-relay", ".agentworkforce"]
+    static let relayFiles = [".mcp.json"]
 
     /// bwrap's options, ending with `--`; the agent's argv follows.
     static func arguments(program: String, cwd: String, tmp: String, gatewayHome: String, writable: [String], protected: [String],
-                          network: String) throws(GatewayFailure) -> [String] {
+                          network: NetworkAccess, home: String? = nil, environment: [String: String] = [:]) throws(GatewayFailure) -> [String] {
         var a = ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
-        if network == "none" { a.append("--unshare-net") }
+        if network == .none { a.append("--unshare-net") }
         a += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
         // A private /tmp first, so the binds below stay reachable when they live under /tmp.
         a += ["--bind", tmp, "/tmp"]
@@ -41,7 +42,7 @@ enum Bubblewrap {
             // cannot move it aside and put a .git with hooks of its own in its place.
             a += ["--bind", git, git]
         }
-        for rel in controlFiles + protected {
+        for rel in protected {
             let p = cwd + "/" + rel
             var st = stat()
             guard lstat(p, &st) == 0 else { continue }
@@ -50,6 +51,36 @@ enum Bubblewrap {
             }
             // Mounted read-only on itself: writes get EROFS, and renaming or deleting a mount point gets EBUSY.
             a += ["--ro-bind", p, p]
+        }
+        // Every place git takes code to run from, for the repository of the cwd (see GitControlPaths).
+        let control = GitControlPaths.find(cwd: cwd, writable: [cwd] + writable, home: home, environment: environment)
+        if let link = control.symlinks.first {
+            throw GatewayFailure("\(link) is a symbolic link that git reads for hooks or configuration, inside a place the agent may write, so strict cannot keep it from being replaced; make it a regular file or directory, or remove it")
+        }
+        if let path = control.missing.first {
+            throw GatewayFailure("git would read \(path) (a hooks directory or an included config named in the repository's configuration), which does not exist inside a place the agent may write: the agent could create it and have it run at the operator's next git command; create it, or remove the setting that names it")
+        }
+        for p in control.readOnly { a += ["--ro-bind", p, p] }
+        // Missing ones the agent could create: empty and read-only inside the sandbox (outside, bwrap leaves an
+        // empty file or directory, as git itself would have).
+        for p in control.emptyFiles { a += ["--ro-bind", "/dev/null", p] }
+        for d in control.emptyDirectories { a += ["--tmpfs", d, "--remount-ro", d] }
+        // No `.git` in the cwd: an empty read-only one inside the sandbox, so the agent cannot make one (git init)
+        // that the operator's next git command here would use. Outside, bwrap leaves an empty `.git` directory,
+        // which git passes over.
+        if control.blockNewGit { a += ["--tmpfs", control.cwdGit, "--remount-ro", control.cwdGit] }
+        // Agent Relay's keys in the cwd and every directory above it.
+        var dir = cwd
+        while true {
+            for name in relayDirectories where GitControlPaths.lstatType(dir + "/" + name) == S_IFDIR {
+                a += ["--tmpfs", dir + "/" + name, "--remount-ro", dir + "/" + name]
+            }
+            for name in relayFiles where GitControlPaths.lstatType(dir + "/" + name) == S_IFREG {
+                a += ["--ro-bind", "/dev/null", dir + "/" + name]
+            }
+            if dir == "/" { break }
+            let up = dir.lastIndex(of: "/").map { String(dir[..<$0]) } ?? "/"
+            dir = up.isEmpty ? "/" : up
         }
         a += ["--chdir", cwd, "--cap-drop", "ALL", "--seccomp", String(seccompFD), "--"]
         return a

@@ -49,8 +49,9 @@ public struct LocalSpawner: Sendable {
 
     /// Paths the agent may write under `standard`: the cwd, its private tmp, the CLI's own state paths, and the
     /// terminal devices.
+    /// (The cwd itself is added by descriptor: see ``openApprovedDirectory(_:)``.)
     func writablePaths(for spawn: AuthorizedSpawn, tmp: String) -> [String] {
-        var paths = [spawn.match.cwd, tmp, "/dev/null"] + cliWritablePaths(for: spawn)
+        var paths = [tmp, "/dev/null"] + cliWritablePaths(for: spawn)
         if Files.exists("/dev/tty") { paths.append("/dev/tty") }
         return paths
     }
@@ -102,6 +103,11 @@ public struct LocalSpawner: Sendable {
             errFD = try openFD(errLog!, O_WRONLY | O_CREAT | O_APPEND)
         }
 
+        // The approved cwd, opened once without following a symlink anywhere on its path: the Landlock rule, the
+        // chdir, bwrap's bind and the check are all this one directory, whatever its path is renamed to later.
+        let cwdFD = try Self.openApprovedDirectory(spawn.match.cwd)
+        opened.append(cwdFD)
+
         var landlockFD: Int32 = -1
         var filter: UnsafeMutableRawPointer?
         var filterLen: Int32 = 0
@@ -115,11 +121,12 @@ public struct LocalSpawner: Sendable {
             var bad: Int32 = -1
             landlockFD = withCStrings(paths) { ptrs in
                 ptrs.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: paths.count + 1) {
-                    cspawn_landlock_ruleset($0, Int32(paths.count), &bad)
+                    cspawn_landlock_ruleset(cwdFD, $0, Int32(paths.count), &bad)
                 }
             }
             guard landlockFD >= 0 else {
-                throw GatewayFailure("cannot build the Landlock ruleset\(bad >= 0 ? " for \(paths[Int(bad)])" : ""): \(errnoText())")
+                let which = bad >= 0 && Int(bad) < paths.count ? " for \(paths[Int(bad)])" : (bad >= 0 ? " for \(spawn.match.cwd)" : "")
+                throw GatewayFailure("cannot build the Landlock ruleset\(which): \(errnoText())")
             }
         }
 
@@ -138,7 +145,8 @@ public struct LocalSpawner: Sendable {
             let options = try Bubblewrap.arguments(
                 program: spawn.match.argv[0], cwd: spawn.match.cwd, tmp: tmp, gatewayHome: home.root,
                 writable: cliWritablePaths(for: spawn),
-                protected: spawn.match.cli.protected, network: spawn.match.rule.network)
+                protected: spawn.match.cli.protected, network: spawn.match.rule.network,
+                home: environment["HOME"], environment: environment)
             program = bwrap
             argv = [bwrap] + options + spawn.match.argv
             passFDs = [pipeFD]
@@ -160,6 +168,10 @@ public struct LocalSpawner: Sendable {
                         spec.filter = UnsafeRawPointer(filter); spec.filter_len = UInt16(filterLen)
                         spec.pass_fds = pass.baseAddress; spec.n_pass = Int32(pass.count)
                         spec.cwd_fd_slot = cwdSlot
+                        spec.cwd_fd = cwdFD
+                        // Root under `standard` gives up every capability (strict's bwrap drops its own).
+                        spec.drop_caps = profile == .standard && geteuid() == 0 ? 1 : 0
+                        spec.new_userns = geteuid() != 0 ? 1 : 0
                         return program.withCString { path in
                             spawn.match.cwd.withCString { cwd in
                                 spec.path = path; spec.cwd = cwd
@@ -176,6 +188,28 @@ public struct LocalSpawner: Sendable {
         let identity = ProcessIdentity.of(pid: pid) ?? ProcessIdentity(pid: pid, startTime: 0)
         return SpawnedAgent(process: identity, name: name, profile: profile, layers: SandboxSupport.layers(for: profile, network: spawn.match.rule.network),
                             stdoutLog: outLog, stderrLog: errLog)
+    }
+
+    /// Opens `path` (the decision's canonical cwd) as an O_PATH directory descriptor without following any
+    /// symlink, and checks that the kernel names it by that same path. A component swapped for a symlink since
+    /// the decision is refused (ELOOP), never followed.
+    static func openApprovedDirectory(_ path: String) throws(GatewayFailure) -> Int32 {
+        let fd = cspawn_open_dir(path)
+        guard fd >= 0 else {
+            let e = errno
+            let why = e == ELOOP ? "a component of it is now a symlink (it was swapped after the decision)" : String(cString: strerror(e))
+            throw GatewayFailure("cannot open the approved working directory \(path): \(why); refusing to start")
+        }
+        #if os(Linux)
+        var buf = [CChar](repeating: 0, count: 4097)
+        let n = readlink("/proc/self/fd/\(fd)", &buf, 4096)
+        let named = n > 0 ? String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : ""
+        guard named == path else {
+            close(fd)
+            throw GatewayFailure("the approved working directory \(path) is now \(named.isEmpty ? "unnamed" : named) (it was moved after the decision); refusing to start")
+        }
+        #endif
+        return fd
     }
 
     /// A descriptor from which the agent reads its task (CLIs with `task: stdin`).
@@ -222,6 +256,8 @@ public struct LocalSpawner: Sendable {
         case CSPAWN_RLIMIT.rawValue: return "cannot set a resource limit: \(why)"
         case CSPAWN_NO_NEW_PRIVS.rawValue: return "cannot set no_new_privs: \(why)"
         case CSPAWN_FORK.rawValue: return "cannot fork: \(why)"
+        case CSPAWN_NAMESPACE.rawValue: return "cannot give the agent a pid namespace of its own: \(why); \(SandboxSupport.containmentFix)"
+        case CSPAWN_CAPS.rawValue: return "cannot drop the agent's capabilities: \(why)"
         default: return "the agent could not be started (stage \(stage)): \(why)"
         }
     }

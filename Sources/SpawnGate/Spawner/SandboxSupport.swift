@@ -44,18 +44,51 @@ public enum SandboxSupport {
         return "bubblewrap cannot create the sandbox's namespaces here (\(why)); \(fix)"
     }()
 
+    static let containmentFix = "the gateway needs CLONE_NEWPID and CLONE_NEWNS and to mount /proc there (root, or unprivileged user namespaces: on Ubuntu 24.04 set kernel.apparmor_restrict_unprivileged_userns=0; in a container, allow unshare/clone of namespaces)"
+
+    /// Whether agents can be contained here: every agent runs in a pid namespace of its own under a small init, so
+    /// that nothing it starts outlives it or escapes its concurrency slot, `release` and `max_runtime`. Nil when
+    /// they can, else why not and what to do. Probed once by starting one trivial contained child.
+    public static let containmentProblem: String? = {
+        #if os(Linux)
+        let e = cspawn_containment_probe()
+        return e == 0 ? nil : "a pid namespace for each agent (\(String(cString: strerror(e)))); \(containmentFix)"
+        #else
+        return "a pid namespace for each agent (only Linux has them)"
+        #endif
+    }()
+
+    /// Whether process `pid` runs in this process's pid namespace. Unknown (pid 0, gone, unreadable): false.
+    public static func sharesPidNamespace(with pid: Int32) -> Bool {
+        #if os(Linux)
+        guard pid > 0 else { return false }
+        func link(_ path: String) -> String? {
+            var buf = [CChar](repeating: 0, count: 256)
+            let n = readlink(path, &buf, 255)
+            return n > 0 ? String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : nil
+        }
+        guard let ours = link("/proc/self/ns/pid"), let theirs = link("/proc/\(pid)/ns/pid") else { return false }
+        return ours == theirs
+        #else
+        return pid > 0
+        #endif
+    }
+
     /// The layers a profile needs that this machine lacks, each with the reason and the fix.
     public static func missing(for profile: SandboxProfile) -> [String] {
         missing(for: profile, landlockABI: landlockABI, seccomp: seccomp,
-                bubblewrapProblem: profile == .strict ? bubblewrapProblem : nil)
+                bubblewrapProblem: profile == .strict ? bubblewrapProblem : nil, containmentProblem: containmentProblem)
     }
 
     /// `strict` does not use Landlock: bwrap's mounts are its write fence (a Landlock domain forbids mount(2)).
-    static func missing(for profile: SandboxProfile, landlockABI: Int?, seccomp: Bool, bubblewrapProblem: String?) -> [String] {
+    /// Containment (``containmentProblem``) is needed by every profile, `none` included: limits hold for all.
+    static func missing(for profile: SandboxProfile, landlockABI: Int?, seccomp: Bool, bubblewrapProblem: String?,
+                        containmentProblem: String? = nil) -> [String] {
         var out: [String] = []
         #if !os(Linux)
         if profile != .none { return ["a sandbox for this operating system (only Linux is supported; see SECURITY.md)"] }
         #endif
+        if let containmentProblem { out.append(containmentProblem) }
         if profile == .standard, landlockABI == nil {
             out.append(landlockMissing)
         }
@@ -67,13 +100,15 @@ public enum SandboxSupport {
     }
 
     /// Names of the layers a profile puts in force, for decisions and receipts.
-    public static func layers(for profile: SandboxProfile, network: String = "shared") -> [String] {
-        var out = ["clean-env", "new-session", "no-inherited-fds", "rlimits", "no_new_privs", "cwd-recheck"]
+    public static func layers(for profile: SandboxProfile, network: NetworkAccess = .shared) -> [String] {
+        var out = ["clean-env", "pidns-init", "private-proc", "new-session", "no-inherited-fds", "rlimits", "no_new_privs", "cwd-by-fd"]
         switch profile {
         case .none: break
-        case .standard: out += ["landlock-abi\(landlockABI ?? 0)", "seccomp"]
+        case .standard:
+            out += ["landlock-abi\(landlockABI ?? 0)"] + ((landlockABI ?? 0) >= 6 ? ["landlock-scope"] : [])
+            out += (geteuid() == 0 ? ["no-capabilities"] : []) + ["seccomp"]
         case .strict:
-            out += ["bwrap", "userns", "pidns", "ipcns", "utsns"] + (network == "none" ? ["netns"] : [])
+            out += ["bwrap", "userns", "pidns", "ipcns", "utsns"] + (network == .none ? ["netns"] : [])
             out += ["ro-root", "private-tmp", "private-dev", "hidden-gateway-home", "ro-control-files", "seccomp"]
         }
         return out

@@ -15,6 +15,8 @@ public struct AgentRecord: Sendable, Equatable {
     /// Unix seconds.
     public let startedAt: Int64
     public let log: String?
+    /// Unix seconds after which max_runtime stops the agent; nil when the rule sets none.
+    public let deadline: Int64?
 
     public init(_ agent: SpawnedAgent, of spawn: AuthorizedSpawn, startedAt: Int64) {
         requestID = spawn.request.requestID
@@ -28,6 +30,7 @@ public struct AgentRecord: Sendable, Equatable {
         process = agent.process
         self.startedAt = startedAt
         log = agent.stdoutLog
+        deadline = spawn.match.rule.maxRuntime.map { startedAt + $0 }
     }
 
     init(row: Row) {
@@ -35,7 +38,7 @@ public struct AgentRecord: Sendable, Equatable {
         cli = row["cli"]; cwd = row["cwd"]; profile = row["profile"]
         layers = (row["layers"] as String).split(separator: ",").map(String.init)
         process = ProcessIdentity(pid: row["pid"], startTime: row["pid_start"])
-        startedAt = row["started_at"]; log = row["log"]
+        startedAt = row["started_at"]; log = row["log"]; deadline = row["deadline"]
     }
 }
 
@@ -45,11 +48,11 @@ extension StateStore {
         do {
             try write { db in
                 try db.execute(sql: """
-                    INSERT OR REPLACE INTO agent (request_id, name, broker, rule, cli, cwd, profile, layers, pid, pid_start, started_at, log)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    INSERT OR REPLACE INTO agent (request_id, name, broker, rule, cli, cwd, profile, layers, pid, pid_start, started_at, log, deadline)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """, arguments: [record.requestID, record.name, record.broker, record.rule, record.cli, record.cwd,
                                      record.profile, record.layers.joined(separator: ","), record.process.pid,
-                                     record.process.startTime, record.startedAt, record.log])
+                                     record.process.startTime, record.startedAt, record.log, record.deadline])
                 if let leaseID {
                     try db.execute(sql: "UPDATE lease SET pid = ?, pid_start = ?, expires_at = NULL WHERE request_id = ?",
                                    arguments: [record.process.pid, record.process.startTime, leaseID])

@@ -71,6 +71,10 @@ public final class StateStore: Sendable {
                 CREATE INDEX agent_name ON agent(name);
                 """)
         }
+        // max_runtime's deadline is kept with the agent, so it holds across a restart of the gateway.
+        m.registerMigration("v3") { db in
+            try db.execute(sql: "ALTER TABLE agent ADD COLUMN deadline INTEGER")
+        }
         return m
     }
 

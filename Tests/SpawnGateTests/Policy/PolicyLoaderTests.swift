@@ -45,8 +45,8 @@ struct PolicyLoaderTests {
             "p.yaml:12:14: error: rule 'r': spawner: agent-relay starts the agent through Agent Relay's broker, which applies no spawngate sandbox; add sandbox: none to this rule to accept that, or use spawner: local",
         ])
         let ok = try parsePolicy(Self.base + "    sandbox: strict\n    network: none\n").get()
-        #expect(ok.rules[0].network == "none")
-        #expect(try parsePolicy(Self.base + "    sandbox: none\n    spawner: agent-relay\n").get().rules[0].spawner == "agent-relay")
+        #expect(ok.rules[0].network == .none)
+        #expect(try parsePolicy(Self.base + "    sandbox: none\n    spawner: agent-relay\n").get().rules[0].spawner == .agentRelay)
     }
 
     // Snapshot of each message: file:line:column, what is wrong, what is expected.

@@ -102,4 +102,24 @@ enum TestSupport {
         try p.run()
         return (p, out)
     }
+
+    /// Host pids of live processes whose command line contains `marker` (agents see only their own namespace's
+    /// pids, so tests find an agent's descendants from outside by a unique argument such as `sleep 61.25`).
+    static func pids(withCommandLine marker: String) -> [Int32] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { Int32($0) }.filter { pid in
+            guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"), ProcessIdentity.of(pid: pid) != nil else { return false }
+            return String(decoding: data.map { $0 == 0 ? 32 : $0 }, as: UTF8.self).contains(marker)
+        }
+    }
+
+    /// Waits (bounded, polling the kernel's state, not a fixed sleep) until no process shows `marker`.
+    static func gone(_ marker: String, within seconds: Double = 5) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if pids(withCommandLine: marker).isEmpty { return true }
+            usleep(20_000)
+        }
+        return pids(withCommandLine: marker).isEmpty
+    }
 }

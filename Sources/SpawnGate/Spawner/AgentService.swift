@@ -1,0 +1,129 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Starting, supervising, reaping and releasing agents: the one path every entry point uses (`exec` in the
+/// foreground, `serve` in the background, and the CLI's local `agents` and `release`). It takes only an
+/// ``AuthorizedSpawn``; an agent it starts is recorded in the state store with its concurrency lease and its
+/// max_runtime deadline, or it does not keep running; a start that fails frees the slot it took.
+///
+/// An agent is one process from outside: the init of its own pid namespace (see `cspawn_start`). Everything
+/// the agent starts, by any means (setsid, double fork, nohup), lives in that namespace, so it holds the slot
+/// while any of it runs... and none of it runs once the agent's own process has exited: the kernel ends the
+/// namespace with its init. `release` and `max_runtime` stop the init, and so all of it.
+public final class AgentService: @unchecked Sendable {
+    public let spawner: LocalSpawner
+    public let state: StateStore
+    let clock: any GateClock
+    /// Agents this process started: its children, which only this process can reap.
+    private var children: Set<Int32> = []
+    private let lock = NSLock()
+
+    public init(spawner: LocalSpawner, state: StateStore, clock: any GateClock = SystemClock()) {
+        self.spawner = spawner
+        self.state = state
+        self.clock = clock
+    }
+
+    /// The service over a home's state store, for commands that list or release (they start nothing).
+    public static func local(_ home: Home) throws(GatewayFailure) -> AgentService {
+        AgentService(spawner: LocalSpawner(home: home), state: try StateStore.open(home.stateDB))
+    }
+
+    /// An agent that is running, as started here.
+    public struct Started: Sendable {
+        public let agent: SpawnedAgent
+        public let record: AgentRecord
+        /// What its receipt says about the start.
+        public var receipt: Receipt.Started { Receipt.Started(pid: agent.pid, startedAt: record.startedAt, layers: agent.layers) }
+    }
+
+    /// Starts `spawn` in its sandbox and records it. The task goes through a pipe when the CLI takes it on
+    /// standard input; otherwise standard input is /dev/null, or with `inheritStdin` this process's own.
+    public func start(_ spawn: AuthorizedSpawn, output: LocalSpawner.Output, inheritStdin: Bool = false) throws(GatewayFailure) -> Started {
+        var stdinFD: Int32? = inheritStdin ? 0 : nil
+        do {
+            if let task = spawn.match.stdinTask { stdinFD = try LocalSpawner.taskInput(task) }
+        } catch { throw freeing(spawn, error) }
+        defer { if let fd = stdinFD, fd != 0 { close(fd) } }
+        let agent: SpawnedAgent
+        do { agent = try spawner.start(spawn, output: output, stdin: stdinFD) } catch { throw freeing(spawn, error) }
+        lock.lock(); children.insert(agent.pid); lock.unlock()
+        let record = AgentRecord(agent, of: spawn, startedAt: clock.now())
+        do { try state.recordStart(record, leaseID: spawn.leaseID) } catch {
+            // An agent the gateway cannot track is one nobody can release: it does not keep running.
+            _ = Supervisor.stop(agent.process, grace: 0)
+            collect(agent.pid, wait: true)
+            throw freeing(spawn, GatewayFailure("the agent was stopped at once: the state store did not record it: \(error.message)"))
+        }
+        return Started(agent: agent, record: record)
+    }
+
+    /// Waits in the foreground until the agent exits or its max_runtime is up (then TERM, KILL after `grace`),
+    /// and forgets it. Returns its status as a shell reports it.
+    public func wait(_ started: Started, grace: Double = Supervisor.grace) -> Int32 {
+        let remaining = started.record.deadline.map { max(0, $0 - clock.now()) }
+        let status = Supervisor.wait(started.agent, maxRuntime: remaining, grace: grace)
+        lock.lock(); children.remove(started.agent.pid); lock.unlock()
+        try? state.recordExit(requestID: started.record.requestID)
+        return status
+    }
+
+    /// The running agents, oldest first (of one broker, when given). Agents that are gone are forgotten.
+    public func running(broker: String? = nil) throws(GatewayFailure) -> [AgentRecord] {
+        try state.runningAgents().filter { broker == nil || $0.broker == broker }
+    }
+
+    /// One agent released: whether it was still running when asked.
+    public struct Released: Sendable {
+        public let record: AgentRecord
+        public let stopped: Bool
+    }
+
+    /// Stops every running agent named `name` (of `broker`, when given): TERM to all of it, KILL after `grace`.
+    public func release(name: String, broker: String?, grace: Double = Supervisor.grace) throws(GatewayFailure) -> [Released] {
+        try running(broker: broker).filter { $0.name == name }.map { record in
+            let stopped = Supervisor.stop(record.process, grace: grace)
+            collect(record.process.pid, wait: true)
+            try? state.recordExit(requestID: record.requestID)
+            return Released(record: record, stopped: stopped)
+        }
+    }
+
+    /// Collects agents that exited and stops those past their max_runtime deadline, whoever started them: the
+    /// deadline is in the state store, so it holds across a restart of the gateway. Returns how many ended.
+    @discardableResult
+    public func reap(grace: Double = 2) -> Int {
+        lock.lock(); let mine = children; lock.unlock()
+        // Our own children first: an exited one is a zombie until collected here.
+        for pid in mine { collect(pid, wait: false) }
+        lock.lock(); var ended = mine.count - children.count; lock.unlock()
+        guard let records = try? state.runningAgents() else { return ended }
+        let now = clock.now()
+        for record in records {
+            guard let deadline = record.deadline, now >= deadline else { continue }
+            _ = Supervisor.stop(record.process, grace: grace)
+            collect(record.process.pid, wait: true)
+            try? state.recordExit(requestID: record.requestID)
+            ended += 1
+        }
+        return ended
+    }
+
+    /// Reaps `pid` if it is a child of this process that exited (`wait`: waits for it to exit).
+    private func collect(_ pid: Int32, wait: Bool) {
+        lock.lock(); let mine = children.contains(pid); lock.unlock()
+        guard mine else { return }
+        var status: Int32 = 0
+        let r = waitpid(pid, &status, wait ? 0 : WNOHANG)
+        if r == pid || (r < 0 && errno == ECHILD) {
+            lock.lock(); children.remove(pid); lock.unlock()
+        }
+    }
+
+    private func freeing(_ spawn: AuthorizedSpawn, _ error: GatewayFailure) -> GatewayFailure {
+        if let lease = spawn.leaseID { _ = try? state.releaseLease(requestID: lease) }
+        return error
+    }
+}

@@ -1,0 +1,190 @@
+import Foundation
+import Testing
+@testable import SpawnGate
+import CSpawn
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An agent that wants out: every process it starts is the agent until it is gone, it reaches nothing outside its
+/// own tree, and its fence is the directory it runs in. Each test runs real agents against real gateways and, where
+/// it can, the same attack without the defence, so it fails when the defence is removed.
+@Suite("Containment of agents")
+struct ContainmentTests {
+    /// The state letter of a host process (`T` when stopped).
+    static func state(_ pid: Int32) -> String? {
+        guard let stat = FileManager.default.contents(atPath: "/proc/\(pid)/stat"),
+              let close = stat.lastIndex(of: UInt8(ascii: ")")), close + 2 < stat.count else { return nil }
+        return String(UnicodeScalar(stat[close + 2]))
+    }
+
+    /// T25: the cwd is swapped for a symlink (to the gateway's policy directory, say) and back while the agent
+    /// starts, as another agent of the same broker whose cwd is the parent could do. The Landlock fence, the
+    /// chdir and the check are one directory opened without following symlinks, so the agent never gets write
+    /// access anywhere else, however the race falls.
+    @Test func aSwappedCwdNeverMovesTheFence() throws {
+        let g = try Gateway(rule: ["sandbox: standard"])
+        let work = g.app + "/work", decoy = g.app + "/work-link", secret = g.dir + "/policy-stand-in"
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: secret, withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: decoy, withDestinationPath: secret)
+        try g.script("echo x > \(secret)/pwned-$(date +%s%N) 2>/dev/null && echo BREACH")
+        let spawn = try #require(try g.pipeline().decide(g.envelope(g.request(cwd: work))).authorized)
+        let stop = Atomic(false)
+        let racer = Thread {
+            // renameat2(RENAME_EXCHANGE): `work` is the real directory, then the symlink, then the directory…
+            while !stop.value { _ = cspawn_rename_exchange(work, decoy) }
+        }
+        racer.start()
+        var started = 0, breaches = 0
+        for _ in 0..<150 {
+            guard let agent = try? LocalSpawner(home: g.vps).start(spawn, output: .logFiles) else { continue }
+            started += 1
+            _ = Supervisor.wait(agent, maxRuntime: 10)
+            if (try? String(contentsOfFile: agent.stdoutLog ?? "", encoding: .utf8))?.contains("BREACH") == true { breaches += 1 }
+        }
+        stop.value = true
+        while !racer.isFinished { usleep(1000) }
+        let planted = (try? FileManager.default.contentsOfDirectory(atPath: secret)) ?? []
+        #expect(breaches == 0 && planted.isEmpty, "\(breaches) of \(started) agents wrote into the swapped-in directory")
+        #expect(started > 0, "some starts found the real directory in place")
+    }
+
+    /// T26: an agent that leaves a `setsid` child and a plain background child and exits frees its slot only
+    /// because nothing of it is left: under `serve`, with max_concurrent 1, three such agents in a row leave no
+    /// process behind (before, each left two and all three were admitted).
+    @Test func childrenThatLeaveTheSessionDieWithTheirAgentUnderServe() throws {
+        let r = try ServeTests.Remote(rule: ["max_concurrent: 1", "sandbox: standard"], agent: """
+            setsid sh -c 'exec sleep 300.25' </dev/null >/dev/null 2>&1 &
+            sleep 300.5 </dev/null >/dev/null 2>&1 &
+            exit 0
+            """)
+        defer { r.serve.kill() }
+        for round in 1...3 {
+            let out = try r.spawn()
+            #expect(out.status == 0, "round \(round): \(out.stdout) \(out.stderr)")
+            #expect(TestSupport.gone("sleep 300.25") && TestSupport.gone("sleep 300.5"), "round \(round): the agent's children outlived it")
+            try ServeTests.Remote.eventually("the slot is freed") { try r.laptop(["agents", "--broker", "vps-broker"]).stdout.contains("no agents") }
+        }
+    }
+
+    /// T27: while the agent runs, its setsid child holds the slot with it, and `release` ends both.
+    @Test func aRunningAgentsWholeTreeHoldsTheSlotAndIsReleased() throws {
+        let r = try ServeTests.Remote(rule: ["max_concurrent: 1", "sandbox: standard"], agent: """
+            setsid sh -c 'trap "" TERM; exec sleep 301.25' </dev/null >/dev/null 2>&1 &
+            exec sleep 301.5
+            """)
+        defer { r.serve.kill() }
+        #expect(try r.spawn().status == 0)
+        #expect(try r.spawn().stdout.contains("concurrency_limit"), "one agent at a time")
+        #expect(TestSupport.pids(withCommandLine: "sleep 301.25").count == 1)
+        let released = try r.laptop(["release", "coder", "--broker", "vps-broker"])
+        #expect(released.status == 0, "\(released.stderr)")
+        #expect(TestSupport.gone("sleep 301.25") && TestSupport.gone("sleep 301.5"), "release reaches the setsid child that ignores TERM")
+    }
+
+    /// T28: max_runtime's deadline is in the state store: a gateway killed and started again still stops the
+    /// agent (and everything it started) on time.
+    @Test func maxRuntimeHoldsAcrossAGatewayRestart() throws {
+        let r = try ServeTests.Remote(rule: ["sandbox: standard", "max_runtime: 2s"], agent: """
+            setsid sh -c 'exec sleep 302.25' </dev/null >/dev/null 2>&1 &
+            exec sleep 302.5
+            """)
+        #expect(try r.spawn().status == 0)
+        r.serve.kill()
+        #expect(!TestSupport.pids(withCommandLine: "sleep 302.5").isEmpty, "the agent outlives the gateway")
+        let again = try ServeProcess(home: r.g.vps)
+        defer { again.kill() }
+        #expect(TestSupport.gone("sleep 302.5", within: 15) && TestSupport.gone("sleep 302.25", within: 2), "the restarted gateway enforced the deadline")
+    }
+
+    /// T29: a `standard` agent cannot signal anything outside its own tree: not by pid (it lives in a pid
+    /// namespace of its own) and not through a pidfd made from /proc (its /proc shows only its own processes, and
+    /// pidfd_send_signal is refused). The same script run outside the sandbox stops the victim.
+    @Test func agentsCannotSignalOutsideTheirTree() throws {
+        let victim = Process()
+        victim.executableURL = URL(fileURLWithPath: "/bin/sleep")
+        victim.arguments = ["303.5"]
+        try victim.run()
+        defer { victim.terminate(); kill(victim.processIdentifier, SIGCONT); kill(victim.processIdentifier, SIGKILL); victim.waitUntilExit() }
+        let pid = victim.processIdentifier
+        let g = try Gateway(rule: ["sandbox: standard"])
+        let attack = """
+            kill -STOP \(pid) 2>/dev/null && echo KILLED
+            python3 -c '
+            import os, signal
+            try:
+                fd = os.open("/proc/\(pid)", os.O_RDONLY)
+                signal.pidfd_send_signal(fd, signal.SIGSTOP)
+                print("PIDFD-SENT")
+            except Exception as e:
+                print("pidfd refused", type(e).__name__)
+            '
+            """
+        try g.script(attack)
+        let (_, out) = try SandboxTests.run(g)
+        #expect(!out.contains("KILLED") && !out.contains("PIDFD-SENT"), "\(out)")
+        #expect(Self.state(pid) != "T", "the victim is not stopped")
+        // Without the sandbox the same script stops it.
+        let control = try TestSupport.run("/bin/sh", ["-c", attack])
+        #expect(control.stdout.contains("KILLED"), "\(control.stdout)")
+        #expect(Self.state(pid) == "T")
+    }
+
+    /// T30: an agent is not admitted on the hook socket, though it runs as the gateway's own uid: it is in
+    /// another pid namespace. The same request from outside any agent is decided.
+    @Test func agentsAreNotAdmittedOnTheHookSocket() throws {
+        let g = try DecisionCLITests.live(["sandbox: standard", "max_concurrent: 4"])
+        let socket = g.dir + "/gate.sock"
+        let ask = """
+            python3 -c '
+            import socket
+            s = socket.socket(socket.AF_UNIX)
+            s.connect("\(socket)")
+            s.sendall(b"POST /v1/hook HTTP/1.1\\r\\nHost: gate\\r\\nContent-Length: 2\\r\\nConnection: close\\r\\n\\r\\n{}")
+            print("STATUS", s.recv(64).split()[1].decode())
+            '
+            """
+        try g.script(ask + " > \(g.app)/asked.txt 2>&1")
+        let serve = try ServeProcess(home: g.vps, ["--socket", socket])
+        defer { serve.kill() }
+        try ServeTests.Remote.eventually("the socket listens") { (try? HTTPClient.exchange(.unix(path: socket), method: "GET", path: "/healthz", timeout: 1)) != nil }
+        #expect(try TestSupport.spawngate(try TestSupport.peerAdd("vps-broker", home: g.vps, url: serve.url) + ["--home", g.dir + "/mac-laptop"]).status == 0)
+        let out = try TestSupport.spawngate(["spawn", "coder", "claude", "x", "--broker", "vps-broker", "--cwd", g.app, "--home", g.dir + "/mac-laptop"])
+        #expect(out.status == 0, "\(out.stdout) \(out.stderr)")
+        try ServeTests.Remote.eventually("the agent asked") { ((try? String(contentsOfFile: g.app + "/asked.txt", encoding: .utf8)) ?? "").contains("STATUS") }
+        #expect(try String(contentsOfFile: g.app + "/asked.txt", encoding: .utf8).contains("STATUS 403"))
+        let control = try TestSupport.run("/bin/sh", ["-c", ask])
+        #expect(control.stdout.contains("STATUS 200"), "the same request from outside an agent is decided: \(control.stdout) \(control.stderr)")
+    }
+
+    /// T31: the agent cannot read the gateway's environment (every API key, not only the policy's) or find the
+    /// gateway's processes at all: its /proc is its own namespace's.
+    @Test func agentsCannotReadTheGatewaysEnvironment() throws {
+        let g = try DecisionCLITests.live(["sandbox: standard"])
+        try g.script("""
+            for f in /proc/[0-9]*/environ; do grep -qs canary-7f3e "$f" && echo "FOUND $f"; done
+            ls /proc | grep -c '^[0-9]' > \(g.app)/count.txt
+            exit 0
+            """)
+        let request = g.dir + "/request.json"
+        try DecisionCLITests.write(g.envelope(), request)
+        let exec = try TestSupport.run(TestSupport.binary, ["exec", request, "--home", g.vps.root],
+                                       environment: ["SECRET_CANARY": "canary-7f3e", "PATH": "/usr/bin:/bin"])
+        #expect(exec.status == 0, "\(exec.stderr)")
+        #expect(!exec.stdout.contains("FOUND"), "\(exec.stdout)")
+        let count = Int(try String(contentsOfFile: g.app + "/count.txt", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)) ?? 99
+        #expect(count <= 4, "the agent sees only its own processes (init, shell, ls, grep): \(count)")
+    }
+}
+
+/// A flag shared with a racing thread.
+final class Atomic<T: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var _value: T
+    init(_ value: T) { _value = value }
+    var value: T {
+        get { lock.withLock { _value } }
+        set { lock.withLock { _value = newValue } }
+    }
+}
