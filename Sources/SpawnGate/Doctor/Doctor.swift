@@ -35,6 +35,11 @@ public enum Doctor {
         } else {
             out.append(Finding(severity: .ok, subject: "bubblewrap", message: "\(SandboxSupport.bubblewrapPath ?? "bwrap") makes user, pid, ipc, uts and network namespaces (strict)"))
         }
+        if let containmentProblem = SandboxSupport.containmentProblem {
+            out.append(Finding(severity: .warn, subject: "containment", message: containmentProblem + " (no agent can be started here)"))
+        } else {
+            out.append(Finding(severity: .ok, subject: "containment", message: "each agent gets a pid and mount namespace of its own under an init (nothing it starts outlives it)"))
+        }
         var core = rlimit()
         out.append(getrlimit(__rlimit_resource_t(CSPAWN_RLIMIT_CORE), &core) == 0
             ? Finding(severity: .ok, subject: "rlimits", message: "settable (agents get the rule's limits and no core dumps)")
