@@ -158,6 +158,14 @@ public final class Gateway: @unchecked Sendable {
     public func hook(body: [UInt8], uid: UInt32) async -> (status: Int, decision: Decision) {
         let p = pipeline
         guard p.policy.admitsHookUser(uid, gatewayUID: getuid()) else {
+            // Each refusal is an fsynced audit line: a uid the policy does not admit spends a pre-authentication
+            // allowance (its own, keyed by uid so it cannot collide with an address), and once that is empty it
+            // gets 429 with no decision work and nothing written, so it cannot fill the disk.
+            if limiter.admit("uid:\(uid)") != nil {
+                let detail = "too many requests from uid \(uid), which the policy's hook_users does not admit; nothing was decided or recorded. Add the user to hook_users if it should ask here"
+                return (429, Decision(reason: .unknownKey, detail: detail,
+                                      requestID: nil, broker: nil, fingerprint: nil, policy: p.policy.hash))
+            }
             let refusal = p.prepareRefusal(Denial(.unknownKey, "uid \(uid) may not use this gateway's socket; the policy's hook_users names who may"))
             let d = await committer.commit(refusal, through: p).decision
             metrics.count(d.reason)

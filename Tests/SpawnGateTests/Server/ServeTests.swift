@@ -337,4 +337,26 @@ struct ServeTests {
         let refused = try HTTPClient.exchange(.unix(path: socket), method: "POST", path: "/v1/hook", body: g.envelope(), timeout: 5)
         #expect(refused.status == 403 && String(decoding: refused.body, as: UTF8.self).contains("uid \(me) may not use this gateway's socket"))
     }
+
+    /// A uid the policy does not admit cannot fill the disk: each of its refusals is an fsynced audit line, so it
+    /// spends a pre-authentication allowance (burst 10, then 1/s) and then gets 429 with nothing recorded. (T40)
+    @Test func unadmittedUIDIsBoundedBeforeTheAuditLog() throws {
+        let g = try DecisionCLITests.live(["sandbox: standard"])
+        var policy = try String(contentsOfFile: g.vps.policyFile, encoding: .utf8)
+        policy = policy.replacingOccurrences(of: "accept_remote_spawn: true", with: "accept_remote_spawn: true\nhook_users: [\"\(getuid() + 4242)\"]")
+        try policy.write(toFile: g.vps.policyFile, atomically: true, encoding: .utf8)
+        let socket = g.dir + "/gate.sock"
+        let serve = try ServeProcess(home: g.vps, ["--socket", socket])
+        defer { serve.kill() }
+        try ServeTests.Remote.eventually("the socket listens") { (try? HTTPClient.exchange(.unix(path: socket), method: "GET", path: "/healthz", timeout: 1)) != nil }
+        let started = Date()
+        let statuses = try (0..<60).map { _ in
+            try HTTPClient.exchange(.unix(path: socket), method: "POST", path: "/v1/hook", body: g.envelope(), timeout: 5).status
+        }
+        let elapsed = Date().timeIntervalSince(started)
+        let audited = try g.auditLines().filter { ($0["detail"] as? String)?.contains("may not use this gateway's socket") == true }.count
+        #expect(statuses.filter { $0 == 403 }.count == audited, "every refusal that was decided was recorded: \(statuses)")
+        #expect(statuses.contains(429), "\(statuses)")
+        #expect(Double(audited) <= 10 + elapsed.rounded(.up), "only the allowance reached the audit log: \(audited) lines in \(elapsed) s")
+    }
 }
