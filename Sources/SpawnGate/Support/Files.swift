@@ -120,7 +120,7 @@ public enum Files {
         guard stat(path, &st) == 0 else { throw OperatorError("cannot open \(path): \(errnoText())") }
         if (st.st_mode & S_IFMT) == S_IFDIR, st.st_mode & S_ISVTX != 0, st.st_uid == 0 || st.st_uid == geteuid() { return }
         guard st.st_uid == geteuid() || st.st_uid == 0 else {
-            throw OperatorError("\(path) is owned by uid \(st.st_uid), neither you nor root; refusing to trust it")
+            throw OperatorError("\(path) is owned by uid \(st.st_uid), neither you (uid \(geteuid())) nor root; refusing to trust it: if it is yours, run 'chown \(geteuid()) \(path)', else remove it")
         }
         guard st.st_mode & 0o022 == 0 else {
             throw OperatorError(String(format: "%@ has mode %o, so other users can change it; run 'chmod go-w %@'", path, Int(st.st_mode & 0o777), path))
