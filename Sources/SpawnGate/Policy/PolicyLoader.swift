@@ -206,8 +206,14 @@ public enum PolicyLoader {
             case "stdin": task = .stdin
             case "none": task = .none
             default:
-                if s.hasPrefix("env:"), EnvironmentPolicy.refusal(String(s.dropFirst(4))) == nil {
-                    task = .environment(String(s.dropFirst(4)))
+                if s.hasPrefix("env:") {
+                    // The request's task text becomes this variable's value: a remote requester would choose it.
+                    if let why = EnvironmentPolicy.refusal(String(s.dropFirst(4))) {
+                        r.error(v.value, "\(p).task: \(why)")
+                        ok = false
+                    } else {
+                        task = .environment(String(s.dropFirst(4)))
+                    }
                 } else {
                     r.error(v.value, "\(p).task must be after_double_dash, stdin, env:VARIABLE or none; got '\(s)'")
                     ok = false
