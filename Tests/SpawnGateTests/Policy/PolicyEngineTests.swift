@@ -124,15 +124,16 @@ struct PolicyEngineTests {
             clis:
               claude: {path: /usr/local/bin/claude, args: [[], ["--resume", "\(nfc)"]]}
             rules:
-              - {name: laptop, brokers: ["\(nfc)"], clis: [claude], cwd: ["/w/\(nfc)/**"]}
+              - {name: laptop, brokers: [mac-laptop], clis: [claude], cwd: ["/w/\(nfc)/**"]}
             """)
-        #expect(Self.reason(e, PolicyRequest(broker: nfc, cli: "claude", cwd: "/w/\(nfc)/x")) == .allowed)
-        // Broker names never meet the question: only ASCII names can be enrolled.
+        #expect(Self.reason(e, PolicyRequest(broker: "mac-laptop", cli: "claude", cwd: "/w/\(nfc)/x")) == .allowed)
+        // Broker names never meet the question: only ASCII names can be enrolled, or written in a policy (T45).
         #expect(throws: OperatorError.self) { try Home.validateBrokerName(nfc) }
         #expect(throws: OperatorError.self) { try Home.validateBrokerName(nfd) }
-        #expect(Self.reason(e, PolicyRequest(broker: nfc, cli: "claude", cwd: "/w/\(nfd)/x")) == .cwdNotAllowed)
-        #expect(Self.reason(e, PolicyRequest(broker: nfc, cli: "claude", cwd: "/w/\(nfc)/x", args: ["--resume", nfd])) != .allowed)
-        #expect(Self.reason(e, PolicyRequest(broker: nfc, cli: "claude", cwd: "/w/\(nfc)/x", args: ["--resume", nfc])) == .allowed)
+        #expect(policyErrors(PolicyLoaderTests.base.replacingOccurrences(of: "[mac-laptop]", with: "[\"\(nfc)\"]")).count == 1)
+        #expect(Self.reason(e, PolicyRequest(broker: "mac-laptop", cli: "claude", cwd: "/w/\(nfd)/x")) == .cwdNotAllowed)
+        #expect(Self.reason(e, PolicyRequest(broker: "mac-laptop", cli: "claude", cwd: "/w/\(nfc)/x", args: ["--resume", nfd])) != .allowed)
+        #expect(Self.reason(e, PolicyRequest(broker: "mac-laptop", cli: "claude", cwd: "/w/\(nfc)/x", args: ["--resume", nfc])) == .allowed)
     }
 
     /// T14 (lexical): `..` escapes, the `-evil` prefix trick, exact vs recursive.

@@ -158,6 +158,23 @@ struct PolicyLoaderTests {
         }
     }
 
+    /// T45: a deny rule for "mac‐laptop" (U+2010) passed its own embedded test while the real mac-laptop was
+    /// allowed. Broker names in `brokers:` and in tests' `from` must be names enrollment accepts, ASCII only.
+    @Test func brokerNamesMustBeEnrollableASCII() {
+        let lookAlikes = ["mac\u{2010}laptop", "m\u{430}c-laptop", "mac-laptop\u{200B}", "mac-laptop\u{202E}", "caf\u{E9}", "mac laptop", "-x", ".x",
+                          String(repeating: "a", count: 65)]
+        for name in lookAlikes {
+            let rule = policyErrors(Self.base.replacingOccurrences(of: "[mac-laptop]", with: "[ok-broker, \"\(name)\"]"))
+            #expect(rule.count == 1 && rule.first?.hasPrefix("p.yaml:9:26: error: rule 'r': brokers: '") == true
+                    && rule.first?.contains("is not a broker name enrollment would accept") == true, "\(name): \(rule)")
+            let test = policyErrors(Self.base + "tests:\n  - request: {from: \"\(name)\", cli: claude, cwd: /w/x}\n    expect: no_matching_rule\n")
+            #expect(test.count == 1 && test.first?.hasPrefix("p.yaml:13:21: error: tests[0].request.from: '") == true, "\(name): \(test)")
+        }
+        let hyphen = policyErrors(Self.base.replacingOccurrences(of: "[mac-laptop]", with: "[\"mac\u{2010}laptop\"]"))
+        #expect(hyphen.first?.contains("'mac?laptop'") == true && hyphen.first?.contains("U+2010") == true, "the message shows the look-alike safely: \(hyphen)")
+        #expect(policyErrors(Self.base.replacingOccurrences(of: "[mac-laptop]", with: "[mac-laptop, mini_pc.2, VPS]")).isEmpty)
+    }
+
     @Test func onlyTheBareStarIsABrokerWildcard() {
         #expect(policyErrors(Self.base.replacingOccurrences(of: "[mac-laptop]", with: "[\"mac-*\"]")).first?.contains("the only wildcard for brokers") == true)
         #expect(policyErrors(Self.base.replacingOccurrences(of: "[mac-laptop]", with: "[\"*\", mac-laptop]")).first?.contains("list it alone") == true)
