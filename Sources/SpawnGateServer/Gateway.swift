@@ -155,6 +155,14 @@ public final class Gateway: @unchecked Sendable {
             "uid \(uid) may not use this gateway's socket; the policy's hook_users names who may"
         } else { nil }
         if let refused {
+            // Each refusal is an fsynced audit line: a caller that is not admitted spends a pre-authentication
+            // allowance (its own, keyed by uid so it cannot collide with an address), and once that is empty it
+            // gets 429 with no decision work and nothing written, so it cannot fill the disk.
+            if limiter.admit("uid:\(uid)") != nil {
+                let detail = "too many requests from uid \(uid), which may not use this gateway's socket (\(refused)); nothing was decided or recorded"
+                return (429, Decision(reason: .unknownKey, detail: detail,
+                                      requestID: nil, broker: nil, fingerprint: nil, policy: p.policy.hash))
+            }
             let refusal = p.prepareRefusal(Denial(.unknownKey, refused))
             let d = await committer.commit(refusal, through: p).decision
             metrics.count(d.reason)
@@ -227,13 +235,45 @@ public final class Gateway: @unchecked Sendable {
 
     /// Signs the receipt, and seals it to the requester's key when that key is enrolled here: its contents
     /// (argv, cwd, agents) are for the requester only. Without a known requester it goes back plain.
+    ///
+    /// The detail of a plain receipt, and of any `internal_error` or `audit_unavailable`, is replaced on the wire by
+    /// a fixed sentence with a reference: the gateway's own failures name its files, and a plain receipt goes to
+    /// whoever asked. The full text goes to this gateway's log under that reference (and stays in the audit line
+    /// when the decision was recorded).
     private func receipt(_ decision: Decision, started: Receipt.Started?, extra: [(String, JSONWriter.Value)] = [],
                          sealTo fingerprint: Fingerprint?, pipeline p: DecisionPipeline) -> WireAnswer {
-        let signed = Receipt.issue(decision, started: started, extra: extra, key: identity.key)
-        if let fingerprint, case .enrolled(_, let key)? = try? p.verifier.keys.lookup(fingerprint) {
-            return .receipt(SealedBody.seal(signed, to: key))
+        var sealKey: PublicKey?
+        if let fingerprint, case .enrolled(_, let key)? = try? p.verifier.keys.lookup(fingerprint) { sealKey = key }
+        var sent = decision
+        if sealKey == nil || Self.internalReasons.contains(decision.reason) {
+            let reference = decision.requestID ?? "ref-" + Sodium.randomBytes(8).hex
+            sent.detail = Self.wireDetail(decision.reason, reference: reference)
+            let level: Logger.Level = Self.internalReasons.contains(decision.reason) ? .error : .info
+            logger.log(level: level, "\(decision.reason.rawValue): \(decision.detail)",
+                       metadata: ["request_id": .string(reference), "sealed": .stringConvertible(sealKey != nil)])
         }
+        let signed = Receipt.issue(sent, started: started, extra: extra, key: identity.key)
+        if let sealKey { return .receipt(SealedBody.seal(signed, to: sealKey)) }
         return .receipt(signed)
+    }
+
+    /// Reasons that mean the gateway itself failed; their text is for its operator.
+    static let internalReasons: Set<ReasonCode> = [.internalError, .auditUnavailable]
+
+    /// What a requester is told instead of the gateway's own text: the reason code stays in the receipt, and
+    /// the sentence says who can see more. Nothing in it comes from the request or from this machine.
+    static func wireDetail(_ reason: ReasonCode, reference: String) -> String {
+        if internalReasons.contains(reason) {
+            return "the gateway could not decide; its operator can find request \(reference) in the log"
+        }
+        let hint: String
+        switch reason {
+        case .unknownKey: hint = "this broker's key is not enrolled there"
+        case .revokedKey: hint = "this broker's key is revoked there"
+        case .malformed, .badSignature: hint = "the request could not be opened or verified there"
+        default: hint = "refused"
+        }
+        return "\(reason.rawValue): \(hint); its operator can find request \(reference) in the log"
     }
 
     // MARK: Agents

@@ -20,7 +20,8 @@ public enum Doctor {
 
     /// What the machine offers, independent of any home.
     public static func layers(landlockABI: Int? = SandboxSupport.landlockABI, seccomp: Bool = SandboxSupport.seccomp,
-                              bubblewrapProblem: String? = SandboxSupport.bubblewrapProblem) -> [Finding] {
+                              bubblewrapProblem: String? = SandboxSupport.bubblewrapProblem,
+                              containmentProblem: String? = SandboxSupport.containmentProblem) -> [Finding] {
         var out: [Finding] = []
         if let abi = landlockABI {
             out.append(Finding(severity: .ok, subject: "landlock", message: "ABI \(abi) (standard's write fence)"))
@@ -35,7 +36,7 @@ public enum Doctor {
         } else {
             out.append(Finding(severity: .ok, subject: "bubblewrap", message: "\(SandboxSupport.bubblewrapPath ?? "bwrap") makes user, pid, ipc, uts and network namespaces (strict)"))
         }
-        if let containmentProblem = SandboxSupport.containmentProblem {
+        if let containmentProblem {
             out.append(Finding(severity: .warn, subject: "containment", message: containmentProblem + " (no agent can be started here)"))
         } else {
             out.append(Finding(severity: .ok, subject: "containment", message: "each agent gets a pid and mount namespace of its own under an init (nothing it starts outlives it)"))

@@ -45,10 +45,23 @@ public struct KeyStore: Sendable {
     }
 
     private func readAll() throws(GatewayFailure) -> [Entry] {
-        try read(home.keysDir, status: .enrolled) + read(home.revokedDir, status: .revoked)
+        // Whoever can write the home or keys/ can rename keys/ or keys/revoked/ away and put their own in place.
+        try Self.requireTrusted(home.root)
+        return try read(home.keysDir, status: .enrolled) + read(home.revokedDir, status: .revoked)
+    }
+
+    /// The enrolled keys decide who may start processes here, so they are trusted only as OpenSSH's StrictModes
+    /// trusts authorized_keys: owned by the gateway's user (or root) and writable by no one else, for each key
+    /// file and the directories holding them. Otherwise the gateway cannot decide, as for a foreign-writable
+    /// state.db: a key another user planted, or a revocation another user removed, must never count.
+    static func requireTrusted(_ path: String) throws(GatewayFailure) {
+        do { try Files.checkNotWritableByOthers(path) } catch {
+            throw GatewayFailure("\(error.message). The enrolled keys decide who may start agents here, so nothing is decided until this is fixed")
+        }
     }
 
     private func read(_ dir: String, status: Status) throws(GatewayFailure) -> [Entry] {
+        try Self.requireTrusted(dir)
         let names: [String]
         do { names = try FileManager.default.contentsOfDirectory(atPath: dir) } catch {
             throw GatewayFailure("cannot list \(dir): \(error.localizedDescription); the key store must be readable to decide anything")
@@ -56,6 +69,12 @@ public struct KeyStore: Sendable {
         var out: [Entry] = []
         for file in names.sorted() where file.hasSuffix(".pub") && !file.hasPrefix(".") {
             let path = "\(dir)/\(file)"
+            // A link could point at a file someone else controls; enrollment only ever writes regular files.
+            var st = stat()
+            guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
+                throw GatewayFailure("\(path) is not a regular file (a symlink or something else); replace it with the key file itself, or remove it. The enrolled keys decide who may start agents here, so nothing is decided until this is fixed")
+            }
+            try Self.requireTrusted(path)
             let text: [UInt8]
             do { text = try Files.read(path, limit: PublicKey.maxLineLength + 2) } catch { throw GatewayFailure(error.message) }
             do {
@@ -145,6 +164,7 @@ final class KeyCache: @unchecked Sendable {
     }
 
     private static func stamp(home: Home, files: [String]) -> [FileStamp] {
-        ([home.keysDir, home.revokedDir] + files).map(FileStamp.init(path:))
+        // The home too: its mode is checked with the rest, and a chmod changes its ctime.
+        ([home.root, home.keysDir, home.revokedDir] + files).map(FileStamp.init(path:))
     }
 }

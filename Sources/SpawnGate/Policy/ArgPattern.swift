@@ -61,6 +61,14 @@ public struct ArgPattern: Sendable, Equatable, CustomStringConvertible {
         return pi == p.count
     }
 
+    /// Whether `option` (`--` and at least one more character) could be an abbreviation of a long option this
+    /// pattern matches: some `--…` string the pattern matches starts with `option`. A prefix of the text always
+    /// ends on a token boundary, so that is "some leading run of a `--` alternative's tokens matches it whole".
+    func deniesLongOption(abbreviatedAs option: String) -> Bool {
+        let text = Array(option.unicodeScalars)
+        return alternatives.contains { tokens in (0...tokens.count).contains { Self.glob(tokens[0..<$0], text[...]) } }
+    }
+
     /// True when this pattern can only ever match one literal string (no glob, one alternative).
     var literal: String? {
         guard alternatives.count == 1 else { return nil }

@@ -174,10 +174,17 @@ public struct PolicyEngine: Sendable {
         return [String(a[..<eq]), String(a[a.index(after: eq)...])]
     }
 
-    /// A deny pattern also catches the option hidden in `--flag=value` and a short option bundled into `-abc`.
+    /// A deny pattern also catches the option hidden in `--flag=value`, a short option bundled into `-abc`, and an
+    /// abbreviation of a long option: argparse-style CLIs take any unambiguous prefix (`--yes-al` for
+    /// `--yes-always`), so every `--x…` that is a prefix of a denied long option, with or without `=value`, is
+    /// denied, ambiguous or not (a CLI that would refuse it as ambiguous loses nothing).
     static func denied(_ arg: String, by pattern: ArgPattern) -> Bool {
         if pattern.matches(arg) { return true }
         if arg.hasPrefix("--"), let eq = arg.firstIndex(of: "="), pattern.matches(String(arg[..<eq])) { return true }
+        if arg.hasPrefix("--") {
+            let option = String(arg.prefix { $0 != "=" })
+            if option.unicodeScalars.count >= 3, pattern.deniesLongOption(abbreviatedAs: option) { return true }
+        }
         if let lit = pattern.literal, lit.count == 2, lit.hasPrefix("-"), lit != "--",
            arg.hasPrefix("-"), !arg.hasPrefix("--"), arg.count > 2 {
             // Up to the first non-letter the bundle is flags; after it, a value (`-ofile`) that we leave alone.

@@ -131,6 +131,23 @@ public enum PolicyLoader {
                       rules: rules, tests: tests)
     }
 
+    /// A broker name in a policy must be one enrollment would accept (`Home.validateBrokerName`: ASCII letters,
+    /// digits, '-', '_', '.'). A look-alike (U+2010 for '-', a Cyrillic 'а') never equals the enrolled name, so a
+    /// deny rule naming it protects nothing and an embedded test using it proves nothing about the real broker.
+    static func brokerNameProblem(_ name: String) -> String? {
+        do { try Home.validateBrokerName(name) } catch {
+            let odd = name.unicodeScalars.filter { !$0.isASCII }.map { s -> String in
+                let hex = String(s.value, radix: 16, uppercase: true)
+                return "U+" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex
+            }
+            // Shown with every non-ASCII or control character as '?', so the message itself cannot mislead.
+            let shown = String(String.UnicodeScalarView(name.unicodeScalars.map { $0.isASCII && $0.value >= 0x20 && $0.value != 0x7F ? $0 : "?" }))
+            let why = odd.isEmpty ? "" : " (it contains \(odd.joined(separator: ", ")), not ASCII: a look-alike never matches the enrolled broker)"
+            return "'\(shown)' is not a broker name enrollment would accept\(why); write the name exactly as 'spawngate key list' shows it: 1–64 characters from a–z, A–Z, 0–9, '-', '_', '.', not starting with '.' or '-'"
+        }
+        return nil
+    }
+
     private static func duration(_ node: Node, _ path: String, _ r: inout YAMLNodeReader, range: ClosedRange<Int64>) -> Int64? {
         guard let s = r.string(node, path) else { return nil }
         guard let v = PolicyValues.duration(s), range.contains(v) else {
@@ -206,8 +223,14 @@ public enum PolicyLoader {
             case "stdin": task = .stdin
             case "none": task = .none
             default:
-                if s.hasPrefix("env:"), EnvironmentPolicy.refusal(String(s.dropFirst(4))) == nil {
-                    task = .environment(String(s.dropFirst(4)))
+                if s.hasPrefix("env:") {
+                    // The request's task text becomes this variable's value: a remote requester would choose it.
+                    if let why = EnvironmentPolicy.refusal(String(s.dropFirst(4))) {
+                        r.error(v.value, "\(p).task: \(why)")
+                        ok = false
+                    } else {
+                        task = .environment(String(s.dropFirst(4)))
+                    }
                 } else {
                     r.error(v.value, "\(p).task must be after_double_dash, stdin, env:VARIABLE or none; got '\(s)'")
                     ok = false
@@ -256,8 +279,12 @@ public enum PolicyLoader {
                 if list.count > 1 { r.error(v.value, "\(label): brokers: \"*\" already means every broker; list it alone") }
                 brokers = .any
             } else {
-                for (b, node) in items where b.contains("*") || b.contains("?") {
-                    r.error(node, "\(label): brokers: '\(b)': \"*\" on its own is the only wildcard for brokers")
+                for (b, node) in items {
+                    if b.contains("*") || b.contains("?") {
+                        r.error(node, "\(label): brokers: '\(b)': \"*\" on its own is the only wildcard for brokers")
+                    } else if let why = brokerNameProblem(b) {
+                        r.error(node, "\(label): brokers: \(why)")
+                    }
                 }
                 brokers = .named(Set(list))
             }
@@ -351,6 +378,9 @@ public enum PolicyLoader {
         var request = PolicyRequest(broker: "", cli: "", cwd: nil)
         if let v = m["request"], let q = r.mapping(v.value, "\(p).request", allowed: requestKeys, required: ["from", "cli"]) {
             request.broker = q["from"].flatMap { r.string($0.value, "\(p).request.from") } ?? ""
+            if let v = q["from"], !request.broker.isEmpty, let why = brokerNameProblem(request.broker) {
+                r.error(v.value, "\(p).request.from: \(why)")
+            }
             request.cli = q["cli"].flatMap { r.string($0.value, "\(p).request.cli") } ?? ""
             request.cwd = q["cwd"].flatMap { r.string($0.value, "\(p).request.cwd") }
             request.args = q["args"].flatMap { r.stringList($0.value, "\(p).request.args") } ?? []

@@ -75,12 +75,16 @@ public enum Files {
         return Array(out[0..<got])
     }
 
-    /// Reads a file from standard input or a path ("-" or nil means standard input). Standard input is read to
-    /// at most `limit + 1` bytes and returned as is, so the caller refuses an oversized request as its own input
-    /// error (an envelope over 64 KiB is `malformed`), and an endless stream cannot grow memory.
+    /// Reads a request from standard input or a path ("-" or nil means standard input). Either way it reads only
+    /// a little past `limit` and returns what it read, so the caller refuses an oversized request as its own input
+    /// error (an envelope over 64 KiB is `malformed`, exit 1) whichever way it came, and an endless stream or a
+    /// huge file cannot grow memory. Only a file that cannot be opened or read is an error here.
     public static func readInput(_ path: String?, limit: Int) throws(OperatorError) -> [UInt8] {
-        if let path, path != "-" { return try read(path, limit: limit) }
-        return try readAll(0, name: "standard input", limit: limit)
+        guard let path, path != "-" else { return try readAll(0, name: "standard input", limit: limit) }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw OperatorError("cannot read \(path): \(errnoText())") }
+        defer { close(fd) }
+        return try readAll(fd, name: path, limit: limit)
     }
 
     /// Reads until end of file or until more than `limit` bytes have arrived.
@@ -116,7 +120,7 @@ public enum Files {
         guard stat(path, &st) == 0 else { throw OperatorError("cannot open \(path): \(errnoText())") }
         if (st.st_mode & S_IFMT) == S_IFDIR, st.st_mode & S_ISVTX != 0, st.st_uid == 0 || st.st_uid == geteuid() { return }
         guard st.st_uid == geteuid() || st.st_uid == 0 else {
-            throw OperatorError("\(path) is owned by uid \(st.st_uid), neither you nor root; refusing to trust it")
+            throw OperatorError("\(path) is owned by uid \(st.st_uid), neither you (uid \(geteuid())) nor root; refusing to trust it: if it is yours, run 'chown \(geteuid()) \(path)', else remove it")
         }
         guard st.st_mode & 0o022 == 0 else {
             throw OperatorError(String(format: "%@ has mode %o, so other users can change it; run 'chmod go-w %@'", path, Int(st.st_mode & 0o777), path))

@@ -225,6 +225,26 @@ struct DecisionCLITests {
         #expect(try g.check(env, ["--dry-run"]).decision["reason"] as? String == "replay")
     }
 
+    /// An envelope over 64 KiB is `malformed` (exit 1) whether it comes in a file or on standard input, with the
+    /// same answer both ways, for every command that reads one: reading a file used to stop at the limit with an
+    /// error (exit 2, "cannot decide"). (T48)
+    @Test func oversizedEnvelopeIsMalformedFromAFileOrStandardInput() throws {
+        let g = try Self.live()
+        let big = Array(#"{"v":1,"payload":""#.utf8) + [UInt8](repeating: UInt8(ascii: "a"), count: Envelope.maxSize) + Array(#""}"#.utf8)
+        let file = g.dir + "/big.json"
+        try Self.write(big, file)
+        for command in [["check"], ["check", "--dry-run"], ["verify", "--json"], ["exec"], ["policy", "explain"]] {
+            let fromFile = try g.cli(command + [file])
+            let fromStdin = try g.cli(command + ["-"], stdin: big)
+            #expect(fromFile.status == 1 && fromStdin.status == 1, "\(command): file \(fromFile.status) \(fromFile.stderr), stdin \(fromStdin.status) \(fromStdin.stderr)")
+            #expect(fromFile.stdout == fromStdin.stdout && fromFile.stderr == fromStdin.stderr, "\(command): the same answer both ways")
+            #expect((fromFile.stdout + fromFile.stderr).contains("malformed"), "\(command): \(fromFile.stdout) \(fromFile.stderr)")
+        }
+        // The hook reads standard input only; its bound is that of a hook input.
+        let hook = try g.cli(["hook", "pre-spawn"], stdin: [UInt8](repeating: UInt8(ascii: " "), count: HookInput.maxSize + 1))
+        #expect(hook.status == 1 && hook.stdout.contains("\"malformed\""), "\(hook.stdout) \(hook.stderr)")
+    }
+
     /// `hook pre-spawn`: both input shapes, and the broker's fields checked against the signed ones.
     @Test func hookPreSpawnContract() throws {
         let g = try Self.live()

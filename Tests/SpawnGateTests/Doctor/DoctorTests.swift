@@ -48,7 +48,9 @@ struct DoctorTests {
         #expect(fail.subject == "rule laptop-app")
         #expect(fail.message.contains("asks for sandbox 'strict', but this machine lacks bubblewrap (not installed)"))
         #expect(SpawnGate.Doctor.policy(g.vps) { _ in [] }.allSatisfy { $0.severity != .fail })
-        let noLandlock = SpawnGate.Doctor.layers(landlockABI: nil, seccomp: true, bubblewrapProblem: "bwrap missing")
-        #expect(noLandlock.map(\.severity) == [.warn, .ok, .warn, .ok])
+        let noLandlock = SpawnGate.Doctor.layers(landlockABI: nil, seccomp: true, bubblewrapProblem: "bwrap missing", containmentProblem: nil)
+        #expect(noLandlock.map(\.severity) == [.warn, .ok, .warn, .ok, .ok])
+        let uncontained = SpawnGate.Doctor.layers(landlockABI: 6, seccomp: true, bubblewrapProblem: nil, containmentProblem: "a pid namespace for each agent (EPERM)")
+        #expect(uncontained.first { $0.subject == "containment" }?.severity == .warn)
     }
 }

@@ -108,4 +108,60 @@ struct KeyStoreTests {
         try FileManager.default.removeItem(atPath: ks.home.revokedDir)
         #expect(throws: GatewayFailure.self) { try ks.lookup(a.fingerprint) }
     }
+
+    /// F19 for the key store (T41): a key file, keys/, keys/revoked/ or the home that someone other than the
+    /// gateway's user could change, a key file that is a symlink, or one owned by another user, means the gateway
+    /// cannot decide, with a sentence naming the path and the fix; both the plain store and serve's cached one
+    /// notice at the next lookup, and are usable again once fixed.
+    @Test func keysOthersCouldChangeMeanCannotDecide() throws {
+        for cached in [false, true] {
+            let dir = TestSupport.tempDir("ks")
+            let (home, _) = try TestSupport.makeHome("vps-broker", in: dir)
+            let ks = KeyStore(home: home, cached: cached)
+            let a = SigningKey.generate().publicKey, b = SigningKey.generate().publicKey
+            try ks.enroll(name: "mac-laptop", key: a, expected: a.fingerprint)
+            try ks.enroll(name: "mini-pc", key: b, expected: b.fingerprint)
+            try ks.revoke(name: "mini-pc")
+            #expect(try ks.lookup(a.fingerprint) == .enrolled(name: "mac-laptop", key: a))
+            let file = home.keysDir + "/mac-laptop.pub", revoked = home.revokedDir + "/mini-pc.pub"
+            func refused(_ path: String, _ fix: String) {
+                #expect { try ks.lookup(a.fingerprint) } throws: {
+                    let m = ($0 as? GatewayFailure)?.message ?? ""
+                    return m.contains(path) && m.contains(fix) && m.contains("nothing is decided")
+                }
+            }
+            for (path, mode, restore) in [(file, 0o664, 0o644), (file, 0o646, 0o644), (home.keysDir, 0o770, 0o700),
+                                          (home.revokedDir, 0o707, 0o700), (revoked, 0o666, 0o644), (home.root, 0o777, 0o700)] {
+                #expect(chmod(path, mode_t(mode)) == 0)
+                refused(path, "chmod go-w \(path)")
+                #expect(chmod(path, mode_t(restore)) == 0)
+                #expect(try ks.lookup(a.fingerprint) == .enrolled(name: "mac-laptop", key: a), "usable again once \(path) is fixed")
+            }
+            // A link in keys/ could point at a file another user controls.
+            let elsewhere = dir + "/elsewhere.pub"
+            try FileManager.default.copyItem(atPath: file, toPath: elsewhere)
+            #expect(symlink(elsewhere, home.keysDir + "/linked.pub") == 0)
+            refused(home.keysDir + "/linked.pub", "is not a regular file")
+            #expect(unlink(home.keysDir + "/linked.pub") == 0)
+            if getuid() == 0 {
+                #expect(chown(file, 4242, 4242) == 0)
+                refused(file, "chown 0 \(file)")
+                #expect(chown(file, 0, 0) == 0)
+                #expect(chown(revoked, 4242, 4242) == 0)
+                refused(revoked, "owned by uid 4242")
+                #expect(chown(revoked, 0, 0) == 0)
+            }
+            #expect(try ks.lookup(a.fingerprint) == .enrolled(name: "mac-laptop", key: a))
+        }
+    }
+
+    /// Through `check`: exit 2 and `internal_error` naming the path, as for a foreign-writable state.db.
+    @Test func keyFileOthersCanWriteExitsTwo() throws {
+        let g = try DecisionCLITests.live()
+        let file = g.vps.keysDir + "/mac-laptop.pub"
+        #expect(chmod(file, 0o666) == 0)
+        let (status, decision) = try g.check(g.envelope())
+        #expect(status == 2 && decision["reason"] as? String == "internal_error", "\(decision)")
+        #expect((decision["detail"] as? String)?.contains("chmod go-w \(file)") == true, "\(decision)")
+    }
 }

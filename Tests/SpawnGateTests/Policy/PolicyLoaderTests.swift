@@ -116,6 +116,65 @@ struct PolicyLoaderTests {
         #expect(errors.first?.hasPrefix("p.yaml:7:19: error: clis.claude.env: ") == true, "\(errors)")
     }
 
+    /// T44: every family of variables that makes a program load or run code, or read configuration that names
+    /// commands, is refused both in `env:` (values from the gateway) and in `task: env:NAME` (the value comes from
+    /// the request), with file:line:column, the variable and why. The API keys agents need stay allowed.
+    @Test func envDenylistCoversEachFamily() {
+        let families: [(why: String, names: [String])] = [
+            ("dynamic loader", ["LD_PRELOAD", "LD_AUDIT", "GLIBC_TUNABLES", "GCONV_PATH", "LOCPATH", "MALLOC_CONF", "DYLD_INSERT_LIBRARIES"]),
+            ("shell", ["BASH_ENV", "ENV", "ZDOTDIR", "PROMPT_COMMAND", "PS1", "PS4", "SHELLOPTS", "BASH_FUNC_LS", "INPUTRC"]),
+            ("git runs commands", ["GIT_EXEC_PATH", "GIT_EDITOR", "GIT_PAGER", "GIT_ASKPASS", "GIT_SSH", "GIT_SSH_COMMAND",
+                                   "GIT_EXTERNAL_DIFF", "GIT_PROXY_COMMAND", "GIT_CONFIG", "GIT_CONFIG_GLOBAL", "GIT_CONFIG_COUNT",
+                                   "GIT_TEMPLATE_DIR", "GIT_DIR", "GIT_WORK_TREE", "GIT_ANYTHING_NEW"]),
+            ("as a command", ["LESSOPEN", "LESSCLOSE", "PAGER", "EDITOR", "VISUAL", "MANPAGER", "BROWSER", "SSH_ASKPASS",
+                              "SUDO_ASKPASS", "VIMINIT", "EXINIT", "MYVIMRC", "EMACSLOADPATH", "GNUPGHOME"]),
+            ("configuration or data", ["XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CONFIG_DIRS", "TERMINFO", "TERMINFO_DIRS"]),
+            ("OpenSSL", ["OPENSSL_CONF", "OPENSSL_ENGINES", "OPENSSL_MODULES", "SSL_CERT_FILE", "SSL_CERT_DIR", "CURL_CA_BUNDLE"]),
+            ("language runtime", ["PYTHONPATH", "PYTHONSTARTUP", "PERL5OPT", "PERLLIB", "RUBYOPT", "NODE_OPTIONS", "NODE_PATH",
+                                  "NPM_CONFIG_SCRIPT_SHELL", "YARN_RC_FILENAME", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS",
+                                  "JDK_JAVA_OPTIONS", "CLASSPATH", "DOTNET_STARTUP_HOOKS", "COREHOST_TRACE",
+                                  "CORECLR_PROFILER_PATH", "R_PROFILE_USER", "LUA_INIT", "TCLLIBPATH", "PHPRC", "DENO_DIR",
+                                  "BUN_INSTALL", "PIP_INDEX_URL"]),
+            ("build tool", ["CC", "CXX", "LD", "CFLAGS", "MAKEFLAGS", "MAKEFILES", "RUSTC_WRAPPER", "RUSTFLAGS",
+                            "CARGO_BUILD_RUSTC_WRAPPER", "GOFLAGS", "GOTOOLCHAIN", "CGO_CFLAGS", "PKG_CONFIG_PATH"]),
+            ("host name lookups", ["HOSTALIASES", "RES_OPTIONS", "LOCALDOMAIN", "KRB5_CONFIG"]),
+            ("spawner sets it", ["PATH", "HOME", "SHELL", "TMPDIR"]),
+        ]
+        for (why, names) in families {
+            for name in names {
+                let listed = policyErrors(Self.base.replacingOccurrences(of: "    args: [[]]", with: "    args: [[]]\n    env: [\"\(name)\"]"))
+                #expect(listed.count == 1 && listed.first?.hasPrefix("p.yaml:7:11: error: clis.claude.env: \(name) can never be passed to an agent: ") == true
+                        && listed.first?.contains(why) == true && listed.first?.contains("wrapper script") == true, "\(name): \(listed)")
+                let task = policyErrors(Self.base.replacingOccurrences(of: "    args: [[]]", with: "    args: [[]]\n    task: \"env:\(name)\""))
+                #expect(task.count == 1 && task.first?.hasPrefix("p.yaml:7:11: error: clis.claude.task: \(name) can never be passed to an agent: ") == true
+                        && task.first?.contains(why) == true, "task: env:\(name): \(task)")
+            }
+        }
+        // npm reads npm_config_* in any case; lower-case names are not variable names here at all.
+        #expect(policyErrors(Self.base.replacingOccurrences(of: "    args: [[]]", with: "    args: [[]]\n    env: [npm_config_script_shell]")).first?.contains("is not a variable name") == true)
+        for name in ["ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_CLOUD_PROJECT", "AWS_REGION",
+                     "HTTPS_PROXY", "NO_PROXY", "TERM", "LANG", "CLAUDE_TASK"] {
+            #expect(policyErrors(Self.base.replacingOccurrences(of: "    args: [[]]", with: "    args: [[]]\n    env: [\(name)]\n    task: env:CLAUDE_TASK")).isEmpty, "\(name) stays allowed")
+        }
+    }
+
+    /// T45: a deny rule for "mac‐laptop" (U+2010) passed its own embedded test while the real mac-laptop was
+    /// allowed. Broker names in `brokers:` and in tests' `from` must be names enrollment accepts, ASCII only.
+    @Test func brokerNamesMustBeEnrollableASCII() {
+        let lookAlikes = ["mac\u{2010}laptop", "m\u{430}c-laptop", "mac-laptop\u{200B}", "mac-laptop\u{202E}", "caf\u{E9}", "mac laptop", "-x", ".x",
+                          String(repeating: "a", count: 65)]
+        for name in lookAlikes {
+            let rule = policyErrors(Self.base.replacingOccurrences(of: "[mac-laptop]", with: "[ok-broker, \"\(name)\"]"))
+            #expect(rule.count == 1 && rule.first?.hasPrefix("p.yaml:9:26: error: rule 'r': brokers: '") == true
+                    && rule.first?.contains("is not a broker name enrollment would accept") == true, "\(name): \(rule)")
+            let test = policyErrors(Self.base + "tests:\n  - request: {from: \"\(name)\", cli: claude, cwd: /w/x}\n    expect: no_matching_rule\n")
+            #expect(test.count == 1 && test.first?.hasPrefix("p.yaml:13:21: error: tests[0].request.from: '") == true, "\(name): \(test)")
+        }
+        let hyphen = policyErrors(Self.base.replacingOccurrences(of: "[mac-laptop]", with: "[\"mac\u{2010}laptop\"]"))
+        #expect(hyphen.first?.contains("'mac?laptop'") == true && hyphen.first?.contains("U+2010") == true, "the message shows the look-alike safely: \(hyphen)")
+        #expect(policyErrors(Self.base.replacingOccurrences(of: "[mac-laptop]", with: "[mac-laptop, mini_pc.2, VPS]")).isEmpty)
+    }
+
     @Test func onlyTheBareStarIsABrokerWildcard() {
         #expect(policyErrors(Self.base.replacingOccurrences(of: "[mac-laptop]", with: "[\"mac-*\"]")).first?.contains("the only wildcard for brokers") == true)
         #expect(policyErrors(Self.base.replacingOccurrences(of: "[mac-laptop]", with: "[\"*\", mac-laptop]")).first?.contains("list it alone") == true)

@@ -200,6 +200,43 @@ struct ServeTests {
         #expect(statuses.contains(429), "\(statuses)")
     }
 
+    /// A gateway that cannot decide (its audit log is a directory) names its own files in the detail; that text
+    /// goes to its log, never on the wire: an unknown key's plain receipt and a known key's sealed one carry a
+    /// fixed sentence with the request id, and the log has the full text under that id. (T47)
+    @Test func internalFailureTextStaysOffTheWire() throws {
+        let r = try Remote()
+        defer { r.serve.kill() }
+        try FileManager.default.createDirectory(atPath: r.g.vps.auditLog, withIntermediateDirectories: false)
+        let vpsKey = try r.g.vps.loadIdentity().key.publicKey
+        func payload(_ receipt: [UInt8]) throws -> [String: Any] {
+            let bytes = try Envelope.parse(receipt).get().payload
+            return try #require(try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any])
+        }
+        // From a key the VPS never enrolled: the receipt goes back plain.
+        let stranger = SigningKey.generate()
+        let plain = try r.serve.post("/v1/spawn", SealedBody.seal(r.g.envelope(key: stranger), to: vpsKey))
+        #expect(plain.status == 200)
+        let p1 = try payload(plain.body)
+        // From the enrolled laptop: sealed to it.
+        let sealed = try r.serve.post("/v1/spawn", SealedBody.seal(r.g.envelope(), to: vpsKey))
+        #expect(sealed.status == 200)
+        let p2 = try payload(try SealedBody.open(sealed.body, with: r.g.laptop.key).get())
+        for p in [p1, p2] {
+            let detail = try #require(p["detail"] as? String)
+            let id = try #require(p["request_id"] as? String)
+            #expect(p["reason"] as? String == "audit_unavailable", "\(p)")
+            #expect(detail == "the gateway could not decide; its operator can find request \(id) in the log", "\(detail)")
+            #expect(!detail.contains(r.g.dir), "no path of the target's on the wire")
+            try ServeTests.Remote.eventually("the full text in the gateway's log") {
+                r.serve.stderr.split(separator: "\n").contains { $0.contains(id) && $0.contains(r.g.vps.auditLog) }
+            }
+        }
+        // A body that does not even open: a fixed sentence too, with a reference the log also has.
+        let junk = try payload(try r.serve.post("/v1/spawn", Array("junk".utf8)).body)
+        let detail = try #require(junk["detail"] as? String)
+        #expect(!detail.contains(r.g.dir) && detail.contains("its operator can find request ref-"), "\(detail)")
+    }
+
     @Test func oversizedBodiesAreRefusedBeforeReading() throws {
         let r = try Remote()
         defer { r.serve.kill() }
@@ -336,5 +373,27 @@ struct ServeTests {
         try ServeTests.Remote.eventually("the reload") { serve.stderr.contains("policy loaded") }
         let refused = try HTTPClient.exchange(.unix(path: socket), method: "POST", path: "/v1/hook", body: g.envelope(), timeout: 5)
         #expect(refused.status == 403 && String(decoding: refused.body, as: UTF8.self).contains("uid \(me) may not use this gateway's socket"))
+    }
+
+    /// A uid the policy does not admit cannot fill the disk: each of its refusals is an fsynced audit line, so it
+    /// spends a pre-authentication allowance (burst 10, then 1/s) and then gets 429 with nothing recorded. (T40)
+    @Test func unadmittedUIDIsBoundedBeforeTheAuditLog() throws {
+        let g = try DecisionCLITests.live(["sandbox: standard"])
+        var policy = try String(contentsOfFile: g.vps.policyFile, encoding: .utf8)
+        policy = policy.replacingOccurrences(of: "accept_remote_spawn: true", with: "accept_remote_spawn: true\nhook_users: [\"\(getuid() + 4242)\"]")
+        try policy.write(toFile: g.vps.policyFile, atomically: true, encoding: .utf8)
+        let socket = g.dir + "/gate.sock"
+        let serve = try ServeProcess(home: g.vps, ["--socket", socket])
+        defer { serve.kill() }
+        try ServeTests.Remote.eventually("the socket listens") { (try? HTTPClient.exchange(.unix(path: socket), method: "GET", path: "/healthz", timeout: 1)) != nil }
+        let started = Date()
+        let statuses = try (0..<60).map { _ in
+            try HTTPClient.exchange(.unix(path: socket), method: "POST", path: "/v1/hook", body: g.envelope(), timeout: 5).status
+        }
+        let elapsed = Date().timeIntervalSince(started)
+        let audited = try g.auditLines().filter { ($0["detail"] as? String)?.contains("may not use this gateway's socket") == true }.count
+        #expect(statuses.filter { $0 == 403 }.count == audited, "every refusal that was decided was recorded: \(statuses)")
+        #expect(statuses.contains(429), "\(statuses)")
+        #expect(Double(audited) <= 10 + elapsed.rounded(.up), "only the allowance reached the audit log: \(audited) lines in \(elapsed) s")
     }
 }
