@@ -160,15 +160,19 @@ else
 fi
 
 step "15. Two gateways on loopback: from the laptop, start an agent on the VPS with no SSH"
-start_gateway() { # start_gateway HOME LOG: serve on a free port; prints its URL
+# Started in this shell, never inside $(…): a subshell's list of pids would be lost, and the exit trap would leave
+# both gateways running with their homes deleted under them.
+GATEWAYS=""
+start_gateway() { # start_gateway HOME LOG: serve on a free port, its URL in LOG
   "$BIN" serve --home "$1" --listen 127.0.0.1:0 > "$2" 2> "$2.err" &
-  GATEWAYS="${GATEWAYS:-} $!"
+  GATEWAYS="$GATEWAYS $!"
   for _ in $(seq 1 200); do grep -q 'listening on http' "$2" 2>/dev/null && break; sleep 0.05; done
-  grep -o 'http://[0-9.:]*' "$2" | head -n 1
 }
-trap 'for p in ${GATEWAYS:-}; do kill "$p" 2>/dev/null; done; rm -rf "$WORK"' EXIT
-VPS_URL=$(start_gateway "$VPS" "$WORK/vps-serve.out")
-LAPTOP_URL=$(start_gateway "$LAPTOP" "$WORK/laptop-serve.out")
+gateway_url() { grep -o 'http://[0-9.:]*' "$1" | head -n 1; }
+trap 'for p in $GATEWAYS; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; rm -rf "$WORK"' EXIT
+trap 'exit 130' INT TERM
+start_gateway "$VPS" "$WORK/vps-serve.out"; VPS_URL=$(gateway_url "$WORK/vps-serve.out")
+start_gateway "$LAPTOP" "$WORK/laptop-serve.out"; LAPTOP_URL=$(gateway_url "$WORK/laptop-serve.out")
 [ -n "$VPS_URL" ] && [ -n "$LAPTOP_URL" ] || { echo "demo: a gateway did not start" >&2; cat "$WORK"/*.err >&2; exit 1; }
 echo "vps-broker's gateway: $VPS_URL   mac-laptop's gateway: $LAPTOP_URL"
 VPS_FP=$("$BIN" key show --home "$VPS" | tail -n 1)
