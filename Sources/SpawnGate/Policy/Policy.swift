@@ -62,6 +62,8 @@ public struct CLIEntry: Sendable {
     /// Files inside the working directory the agent may not change (its settings files), kept read-only by `strict`.
     public let protected: [String]
     public let line: Int
+    /// Where `path:`'s value is, for errors about the binary's place.
+    var pathLine = 0, pathColumn = 0
 }
 
 /// A rule: who (brokers) may start what (clis) where (cwd), how often and how isolated.

@@ -20,7 +20,12 @@ extension PolicyLoader {
         do { bytes = try Files.read(path, limit: maxSize) } catch { return fail(error.message) }
         guard let text = String(validating: bytes, as: UTF8.self) else { return fail("the file is not valid UTF-8 text") }
         guard !text.contains("\u{0}") else { return fail("the file contains a NUL byte") }
-        return parse(text, file: path)
+        let parsed = parse(text, file: path)
+        guard case .success(let policy) = parsed else { return parsed }
+        // On this machine: binaries behind symlinks, and writable: paths under ~/, that an agent could replace.
+        let placement = placementDiagnostics(clis: policy.clis, rules: policy.rules, file: path, homes: BinaryPlacement.gatewayHomes,
+                                             resolve: BinaryPlacement.realPath)
+        return placement.isEmpty ? parsed : .failure(PolicyLoadError(diagnostics: placement))
     }
 
     /// The policy a gateway may apply: it loads without errors and every embedded test passes. Anything else

@@ -121,6 +121,10 @@ public enum PolicyLoader {
                 rules.append(rule)
             }
         }
+        // As written, on any machine; `load` checks again with symlinks resolved and `~/` expanded.
+        for problem in placementDiagnostics(clis: clis, rules: rules, file: file, homes: [], resolve: { _ in nil }) {
+            r.error(line: problem.line, column: problem.column, problem.message)
+        }
         var tests: [PolicyTest] = []
         if let ts = top["tests"], let items = r.sequence(ts.value, "tests") {
             for (i, item) in items.enumerated() {
@@ -129,6 +133,15 @@ public enum PolicyLoader {
         }
         return Policy(file: file, hash: hash, acceptRemoteSpawn: accept, window: window, hookUsers: hookUsers, clis: clis,
                       rules: rules, tests: tests)
+    }
+
+    /// Binaries an agent could replace (``BinaryPlacement``), located at each CLI's `path:` value.
+    static func placementDiagnostics(clis: [String: CLIEntry], rules: [Rule], file: String, homes: [String],
+                                     resolve: (String) -> String?) -> [PolicyDiagnostic] {
+        BinaryPlacement.problems(clis: clis, rules: rules, homes: homes, resolve: resolve).map {
+            let cli = clis[$0.cli]!
+            return PolicyDiagnostic(file: file, line: cli.pathLine, column: cli.pathColumn, message: $0.message)
+        }
     }
 
     /// A broker name in a policy must be one enrollment would accept (`Home.validateBrokerName`: ASCII letters,
@@ -258,8 +271,10 @@ public enum PolicyLoader {
             protected = list
         }
         guard ok else { return nil }
+        let pathMark = m["path"]?.value.mark
         return CLIEntry(name: name, path: path, sha256: sha, args: shapes, denyArgs: denyArgs, env: env, task: task,
-                        modelFlag: modelFlag, splitEquals: split, writable: writable, protected: protected, line: key.mark?.line ?? 0)
+                        modelFlag: modelFlag, splitEquals: split, writable: writable, protected: protected, line: key.mark?.line ?? 0,
+                        pathLine: pathMark?.line ?? 1, pathColumn: pathMark?.column ?? 1)
     }
 
     private static func rule(_ i: Int, _ node: Node, _ r: inout YAMLNodeReader, clis: [String: CLIEntry], declared: Set<String>) -> Rule? {

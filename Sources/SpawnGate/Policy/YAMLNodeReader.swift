@@ -14,6 +14,10 @@ struct YAMLNodeReader {
         diagnostics.append(PolicyDiagnostic(file: file, line: mark?.line ?? 1, column: mark?.column ?? 1, message: message))
     }
 
+    mutating func error(line: Int, column: Int, _ message: String) {
+        diagnostics.append(PolicyDiagnostic(file: file, line: line, column: column, message: message))
+    }
+
     mutating func warning(_ node: Node?, _ message: String) {
         let mark = node?.mark
         diagnostics.append(PolicyDiagnostic(file: file, line: mark?.line ?? 1, column: mark?.column ?? 1, severity: .warning, message: message))

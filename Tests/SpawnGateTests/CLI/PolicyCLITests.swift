@@ -17,6 +17,60 @@ struct PolicyCLITests {
             """)
     }
 
+    /// T42: a CLI's binary where an agent may write (inside a cwd an allow rule can name, or a writable: path)
+    /// could be replaced by an agent and run at the next spawn. `policy check` refuses it with the file, line and
+    /// column of `path:`, as written and after resolving symlinks, with `~/` as the gateway user's home.
+    @Test func binariesAnAgentCouldReplaceAreRefused() throws {
+        let dir = TestSupport.tempDir("place")
+        let home = dir + "/home"
+        for d in ["/srv/app/tools", "/srv/worktrees/x/bin", "/bin", "/opt/agent/bin", "/home/.claude/local"] {
+            try FileManager.default.createDirectory(atPath: dir + d, withIntermediateDirectories: true)
+        }
+        for f in ["/srv/app/tools/claude", "/srv/worktrees/x/bin/claude", "/opt/agent/bin/claude", "/home/.claude/local/claude", "/bin/claude"] {
+            try "#!/bin/sh\n".write(toFile: dir + f, atomically: true, encoding: .utf8)
+            chmod(dir + f, 0o755)
+        }
+        #expect(symlink(dir + "/srv/app/tools/claude", dir + "/bin/to-app") == 0)
+        #expect(symlink(dir + "/home/.claude/local/claude", dir + "/bin/to-home") == 0)
+        func check(path: String, cwd: String = "\(dir)/srv/app/**", writable: String = "") throws -> TestSupport.Output {
+            let file = dir + "/p.yaml"
+            let text = """
+                version: 1
+                accept_remote_spawn: true
+                clis:
+                  claude:
+                    path: \(path)
+                    args: [[]]
+                \(writable.isEmpty ? "" : "    writable: [\"\(writable)\"]\n")rules:
+                  - name: r
+                    brokers: [mac-laptop]
+                    clis: [claude]
+                    cwd: [\(cwd)]
+
+                """
+            try Files.writeAtomically(file, Array(text.utf8), mode: 0o600)
+            return try TestSupport.run(TestSupport.binary, ["policy", "check", file], environment: ["HOME": home, "PATH": "/usr/bin:/bin"])
+        }
+        func refused(_ out: TestSupport.Output, _ words: [String]) {
+            let first = out.stdout.split(separator: "\n").first.map(String.init) ?? ""
+            #expect(out.status == 1 && first.hasPrefix("\(dir)/p.yaml:5:11: error: clis.claude.path: ") && first.contains("could replace the binary")
+                    && first.contains("install the CLI outside every allowed cwd and writable: path"), "\(out.stdout) \(out.stderr)")
+            for w in words { #expect(first.contains(w), "\(w) in \(first)") }
+        }
+        // Inside an allowed tree, as written.
+        refused(try check(path: dir + "/srv/app/tools/claude"), ["lies inside \(dir)/srv/app, a working directory that rule 'r' allows"])
+        // A one-level pattern names the directory the binary is under.
+        refused(try check(path: dir + "/srv/worktrees/x/bin/claude", cwd: "\(dir)/srv/worktrees/*"), ["lies inside \(dir)/srv/worktrees/x"])
+        // Behind a symlink that leads into the allowed tree.
+        refused(try check(path: dir + "/bin/to-app"), ["\(dir)/bin/to-app, which resolves to \(dir)/srv/app/tools/claude"])
+        // In a writable: path, absolute or under ~/ (the gateway user's home).
+        refused(try check(path: dir + "/opt/agent/bin/claude", writable: dir + "/opt/agent"), ["which clis.claude.writable lists"])
+        refused(try check(path: dir + "/bin/to-home", writable: "~/.claude"), ["resolves to \(home)/.claude/local/claude", "lies inside \(home)/.claude"])
+        // Outside all of them: accepted.
+        let fine = try check(path: dir + "/bin/claude", writable: "~/.claude")
+        #expect(fine.status == 0, "\(fine.stdout) \(fine.stderr)")
+    }
+
     @Test func shippedExamplesCheckAndTest() throws {
         for name in ["vps-broker", "mini-pc", "mac-laptop"] {
             let path = TestSupport.packageRoot + "/policy/examples/\(name).yaml"

@@ -34,7 +34,7 @@ struct PolicyLifecycleTests {
     @Test func expectedRuleIsChecked() throws {
         let text = PolicyLoaderTests.base + "tests:\n  - request: {from: mac-laptop, cli: claude, cwd: /w/x}\n    expect: allow\n    rule: r\n"
         #expect(PolicyTestRunner.run(try parsePolicy(text).get()).allSatisfy(\.passed))
-        let two = PolicyLoaderTests.base + "  - name: s\n    brokers: [\"*\"]\n    clis: [claude]\n    cwd: [/**]\ntests:\n  - request: {from: mac-laptop, cli: claude, cwd: /w/x}\n    expect: allow\n    rule: s\n"
+        let two = PolicyLoaderTests.base + "  - name: s\n    brokers: [\"*\"]\n    clis: [claude]\n    cwd: [/w/**]\ntests:\n  - request: {from: mac-laptop, cli: claude, cwd: /w/x}\n    expect: allow\n    rule: s\n"
         #expect(PolicyTestRunner.run(try parsePolicy(two).get()).map(\.passed) == [false])
     }
 }

@@ -175,6 +175,18 @@ struct PolicyLoaderTests {
         #expect(policyErrors(Self.base.replacingOccurrences(of: "[mac-laptop]", with: "[mac-laptop, mini_pc.2, VPS]")).isEmpty)
     }
 
+    /// T42 as written (no file system): a binary inside a cwd an allow rule can name, or a writable: path.
+    @Test func binaryWhereAnAgentCanWriteIsAnError() {
+        let inside = policyErrors(Self.base.replacingOccurrences(of: "/usr/local/bin/claude", with: "/w/tools/claude"))
+        #expect(inside == ["p.yaml:5:11: error: clis.claude.path: /w/tools/claude lies inside /w, a working directory that rule 'r' allows (/w/**): an agent started there could replace the binary, and the next spawn of 'claude' would run its code; install the CLI outside every allowed cwd and writable: path (for example in /usr/local/bin, owned by root) and point path: at it, or narrow the rule's cwd"], "\(inside)")
+        #expect(policyErrors(Self.base.replacingOccurrences(of: "[/w/**]", with: "[/**]")).first?.contains("lies inside /, a working directory") == true)
+        #expect(policyErrors(Self.base.replacingOccurrences(of: "[/w/**]", with: "[/usr/local/bin]")).first?.contains("lies inside /usr/local/bin") == true)
+        let writable = policyErrors(Self.base.replacingOccurrences(of: "    args: [[]]", with: "    args: [[]]\n    writable: [/usr/local//]"))
+        #expect(writable.first?.hasPrefix("p.yaml:5:11: error: clis.claude.path: /usr/local/bin/claude lies inside /usr/local, which clis.claude.writable lists ('/usr/local//')") == true, "\(writable)")
+        // Deny rules do not let agents work anywhere.
+        #expect(policyErrors(Self.base + "  - name: d\n    effect: deny\n    brokers: [\"*\"]\n    cwd: [/usr/**]\n").isEmpty)
+    }
+
     @Test func onlyTheBareStarIsABrokerWildcard() {
         #expect(policyErrors(Self.base.replacingOccurrences(of: "[mac-laptop]", with: "[\"mac-*\"]")).first?.contains("the only wildcard for brokers") == true)
         #expect(policyErrors(Self.base.replacingOccurrences(of: "[mac-laptop]", with: "[\"*\", mac-laptop]")).first?.contains("list it alone") == true)
