@@ -277,7 +277,7 @@ public final class Gateway: @unchecked Sendable {
         case .malformed, .badSignature: hint = "the request could not be opened or verified there"
         default: hint = "refused"
         }
-        return "\(reason.rawValue): \(hint); its operator can find request \(reference) in the log"
+        return "\(hint); its operator can find request \(reference) in the log"
     }
 
     // MARK: Agents this process started
