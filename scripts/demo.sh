@@ -5,9 +5,33 @@ set -uo pipefail
 BIN=${1:-.build/debug/spawngate}
 BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
 WORK=$(mktemp -d /tmp/spawngate-demo-XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
 LAPTOP="$WORK/mac-laptop"
 VPS="$WORK/vps-broker"
+# Every background process the demo starts is recorded in PIDS by the shell that started it (never inside a
+# command substitution, whose variables die with its subshell). On every exit (success, failure, Ctrl-C,
+# SIGTERM) cleanup stops the agents the gateways and exec started (each is its own process group, listed in
+# the homes' state), then those processes, waits for them, and only then removes their homes.
+PIDS=""
+cleanup() {
+  trap - EXIT
+  trap '' INT TERM  # a second Ctrl-C must not cut the clean-up short
+  echo "demo: stopping what it started" >&2
+  for home in "$VPS" "$LAPTOP"; do
+    [ -f "$home/state.db" ] || continue
+    for name in $("$BIN" agents --json --home "$home" 2>/dev/null | python3 -c 'import json,sys; print(" ".join(sorted({a["name"] for a in json.load(sys.stdin)})))' 2>/dev/null); do
+      "$BIN" release "$name" --grace 1 --home "$home" >/dev/null 2>&1
+    done
+  done
+  # Only pids still in this shell's job table: one already reaped could belong to someone else by now.
+  local live
+  live=$(jobs -p)
+  for p in $PIDS; do grep -qx "$p" <<< "$live" && kill "$p" 2>/dev/null; done
+  for p in $PIDS; do wait "$p" 2>/dev/null; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$*" | sed "s#$WORK#\$DEMO#g; s#$BIN#spawngate#g" >&2; "$@"; }
 expect() { # expect CODE cmd…: run, show output, check the exit code
@@ -133,10 +157,12 @@ run "$BIN" sign --home "$LAPTOP" --to vps-broker --name coder --cli claude --tas
 echo "\$ spawngate exec --log --home \$DEMO/vps-broker \$DEMO/request5.json &" >&2
 "$BIN" exec --log --home "$VPS" "$WORK/request5.json" > "$WORK/exec5.out" 2>&1 &
 EXEC_PID=$!
+PIDS="$PIDS $EXEC_PID"
 for _ in $(seq 1 200); do "$BIN" agents --home "$VPS" | grep -q '^coder' && break; sleep 0.05; done
 expect 0 "$BIN" agents --home "$VPS"
 expect 0 "$BIN" release coder --home "$VPS"
 wait "$EXEC_PID" || echo "(the background exec returned $?: its agent was stopped by SIGTERM)"
+PIDS=${PIDS/ $EXEC_PID/}  # reaped: its pid may be reused, so cleanup must not signal it
 expect 0 "$BIN" agents --home "$VPS"
 
 step "13. What this machine can enforce, and whether the VPS's files and policy are in order"
@@ -160,19 +186,14 @@ else
 fi
 
 step "15. Two gateways on loopback: from the laptop, start an agent on the VPS with no SSH"
-# Started in this shell, never inside $(…): a subshell's list of pids would be lost, and the exit trap would leave
-# both gateways running with their homes deleted under them.
-GATEWAYS=""
-start_gateway() { # start_gateway HOME LOG: serve on a free port, its URL in LOG
+start_gateway() { # start_gateway HOME LOG: serve on a free port; sets URL. Called directly, not in $(…), so PIDS keeps the pid.
   "$BIN" serve --home "$1" --listen 127.0.0.1:0 > "$2" 2> "$2.err" &
-  GATEWAYS="$GATEWAYS $!"
+  PIDS="$PIDS $!"
   for _ in $(seq 1 200); do grep -q 'listening on http' "$2" 2>/dev/null && break; sleep 0.05; done
+  URL=$(grep -o 'http://[0-9.:]*' "$2" | head -n 1)
 }
-gateway_url() { grep -o 'http://[0-9.:]*' "$1" | head -n 1; }
-trap 'for p in $GATEWAYS; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; rm -rf "$WORK"' EXIT
-trap 'exit 130' INT TERM
-start_gateway "$VPS" "$WORK/vps-serve.out"; VPS_URL=$(gateway_url "$WORK/vps-serve.out")
-start_gateway "$LAPTOP" "$WORK/laptop-serve.out"; LAPTOP_URL=$(gateway_url "$WORK/laptop-serve.out")
+start_gateway "$VPS" "$WORK/vps-serve.out"; VPS_URL=$URL
+start_gateway "$LAPTOP" "$WORK/laptop-serve.out"; LAPTOP_URL=$URL
 [ -n "$VPS_URL" ] && [ -n "$LAPTOP_URL" ] || { echo "demo: a gateway did not start" >&2; cat "$WORK"/*.err >&2; exit 1; }
 echo "vps-broker's gateway: $VPS_URL   mac-laptop's gateway: $LAPTOP_URL"
 VPS_FP=$("$BIN" key show --home "$VPS" | tail -n 1)

@@ -44,8 +44,9 @@ struct Agents: ParsableCommand {
     }
 }
 
-/// Columns padded to their widest cell.
+/// Columns padded to their widest cell; cells (names, cwds from requests) are shown through TerminalText.
 func table(_ rows: [[String]]) {
+    let rows = rows.map { $0.map { TerminalText.escaped($0) } }
     let widths = (0..<(rows.first?.count ?? 0)).map { c in rows.map { $0[c].count }.max() ?? 0 }
     for r in rows {
         print(r.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }
@@ -71,7 +72,7 @@ struct Release: ParsableCommand {
             // The target applies its own grace period; only this broker's own agents there can be released.
             let (answer, released) = try remoteAction { try target.remote(home.resolved, target: broker).release(name: name) }
             guard answer.receipt.allowed else {
-                print("refused by \(broker): \(answer.receipt.reason.rawValue): \(answer.receipt.detail)")
+                printLine("refused by \(broker): \(answer.receipt.reason.rawValue): \(answer.receipt.detail)")
                 throw Exit.denied
             }
             guard !released.isEmpty else {
@@ -81,7 +82,7 @@ struct Release: ParsableCommand {
             for case .object(let o) in released {
                 let stopped = o["stopped"] == .bool(true)
                 let label = { (k: String) -> String in if case .string(let s)? = o[k] { s } else if case .number(let n)? = o[k] { n } else { "?" } }
-                print(stopped ? "released \(label("name")) on \(broker) (pid \(label("pid")))" : "\(label("name")) on \(broker) (pid \(label("pid"))) had already exited")
+                printLine(stopped ? "released \(label("name")) on \(broker) (pid \(label("pid")))" : "\(label("name")) on \(broker) (pid \(label("pid"))) had already exited")
             }
             return
         }
@@ -92,7 +93,7 @@ struct Release: ParsableCommand {
             }
             for r in released {
                 let agent = r.record
-                print(r.stopped ? "released \(agent.name) (pid \(agent.process.pid))" : "\(agent.name) (pid \(agent.process.pid)) had already exited")
+                printLine(r.stopped ? "released \(agent.name) (pid \(agent.process.pid))" : "\(agent.name) (pid \(agent.process.pid)) had already exited")
             }
         }
     }

@@ -40,7 +40,9 @@ struct Audit: ParsableCommand {
         func run() throws {
             try operatorAction {
                 for line in try AuditLog(path: home.resolved.auditLog).tail(n) {
-                    print(json ? line : AuditLog.summary(of: line))
+                    // A line written before the log escaped bidi and invisible characters is escaped here; the
+                    // JSON means the same.
+                    print(json ? TerminalText.escaped(line) : AuditLog.summary(of: line))
                 }
             }
         }

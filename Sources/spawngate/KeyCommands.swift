@@ -82,7 +82,8 @@ struct Key: ParsableCommand {
                             ("name", .string(e.name)), ("fingerprint", .string(e.key.fingerprint.description)),
                             ("status", .string(e.status.rawValue)), ("date", .string(date))]), as: UTF8.self))
                     } else {
-                        print("\(e.name)\t\(e.key.fingerprint)\t\(e.status.rawValue)\t\(date)")
+                        // The name is a file name in keys/, which anyone who could write there chose.
+                        print("\(TerminalText.escaped(e.name))\t\(e.key.fingerprint)\t\(e.status.rawValue)\t\(date)")
                     }
                 }
                 if entries.isEmpty && !json { printError("no brokers enrolled yet; use 'spawngate key enroll'") }

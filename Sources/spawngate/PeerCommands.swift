@@ -55,7 +55,7 @@ struct PeerCommand: ParsableCommand {
                     return
                 }
                 if peers.isEmpty { print("no peers; add one with 'spawngate peer add NAME --url URL --key LINE --fingerprint SHA256:…'"); return }
-                for p in peers { print("\(p.name)  \(p.url)  \(p.key.fingerprint)") }
+                for p in peers { printLine("\(p.name)  \(p.url)  \(p.key.fingerprint)") }
             }
         }
     }

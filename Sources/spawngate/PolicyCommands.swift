@@ -13,7 +13,7 @@ struct PolicyCommand: ParsableCommand {
         switch PolicyLoader.load(path) {
         case .success(let policy): return policy
         case .failure(let e):
-            for d in e.diagnostics { print(d) }
+            for d in e.diagnostics { printLine(d.description) }
             throw status
         }
     }
@@ -27,10 +27,10 @@ struct PolicyCommand: ParsableCommand {
         func run() throws {
             let path = target.path
             let policy = try PolicyCommand.load(path)
-            for w in PolicyLinter.warnings(policy) { print(w) }
+            for w in PolicyLinter.warnings(policy) { printLine(w.description) }
             let results = PolicyTestRunner.run(policy)
             let failed = results.filter { !$0.passed }
-            for f in failed { print(f.line(file: path)) }
+            for f in failed { printLine(f.line(file: path)) }
             guard failed.isEmpty else { throw Exit.denied }
             print("\(path): ok: \(policy.clis.count) CLI(s), \(policy.rules.count) rule(s), \(results.count) test(s) passed\(policy.acceptRemoteSpawn ? "" : "; remote spawn is disabled (accept_remote_spawn is not true)")")
         }
@@ -46,7 +46,7 @@ struct PolicyCommand: ParsableCommand {
             let path = target.path
             let policy = try PolicyCommand.load(path)
             let results = PolicyTestRunner.run(policy)
-            for r in results { print(r.line(file: path)) }
+            for r in results { printLine(r.line(file: path)) }
             let failed = results.filter { !$0.passed }.count
             print("\(results.count - failed) passed, \(failed) failed")
             if failed > 0 { throw Exit.denied }
@@ -93,29 +93,29 @@ struct PolicyCommand: ParsableCommand {
                 } catch let e as OperatorError { printError(e.message); throw Exit.cannotDecide } catch let e as GatewayFailure { printError(e.message); throw Exit.cannotDecide }
                 switch verification {
                 case .denied(let d, _, _, _):
-                    print("signature, audience, window: deny: \(d.reason.rawValue): \(d.detail)")
+                    printLine("signature, audience, window: deny: \(d.reason.rawValue): \(d.detail)")
                     print("decision: deny \(d.reason.rawValue)")
                     throw Exit.denied
                 case .verified(let v):
-                    print("signature, audience, window: ok: signed by \(v.broker) (\(v.fingerprint)), request \(v.requestID)")
+                    printLine("signature, audience, window: ok: signed by \(v.broker) (\(v.fingerprint)), request \(v.requestID)")
                     request = PolicyRequest(v)
                 }
             } else {
                 request = PolicyRequest(broker: from!, cli: cli!, cwd: cwd, args: args, model: model, task: task)
             }
             let (outcome, steps) = PolicyEngine(policy: loaded, resolver: lexical ? .lexical : .filesystem).explain(request)
-            for s in steps { print(s) }
+            for s in steps { printLine(s.description) }
             switch outcome {
             case .deny(let d):
-                print("decision: deny \(d.reason.rawValue)\(d.rule.map { " (rule \($0))" } ?? ""): \(d.detail)")
+                printLine("decision: deny \(d.reason.rawValue)\(d.rule.map { " (rule \($0))" } ?? ""): \(d.detail)")
                 throw Exit.denied
             case .allow(let m):
                 if !lexical, let problem = BinaryCheck.problem(m.cli) {
-                    print("binary of '\(m.cli.name)': deny: \(problem)")
+                    printLine("binary of '\(m.cli.name)': deny: \(problem)")
                     print("decision: deny cli_not_allowed (rule \(m.rule.name))")
                     throw Exit.denied
                 }
-                print("decision: allow by rule \(m.rule.name): argv \(m.argv), cwd \(m.cwd), env \(m.env), sandbox \(m.rule.sandbox.rawValue)")
+                printLine("decision: allow by rule \(m.rule.name): argv \(m.argv), cwd \(m.cwd), env \(m.env), sandbox \(m.rule.sandbox.rawValue)")
             }
         }
     }

@@ -82,16 +82,16 @@ struct Spawn: ParsableCommand {
         let r = answer.receipt
         if json { print(String(decoding: r.payload, as: UTF8.self)) }
         guard r.allowed else {
-            if !json { print("denied by \(target.broker!): \(r.reason.rawValue): \(r.detail)") }
+            if !json { printLine("denied by \(target.broker!): \(r.reason.rawValue): \(r.detail)") }
             throw Exit.denied
         }
         if !json {
             if let s = r.started {
-                print("started \(name) on \(target.broker!): pid \(s.pid), sandbox \(sandbox(r)) (\(s.layers.joined(separator: ", ")))")
+                printLine("started \(name) on \(target.broker!): pid \(s.pid), sandbox \(sandbox(r)) (\(s.layers.joined(separator: ", ")))")
             } else {
                 print("handed \(name) to \(target.broker!)'s Agent Relay broker")
             }
-            print("receipt verified with \(target.broker!)'s key (request \(r.requestID ?? "-"), rule \(r.rule ?? "-"))")
+            printLine("receipt verified with \(target.broker!)'s key (request \(r.requestID ?? "-"), rule \(r.rule ?? "-"))")
         }
     }
 

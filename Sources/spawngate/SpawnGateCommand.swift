@@ -40,6 +40,10 @@ enum Exit {
 /// Prints `spawngate: <message>` to stderr.
 func printError(_ message: String) { Console.error(message) }
 
+/// Prints one line for people. Lines that quote requests, receipts, file names or the audit log go through here,
+/// so controls, bidi overrides and invisible characters are shown escaped, as in the audit log's JSON.
+func printLine(_ line: String) { print(TerminalText.escaped(line)) }
+
 func writeAll(_ fd: Int32, _ string: String) { Console.write(fd, string) }
 
 /// Runs an operator action: an ``OperatorError`` prints its sentence and exits 1, a ``GatewayFailure`` exits 2.

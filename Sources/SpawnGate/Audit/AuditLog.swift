@@ -228,11 +228,9 @@ public struct AuditLog: Sendable {
         guard case .object(let m)? = try? StrictJSONReader.parse(Array(line.utf8)) else { return "(unreadable line) \(line)" }
         func text(_ key: String) -> String {
             guard case .string(let s)? = m[key] else { return "-" }
-            // Control characters stay escaped, so a hostile detail cannot drive the reader's terminal.
-            return String(s.unicodeScalars.map { c in
-                c.value < 0x20 || (0x7F...0x9F).contains(c.value) || c.value == 0x2028 || c.value == 0x2029
-                    ? String(format: "\\u%04x", c.value) : String(c)
-            }.joined())
+            // Controls, bidi and invisible characters stay escaped, so a hostile detail cannot drive the reader's
+            // terminal or reorder what it shows.
+            return TerminalText.escaped(s)
         }
         let time = m["time"]?.safeInteger.map { ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: TimeInterval($0))) } ?? "-"
         var out = "\(time) \(text("decision")) \(text("reason")) broker=\(text("broker")) rule=\(text("rule")) id=\(text("request_id").prefix(12))"

@@ -59,7 +59,8 @@ public struct Decision: Sendable, Equatable {
     public var json: String { String(decoding: JSONWriter.object(jsonMembers()), as: UTF8.self) }
 
     /// One line for people: `deny bad_signature: the signature does not verify …`.
+    /// The detail may quote the request, so it is shown through ``TerminalText``.
     public var summary: String {
-        allowed ? "allow: \(detail)" : "deny \(reason.rawValue): \(detail)"
+        allowed ? "allow: \(TerminalText.escaped(detail))" : "deny \(reason.rawValue): \(TerminalText.escaped(detail))"
     }
 }

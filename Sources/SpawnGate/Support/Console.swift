@@ -17,8 +17,9 @@ public enum Console {
         }
     }
 
-    /// `spawngate: <message>` on standard error.
-    public static func error(_ message: String) { write(2, "spawngate: \(message)\n") }
+    /// `spawngate: <message>` on standard error. Messages quote requests, receipts and files, so they go through
+    /// ``TerminalText`` (their own line breaks kept).
+    public static func error(_ message: String) { write(2, "spawngate: \(TerminalText.escaped(message, keepingNewlines: true))\n") }
 }
 
 #if canImport(Glibc)

@@ -1,6 +1,7 @@
 /// Writes compact JSON deterministically: members in the order given, strings escaped so that the output is
-/// one line of printable text. Control characters (C0, DEL, C1) are written as `\u00XX`, so a hostile argv
-/// cannot move a terminal's cursor or split an audit-log line.
+/// one line of printable text. Control characters (C0, DEL, C1), separators, and bidi and invisible characters
+/// (``TerminalText``) are written as `\uXXXX`, so a hostile argv cannot move a terminal's cursor, split an
+/// audit-log line, or reorder what a reader sees.
 public struct JSONWriter {
     public private(set) var bytes: [UInt8] = []
 
@@ -92,12 +93,13 @@ public struct JSONWriter {
             case 0x0A: out.append(contentsOf: [0x5C, UInt8(ascii: "n")])
             case 0x0D: out.append(contentsOf: [0x5C, UInt8(ascii: "r")])
             case 0x09: out.append(contentsOf: [0x5C, UInt8(ascii: "t")])
-            case 0x00..<0x20, 0x7F...0x9F, 0x2028, 0x2029:
-                let digits = Array("0123456789abcdef".utf8)
-                out.append(contentsOf: Array("\\u".utf8))
-                for shift in [12, 8, 4, 0] { out.append(digits[Int((scalar.value >> UInt32(shift)) & 15)]) }
+            case 0x20..<0x7F:
+                out.append(UInt8(scalar.value))
             default:
-                out.append(contentsOf: Array(String(scalar).utf8))
+                // Controls, separators, bidi and invisible characters: escaped, as TerminalText shows them.
+                if TerminalText.mustEscape(scalar) { out.append(contentsOf: Array(TerminalText.escape(scalar).utf8)) } else {
+                    out.append(contentsOf: Array(String(scalar).utf8))
+                }
             }
         }
         out.append(UInt8(ascii: "\""))

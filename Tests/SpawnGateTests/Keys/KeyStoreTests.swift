@@ -164,4 +164,32 @@ struct KeyStoreTests {
         #expect(status == 2 && decision["reason"] as? String == "internal_error", "\(decision)")
         #expect((decision["detail"] as? String)?.contains("chmod go-w \(file)") == true, "\(decision)")
     }
+
+    /// T50: the repository's keys/ holds the example brokers' public keys, in the home's layout, and nothing
+    /// else: each enrolls under its own name with the fingerprint ssh-keygen prints, no file is a private key,
+    /// and every broker the example policies name has one.
+    @Test func shippedExampleKeysArePublicAndEnroll() throws {
+        let dir = TestSupport.packageRoot + "/keys"
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir).sorted()
+        #expect(files == ["README.md", "mac-laptop.pub", "mini-pc.pub", "vps-broker.pub"], "\(files)")
+        let (home, _) = try TestSupport.makeHome("target", in: TestSupport.tempDir("shipped"))
+        for file in files where file.hasSuffix(".pub") {
+            let name = String(file.dropLast(4))
+            let text = try String(contentsOfFile: dir + "/" + file, encoding: .utf8)
+            #expect(!text.contains("PRIVATE KEY") && text.split(separator: "\n").count == 1, "\(file) is one public key line")
+            let (key, comment) = try PublicKey.parseLine(text)
+            #expect(comment == name)
+            try home.keyStore.enroll(name: name, key: key, expected: key.fingerprint)
+            let ssh = try TestSupport.run("/usr/bin/env", ["ssh-keygen", "-lf", dir + "/" + file])
+            #expect(ssh.status == 0 && ssh.stdout.contains(" \(key.fingerprint) \(name) "), "\(ssh.stdout) \(ssh.stderr)")
+            let readme = try String(contentsOfFile: dir + "/README.md", encoding: .utf8)
+            #expect(readme.contains("| `\(name)` | `\(key.fingerprint)` |"), "keys/README.md lists \(name)'s fingerprint")
+        }
+        for example in ["vps-broker", "mini-pc", "mac-laptop"] {
+            let policy = try PolicyLoader.parse(String(contentsOfFile: TestSupport.packageRoot + "/policy/examples/\(example).yaml", encoding: .utf8), file: example).get()
+            let named = policy.rules.flatMap { r -> [String] in if case .named(let s) = r.brokers { return Array(s) }; return [] }
+                + policy.tests.map(\.request.broker).filter { $0 != "unknown-host" }
+            for broker in Set(named) { #expect(files.contains(broker + ".pub"), "\(example).yaml names \(broker), which has no key in keys/") }
+        }
+    }
 }
