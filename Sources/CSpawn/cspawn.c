@@ -120,6 +120,8 @@ static int init_main(void *arg) {
     const cspawn_spec *s = args->spec;
     // Not readable or traceable by the agent (same uid): this process still holds a copy of the gateway's memory.
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    // In `ps` it still shows the gateway's command line (it never execs); its name says what it is.
+    prctl(PR_SET_NAME, "spawngate-init", 0, 0, 0);
     if (s->new_userns) {
         // Map our own uid and gid only: the agent keeps its identity and gains nothing outside.
         char map[64], *p;

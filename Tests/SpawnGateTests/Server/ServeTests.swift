@@ -40,6 +40,9 @@ final class ServeProcess {
 
     var stderr: String { (try? String(contentsOfFile: errLog, encoding: .utf8)) ?? "" }
 
+    /// A test that forgets to stop its gateway (or stops early on a failed #require) leaves nothing running.
+    deinit { kill() }
+
     /// SIGKILL: the test runner blocks SIGTERM and its children inherit the mask (serve unblocks it, but a
     /// stuck test must not depend on that).
     func kill() {
