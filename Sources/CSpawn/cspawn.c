@@ -200,7 +200,9 @@ static int init_main(void *arg) {
         if (r < 0 && errno == ECHILD) _exit(127);
         siginfo_t info;
         int sig = sigwaitinfo(&wanted, &info);
-        if (sig > 0 && sig != SIGCHLD) kill(-1, sig);  // every process of the namespace but this one
+        // Every process of the namespace but this one; only ever as its pid 1 (outside a pid namespace of its
+        // own, kill(-1) would reach every process of the user).
+        if (sig > 0 && sig != SIGCHLD && getpid() == 1) kill(-1, sig);
     }
 }
 
