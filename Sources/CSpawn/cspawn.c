@@ -186,7 +186,7 @@ static int init_main(void *arg) {
     close_from(3, ~0U >> 1);
     munmap(stack, stack_size);
     sigset_t wanted; sigemptyset(&wanted);
-    const int forwarded[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 };
+    const int forwarded[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH };
     for (size_t i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++) sigaddset(&wanted, forwarded[i]);
     sigaddset(&wanted, SIGCHLD);
     for (;;) {
@@ -451,4 +451,14 @@ int cspawn_make_nondumpable(void) {
 
 int cspawn_rename_exchange(const char *a, const char *b) {
     return (int)syscall(SYS_renameat2, AT_FDCWD, a, AT_FDCWD, b, 2 /* RENAME_EXCHANGE */);
+}
+
+int cspawn_await_exit(pid_t pid, int timeout_ms) {
+    int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pfd < 0) return -1;
+    struct pollfd p = { .fd = pfd, .events = POLLIN };
+    int n;
+    do { n = poll(&p, 1, timeout_ms); } while (n < 0 && errno == EINTR);
+    close(pfd);
+    return n < 0 ? -1 : (n > 0 ? 1 : 0);
 }

@@ -29,6 +29,8 @@ public final class Gateway: @unchecked Sendable {
     public let identity: Identity
     /// Starts, lists, releases and reaps agents: the same service `exec` uses.
     public let agentService: AgentService
+    /// The relay launcher relay workers run (`spawngate launch`), beside this executable.
+    public var launcher = AgentService.defaultLauncher
     let logger: Logger
     public let metrics: GatewayMetrics
     let limiter: PreAuthLimiter
@@ -205,20 +207,28 @@ public final class Gateway: @unchecked Sendable {
                                   requestID: d.requestID, broker: d.broker, fingerprint: d.fingerprint, rule: d.rule, policy: d.policy)
             return receipt(failed, started: nil, sealTo: requester, pipeline: p)
         }
-        if authorized.match.rule.spawner == .agentRelay {
-            do {
-                let (accepted, _) = try AgentRelayBackend.handOff(authorized, state: p.state, environment: ProcessInfo.processInfo.environment)
-                return receipt(outcome.decision, started: nil, extra: [("handed_to", .string("agent-relay")), ("broker_status", .int(Int64(accepted.status)))],
-                               sealTo: requester, pipeline: p)
-            } catch { return notStarted(error.message) }
-        }
-        let started: AgentService.Started
-        do { started = try agentService.start(authorized, output: .logFiles) } catch { return notStarted(error.message) }
-        let agent = started.agent
+        let relay = authorized.match.rule.spawner == .agentRelay
+        let result = relay ? agentService.startRelayWorker(authorized, environment: ProcessInfo.processInfo.environment, launcher: launcher)
+                           : agentService.startChecked(authorized, window: Double(authorized.match.rule.startupCheck))
         metrics.liveAgents((try? agentService.running().count) ?? 0)
-        logger.info("started", metadata: ["name": .string(agent.name), "broker": .string(authorized.request.broker),
-                                          "pid": .stringConvertible(agent.pid), "sandbox": .string(agent.profile.rawValue)])
-        return receipt(outcome.decision, started: started.receipt, sealTo: requester, pipeline: p)
+        let extra: [(String, JSONWriter.Value)] = relay ? [("spawner", .string("agent-relay"))] : []
+        switch result {
+        case .started(let started):
+            logger.info("started", metadata: ["name": .string(authorized.request.request.name), "broker": .string(authorized.request.broker),
+                                              "pid": .stringConvertible(started.pid), "sandbox": .string(authorized.match.rule.sandbox.rawValue),
+                                              "spawner": .string(authorized.match.rule.spawner.rawValue)])
+            return receipt(outcome.decision, started: started, extra: extra, sealTo: requester, pipeline: p)
+        case .failed(let why, let status, let tail):
+            guard status != nil || relay else { return notStarted(why) }
+            logger.notice("allowed, but the agent did not start", metadata: ["request_id": .string(authorized.request.requestID), "why": .string(why)])
+            let d = outcome.decision
+            let failed = Decision(reason: .startFailed, detail: "allowed by rule '\(d.rule ?? "")', but not running: \(why)",
+                                  requestID: d.requestID, broker: d.broker, fingerprint: d.fingerprint, rule: d.rule, policy: d.policy)
+            var more = extra
+            if let status { more.append(("exit_status", .int(Int64(status)))) }
+            if let tail { more.append(("output", .string(tail))) }
+            return receipt(failed, started: nil, extra: more, sealTo: requester, pipeline: p)
+        }
     }
 
     /// Refusals that keep the source's pre-authentication token: not from an enrolled key, or not what its broker

@@ -37,11 +37,18 @@ struct Exec: ParsableCommand {
             printError(outcome.decision.json)
             throw ExitCode(outcome.exitCode)
         }
-        if authorized.match.rule.spawner == .agentRelay {
-            try handOff(authorized, state: pipeline.state)
-            return
-        }
         let service = AgentService(spawner: LocalSpawner(home: home), state: pipeline.state)
+        if authorized.match.rule.spawner == .agentRelay {
+            // The broker's worker runs it, in its own terminal; this command says what started and returns.
+            switch service.startRelayWorker(authorized, environment: ProcessInfo.processInfo.environment) {
+            case .started(let s):
+                printLine("started \(authorized.request.request.name) as an Agent Relay worker (pid \(s.pid), sandbox \(authorized.match.rule.sandbox.rawValue): \(s.layers.joined(separator: ", ")))")
+                return
+            case .failed(let why, let status, let tail):
+                printError("allowed, but not running: \(why)\(status.map { " (exit status \($0))" } ?? "")\(tail.map { "; it last wrote:\n" + $0 } ?? "")")
+                throw Exit.cannotDecide
+            }
+        }
         let started: AgentService.Started
         do {
             // The agent's standard input: the task when the CLI takes it there, else this terminal's (unless the
@@ -59,17 +66,5 @@ struct Exec: ParsableCommand {
         }
         let status = service.wait(started)
         if status != 0 { throw ExitCode(status) }
-    }
-
-    /// `spawner: agent-relay`: the local broker starts the agent; its concurrency slot lasts until `hook exited`
-    /// or the rule's max_runtime (else an hour), as for agents a broker starts after `hook pre-spawn`.
-    func handOff(_ authorized: AuthorizedSpawn, state: StateStore) throws {
-        do {
-            let (accepted, connection) = try AgentRelayBackend.handOff(authorized, state: state, environment: ProcessInfo.processInfo.environment)
-            print("handed \(authorized.request.request.name) to the Agent Relay broker at \(connection.url.absoluteString) (HTTP \(accepted.status)): \(accepted.body)")
-        } catch {
-            printError("allowed, but not started: \(error.message)")
-            throw Exit.cannotDecide
-        }
     }
 }

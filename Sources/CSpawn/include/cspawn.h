@@ -43,7 +43,7 @@ enum cspawn_stage {
 };
 
 /// Starts the agent per `spec` inside a pid namespace of its own, whose first process (pid 1 there) is a small
-/// init that stays behind: it forwards TERM, INT, HUP, QUIT, USR1 and USR2 to every process of the namespace,
+/// init that stays behind: it forwards TERM, INT, HUP, QUIT, USR1, USR2 and WINCH to every process of the namespace,
 /// reaps them, and exits with the agent's status once the agent's own process exits, at which point the kernel
 /// kills whatever else is left in the namespace. So the agent is one process to watch and to stop (the init), and
 /// nothing it starts (setsid, double fork, a daemon) outlives it. Returns 0 and the init's pid (the agent's
@@ -82,6 +82,10 @@ int cspawn_seccomp_available(void);
 /// Waits up to `timeout_ms` (-1: no limit) for the child `pid` to exit, through a pidfd so an exit is seen at
 /// once. Returns 1 with the wait status when it exited (and was reaped), 0 on timeout, -1 with errno on error.
 int cspawn_wait(pid_t pid, int timeout_ms, int *status);
+
+/// Waits up to `timeout_ms` for process `pid` to exit, without reaping it (a pidfd becomes readable). Returns 1
+/// when it has exited, 0 on timeout, -1 with errno (no pidfd support: before Linux 5.3).
+int cspawn_await_exit(pid_t pid, int timeout_ms);
 
 /// A pipe already holding `data`, write end closed: the agent's standard input for `task: stdin`. Returns the
 /// read end (CLOEXEC), or -1 with errno.

@@ -8,9 +8,14 @@ public struct AuthorizedSpawn: Sendable {
     public let decision: Decision
     /// The concurrency lease this spawn holds (keyed by request id), when its rule limits concurrency.
     public let leaseID: String?
+    /// The envelope exactly as verified, and when: what a launch ticket carries to ``DecisionPipeline/redeem(_:)``.
+    public let envelope: [UInt8]
+    public let decidedAt: Int64
 
-    fileprivate init(request: VerifiedRequest, match: PolicyMatch, decision: Decision, leaseID: String?) {
+    fileprivate init(request: VerifiedRequest, match: PolicyMatch, decision: Decision, leaseID: String?,
+                     envelope: [UInt8], decidedAt: Int64) {
         self.request = request; self.match = match; self.decision = decision; self.leaseID = leaseID
+        self.envelope = envelope; self.decidedAt = decidedAt
     }
 }
 
@@ -54,7 +59,7 @@ public struct DecisionPipeline: Sendable {
     /// that did not pass through them.
     public struct Pending: Sendable {
         fileprivate enum Grant: Sendable {
-            case spawn(VerifiedRequest, PolicyMatch, leaseID: String?)
+            case spawn(VerifiedRequest, PolicyMatch, leaseID: String?, envelope: [UInt8], at: Int64)
             case control(VerifiedControl)
         }
         fileprivate let decision: Decision
@@ -162,7 +167,38 @@ public struct DecisionPipeline: Sendable {
                              policy: policy.hash,
                              spawn: .init(argv: match.argv, cwd: match.cwd, env: match.env, sandbox: rule.sandbox.rawValue))
         return Pending(decision: allow, nonce: nonce, cwd: match.cwd, argv: match.argv, effects: effects, mode: mode,
-                       grant: .spawn(request, match, leaseID: leaseID))
+                       grant: .spawn(request, match, leaseID: leaseID, envelope: envelope, at: now))
+    }
+
+    /// Turns a redeemed launch ticket back into the authorization it was issued for, for the launcher a relay
+    /// broker runs (`spawngate launch`). The allow is already recorded, its nonce consumed and its lease taken;
+    /// what is checked again is everything that could have changed since: the signature under the keys enrolled
+    /// now (a revocation counts), audience and window as of the decision, the policy now (a reload that no
+    /// longer allows it wins), the binary and the sandbox layers. The same request id and rule are required.
+    public func redeem(_ ticket: LaunchTicket) -> Result<AuthorizedSpawn, GatewayFailure> {
+        let asOf = RequestVerifier(audience: verifier.audience, keys: verifier.keys, window: policy.window,
+                                   clock: FixedClock(ticket.decidedAt))
+        let verification: Verification
+        do { verification = try asOf.verify(ticket.envelope) } catch { return .failure(error) }
+        guard case .verified(let request) = verification, request.requestID == ticket.requestID else {
+            return .failure(GatewayFailure("the ticket's request no longer verifies (\(Decision(verification, policy: policy.hash).detail))"))
+        }
+        guard case .allow(let match) = engine.evaluate(PolicyRequest(request)), match.rule.name == ticket.rule else {
+            return .failure(GatewayFailure("the policy in force no longer allows this request by rule '\(ticket.rule)'; it was not started"))
+        }
+        if let problem = BinaryCheck.problem(match.cli) {
+            return .failure(GatewayFailure("cli '\(match.cli.name)' cannot be started safely: \(problem)"))
+        }
+        let missing = missingLayers(match.rule.sandbox)
+        guard missing.isEmpty else {
+            return .failure(GatewayFailure("sandbox '\(match.rule.sandbox.rawValue)' needs \(missing.joined(separator: " and ")); run 'spawngate doctor'"))
+        }
+        let allow = Decision(reason: .allowed, detail: "allowed by rule '\(match.rule.name)'", requestID: request.requestID,
+                             broker: request.broker, fingerprint: request.fingerprint.description, rule: match.rule.name,
+                             policy: policy.hash,
+                             spawn: .init(argv: match.argv, cwd: match.cwd, env: match.env, sandbox: match.rule.sandbox.rawValue))
+        return .success(AuthorizedSpawn(request: request, match: match, decision: allow, leaseID: ticket.leaseID,
+                                         envelope: ticket.envelope, decidedAt: ticket.decidedAt))
     }
 
     /// What a control request (`agents`, `release`) came to: a decision, and the verified request when allowed.
@@ -244,8 +280,9 @@ public struct DecisionPipeline: Sendable {
     private func outcome(_ p: Pending, _ final: Decision) -> Outcome {
         guard final.allowed else { return Outcome(decision: final, authorized: nil, control: nil) }
         switch p.grant {
-        case .spawn(let request, let match, let leaseID)? where p.mode == .commit && !p.settled:
-            return Outcome(decision: final, authorized: AuthorizedSpawn(request: request, match: match, decision: final, leaseID: leaseID),
+        case .spawn(let request, let match, let leaseID, let envelope, let at)? where p.mode == .commit && !p.settled:
+            return Outcome(decision: final, authorized: AuthorizedSpawn(request: request, match: match, decision: final, leaseID: leaseID,
+                                                                        envelope: envelope, decidedAt: at),
                            control: nil)
         case .control(let c)?:
             return Outcome(decision: final, authorized: nil, control: c)

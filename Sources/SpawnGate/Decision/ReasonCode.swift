@@ -21,6 +21,9 @@ public enum ReasonCode: String, CaseIterable, Sendable, Codable {
     case concurrencyLimit = "concurrency_limit"
     case auditUnavailable = "audit_unavailable"
     case internalError = "internal_error"
+    /// Allowed, but the agent did not start or died within its rule's startup check (exit status and last output
+    /// in the receipt). Nothing is running.
+    case startFailed = "start_failed"
 }
 
 /// A refusal, as a value. What the requester learns: the code, one sentence, and the rule that decided.

@@ -90,6 +90,9 @@ public struct Rule: Sendable {
     public let limits: ResourceLimits
     public let spawner: SpawnerBackend
     public let network: NetworkAccess
+    /// Seconds a started agent is watched before the receipt says it started (`startup_check`).
+    public let startupCheck: Int64
+    public static let defaultStartupCheck: Int64 = 1
     public let line: Int
 
     func appliesTo(cli: String) -> Bool { clis?.contains(cli) ?? true }

@@ -72,7 +72,7 @@ public enum PolicyLoader {
     static let topKeys = ["version", "accept_remote_spawn", "max_ttl", "clock_skew", "hook_users", "clis", "rules", "tests"]
     static let cliKeys = ["path", "sha256", "args", "deny_args", "env", "task", "model_flag", "split_equals", "writable", "protected"]
     static let ruleKeys = ["name", "effect", "brokers", "clis", "cwd", "rate", "burst", "max_concurrent", "sandbox",
-                           "max_runtime", "limits", "spawner", "network"]
+                           "max_runtime", "limits", "spawner", "network", "startup_check"]
     static let limitKeys = ["cpu", "memory", "open_files", "processes", "file_size"]
     static let testKeys = ["request", "expect", "rule"]
     static let requestKeys = ["from", "cli", "cwd", "args", "model", "task"]
@@ -348,6 +348,10 @@ public enum PolicyLoader {
         }
         var maxRuntime: Int64?
         if let v = m["max_runtime"] { maxRuntime = duration(v.value, "\(label): max_runtime", &r, range: 1...(30 * 86400)) }
+        // How long a started agent is watched before its receipt says it started: one that exits sooner is
+        // reported as start_failed, with its status and last output.
+        var startupCheck = Rule.defaultStartupCheck
+        if let v = m["startup_check"], let d = duration(v.value, "\(label): startup_check", &r, range: 0...60) { startupCheck = d }
         var limits = ResourceLimits()
         if let v = m["limits"], let lm = r.mapping(v.value, "\(label): limits", allowed: limitKeys) {
             if let x = lm["cpu"] { limits.cpuSeconds = duration(x.value, "\(label): limits.cpu", &r, range: 1...(30 * 86400)) }
@@ -372,18 +376,15 @@ public enum PolicyLoader {
         if network == .none, sandbox != .strict, let v = m["network"] {
             r.error(v.value, "\(label): network: none needs sandbox: strict (only strict has its own network namespace); set sandbox: strict or remove network")
         }
-        if spawner == .agentRelay, sandbox != .none, let v = m["spawner"] {
-            r.error(v.value, "\(label): spawner: agent-relay starts the agent through Agent Relay's broker, which applies no spawngate sandbox; add sandbox: none to this rule to accept that, or use spawner: local")
-        }
         if effect == .deny {
-            for k in ["rate", "burst", "max_concurrent", "sandbox", "max_runtime", "limits", "spawner", "network"] {
+            for k in ["rate", "burst", "max_concurrent", "sandbox", "max_runtime", "limits", "spawner", "network", "startup_check"] {
                 if let v = m[k] { r.error(v.key, "\(label): '\(k)' has no meaning on a deny rule; remove it") }
             }
         }
         guard r.diagnostics.count == start || !r.diagnostics[start...].contains(where: { $0.severity == .error }), !name.isEmpty else { return nil }
         return Rule(name: name, effect: effect, brokers: brokers, clis: ruleCLIs, cwd: cwd, rate: rate, burst: burst,
                     maxConcurrent: maxConcurrent, sandbox: sandbox, maxRuntime: maxRuntime, limits: limits, spawner: spawner,
-                    network: network, line: node.mark?.line ?? 0)
+                    network: network, startupCheck: startupCheck, line: node.mark?.line ?? 0)
     }
 
     private static func test(_ i: Int, _ node: Node, _ r: inout YAMLNodeReader, rules: [Rule]) -> PolicyTest? {

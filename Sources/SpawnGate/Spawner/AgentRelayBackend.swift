@@ -1,20 +1,42 @@
 import Foundation
 
 /// Where the local Agent Relay broker listens and the key its HTTP API wants, from the `connection.json` it
-/// writes (`{url, port, api_key, pid}`; other fields are Agent Relay's business and are ignored).
+/// writes (`{url, port, api_key, pid}`, and v14's `operation_mode`; other fields are Agent Relay's business).
 public struct AgentRelayConnection: Sendable, Equatable {
     public let url: URL
     public let apiKey: String
     public let file: String
+    /// The broker's process, when the file names it (both versions do).
+    public let pid: Int32?
+    /// Which layout it was found in: `v6` (`.agent-relay/`) or `v14` (`.agentworkforce/relay/`).
+    public let layout: String
 
-    /// The file Agent Relay's own client uses: `$AGENT_RELAY_STATE_DIR/connection.json`, else
-    /// `<cwd>/.agent-relay/connection.json` (its `--cwd` picks the broker the same way).
+    /// Where each broker version writes itself down, relative to its project directory.
+    public static let layouts: [(name: String, path: String)] = [("v6", ".agent-relay/connection.json"),
+                                                                 ("v14", ".agentworkforce/relay/connection.json")]
+
+    /// The broker for `cwd`, as Agent Relay's own clients find it: `$AGENT_RELAY_STATE_DIR/connection.json`, else
+    /// the nearest project directory at or above `cwd` holding either version's connection file.
+    public static func find(cwd: String, environment: [String: String]) throws(GatewayFailure) -> AgentRelayConnection {
+        if let dir = environment["AGENT_RELAY_STATE_DIR"], !dir.isEmpty {
+            return try load(dir + "/connection.json", layout: Files.exists(dir + "/relay") ? "v14" : "v6")
+        }
+        var dir = cwd
+        while true {
+            for l in layouts where Files.exists(dir + "/" + l.path) { return try load(dir + "/" + l.path, layout: l.name) }
+            guard dir != "/", let slash = dir.lastIndex(of: "/") else { break }
+            dir = slash == dir.startIndex ? "/" : String(dir[..<slash])
+        }
+        throw GatewayFailure("no Agent Relay broker found for \(cwd): neither .agent-relay/connection.json (v6) nor .agentworkforce/relay/connection.json (v14) exists there or above; start the broker ('agent-relay up', or 'agent-relay-broker init') in the project directory, or set AGENT_RELAY_STATE_DIR")
+    }
+
+    /// The file at a known path (``find(cwd:environment:)`` chooses it).
     public static func file(cwd: String, environment: [String: String]) -> String {
         if let dir = environment["AGENT_RELAY_STATE_DIR"], !dir.isEmpty { return dir + "/connection.json" }
         return cwd + "/.agent-relay/connection.json"
     }
 
-    public static func load(_ path: String) throws(GatewayFailure) -> AgentRelayConnection {
+    public static func load(_ path: String, layout: String = "v6") throws(GatewayFailure) -> AgentRelayConnection {
         let bytes: [UInt8]
         do { bytes = try Files.read(path, limit: 64 * 1024) } catch {
             throw GatewayFailure("no Agent Relay broker to hand the agent to: \(error.message); start one with 'agent-relay up' in that directory, or set AGENT_RELAY_STATE_DIR")
@@ -32,7 +54,22 @@ public struct AgentRelayConnection: Sendable, Equatable {
               ["127.0.0.1", "localhost", "::1", "[::1]"].contains(host) else {
             throw GatewayFailure("\(path) names the broker URL '\(u)', which is not http on this machine's loopback; spawngate hands agents only to a local broker")
         }
-        return AgentRelayConnection(url: url, apiKey: key, file: path)
+        // The file sits where agents may write: a planted one could point at a listener of the agent's own, which
+        // would receive the task and the launch ticket. When it names the broker's pid, that process must be a
+        // running agent-relay-broker of this user.
+        var pid: Int32?
+        if let n = o["pid"]?.safeInteger, n > 0, n < Int64(Int32.max) {
+            pid = Int32(n)
+            #if os(Linux)
+            var st = stat()
+            let exe = Files.readLink("/proc/\(n)/exe") ?? ""
+            guard stat("/proc/\(n)", &st) == 0, st.st_uid == getuid(),
+                  exe.split(separator: "/").last?.hasPrefix("agent-relay-broker") == true else {
+                throw GatewayFailure("\(path) names pid \(n), which is not a running agent-relay-broker of this user (\(exe.isEmpty ? "no such process" : exe)); restart the Agent Relay broker so it rewrites the file")
+            }
+            #endif
+        }
+        return AgentRelayConnection(url: url, apiKey: key, file: path, pid: pid, layout: layout)
     }
 }
 
@@ -54,37 +91,54 @@ public struct AgentRelayBackend: Sendable {
         public let body: String
     }
 
-    /// The body Agent Relay's `listen_api_spawn` reads: the approved request's own fields, with the cwd the
-    /// decision resolved.
-    static func body(for spawn: AuthorizedSpawn) -> [UInt8] {
+    /// The body Agent Relay's `listen_api_spawn` reads. `cli` is the launcher's command line (the broker splits it
+    /// shell-style and adds nothing to a path); the approved argv, model and arguments stay with the ticket, so
+    /// neither the broker's permission-bypass flags nor its credential-bearing `--mcp-config` reach the agent.
+    /// The broker types the task into the PTY and joins the channels itself.
+    static func body(for spawn: AuthorizedSpawn, cli: String) -> [UInt8] {
         let r = spawn.request.request
-        var members: [(String, JSONWriter.Value)] = [("name", .string(r.name)), ("cli", .string(r.cli))]
+        var members: [(String, JSONWriter.Value)] = [("name", .string(r.name)), ("cli", .string(cli))]
         if let t = r.task { members.append(("task", .string(t))) }
-        if let m = r.model { members.append(("model", .string(m))) }
-        if let a = r.args { members.append(("args", .strings(a))) }
         if let c = r.channels { members.append(("channels", .strings(c))) }
         if let t = r.team { members.append(("team", .string(t))) }
         members.append(("cwd", .string(spawn.match.cwd)))
         return JSONWriter.object(members)
     }
 
-    public func start(_ spawn: AuthorizedSpawn) throws(GatewayFailure) -> Accepted {
+    /// A command line the broker splits back into exactly `argv` (POSIX shell quoting).
+    public static func commandLine(_ argv: [String]) -> String {
+        argv.map { a in
+            a.allSatisfy({ $0.isLetter || $0.isNumber || "-_./=:@%+,".contains($0) }) && !a.isEmpty ? a : "'" + a.replacingOccurrences(of: "'", with: "'\\''") + "'"
+        }.joined(separator: " ")
+    }
+
+    public func start(_ spawn: AuthorizedSpawn, cli: String) throws(GatewayFailure) -> Accepted {
+        try request("POST", "/api/spawn", body: Self.body(for: spawn, cli: cli))
+    }
+
+    /// Asks the broker to forget a worker (it answers 200 for unknown names too).
+    public func remove(name: String) {
+        let escaped = name.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? name
+        _ = try? request("DELETE", "/api/spawned/" + escaped, body: nil)
+    }
+
+    private func request(_ method: String, _ path: String, body: [UInt8]?) throws(GatewayFailure) -> Accepted {
         let url = connection.url
         let port = UInt16(url.port ?? 80)
         let base = url.path.hasSuffix("/") ? String(url.path.dropLast()) : url.path
         let response: HTTPClient.Response
         do {
             let host = (url.host ?? "127.0.0.1").trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
-            response = try HTTPClient.exchange(.tcp(host: host, port: port), method: "POST", path: base + "/api/spawn",
+            response = try HTTPClient.exchange(.tcp(host: host, port: port), method: method, path: base + path,
                                            headers: [("Content-Type", "application/json"), ("X-API-Key", connection.apiKey)],
-                                           body: Self.body(for: spawn), timeout: timeout)
+                                           body: body ?? [], timeout: timeout)
         } catch {
             throw GatewayFailure("the Agent Relay broker at \(url.absoluteString) (from \(connection.file)) did not answer: \(error.message); is it running?")
         }
         let text = String(decoding: response.body.prefix(2048), as: UTF8.self)
         guard (200..<300).contains(response.status) else {
             let hint = response.status == 401 || response.status == 403 ? " (the api_key in \(connection.file) was refused; restart the broker so it rewrites the file)" : ""
-            throw GatewayFailure("the Agent Relay broker refused the spawn with HTTP \(response.status)\(hint): \(text)")
+            throw GatewayFailure("the Agent Relay broker refused \(method) \(path) with HTTP \(response.status)\(hint): \(text)")
         }
         return Accepted(status: response.status, body: text)
     }

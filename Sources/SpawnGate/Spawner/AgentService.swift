@@ -1,23 +1,24 @@
+import CSpawn
 import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// Starting, supervising, reaping and releasing agents: the one path every entry point uses (`exec` in the
-/// foreground, `serve` in the background, and the CLI's local `agents` and `release`). It takes only an
-/// ``AuthorizedSpawn``; an agent it starts is recorded in the state store with its concurrency lease and its
+/// foreground, `serve` in the background, the relay launcher, and the CLI's local `agents` and `release`). It takes
+/// only an ``AuthorizedSpawn``; an agent it starts is recorded in the state store with its concurrency lease and its
 /// max_runtime deadline, or it does not keep running; a start that fails frees the slot it took.
 ///
-/// An agent is one process from outside: the init of its own pid namespace (see `cspawn_start`). Everything
-/// the agent starts, by any means (setsid, double fork, nohup), lives in that namespace, so it holds the slot
-/// while any of it runs... and none of it runs once the agent's own process has exited: the kernel ends the
-/// namespace with its init. `release` and `max_runtime` stop the init, and so all of it.
+/// An agent is one process from outside: the init of its own pid namespace (see `cspawn_start`). Everything the
+/// agent starts, by any means (setsid, double fork, nohup), lives in that namespace, so it holds the slot while
+/// any of it runs, and none of it runs once the agent's own process has exited: the kernel ends the namespace
+/// with its init. `release` and `max_runtime` stop the init, and so all of it.
 public final class AgentService: @unchecked Sendable {
     public let spawner: LocalSpawner
     public let state: StateStore
     let clock: any GateClock
-    /// Agents this process started: its children, which only this process can reap.
-    private var children: Set<Int32> = []
+    /// Agents this process started (its children, which only it can reap), by pid: their request ids.
+    private var children: [Int32: String] = [:]
     private let lock = NSLock()
 
     public init(spawner: LocalSpawner, state: StateStore, clock: any GateClock = SystemClock()) {
@@ -39,6 +40,13 @@ public final class AgentService: @unchecked Sendable {
         public var receipt: Receipt.Started { Receipt.Started(pid: agent.pid, startedAt: record.startedAt, layers: agent.layers) }
     }
 
+    /// What a start came to, as a receipt tells it.
+    public enum Outcome: Sendable {
+        case started(Receipt.Started)
+        /// Nothing is running: it could not start, or it exited within the startup check.
+        case failed(why: String, exitStatus: Int32?, tail: String?)
+    }
+
     /// Starts `spawn` in its sandbox and records it. The task goes through a pipe when the CLI takes it on
     /// standard input; otherwise standard input is /dev/null, or with `inheritStdin` this process's own.
     public func start(_ spawn: AuthorizedSpawn, output: LocalSpawner.Output, inheritStdin: Bool = false) throws(GatewayFailure) -> Started {
@@ -49,7 +57,7 @@ public final class AgentService: @unchecked Sendable {
         defer { if let fd = stdinFD, fd != 0 { close(fd) } }
         let agent: SpawnedAgent
         do { agent = try spawner.start(spawn, output: output, stdin: stdinFD) } catch { throw freeing(spawn, error) }
-        lock.lock(); children.insert(agent.pid); lock.unlock()
+        lock.lock(); children[agent.pid] = spawn.request.requestID; lock.unlock()
         let record = AgentRecord(agent, of: spawn, startedAt: clock.now())
         do { try state.recordStart(record, leaseID: spawn.leaseID) } catch {
             // An agent the gateway cannot track is one nobody can release: it does not keep running.
@@ -60,19 +68,39 @@ public final class AgentService: @unchecked Sendable {
         return Started(agent: agent, record: record)
     }
 
+    /// Starts `spawn` in the background (`serve`), its output in log files, and watches it for `window`
+    /// seconds: an agent that exits that soon with a failure status (or a signal) is reported as failed, with its
+    /// status and last output.
+    public func startChecked(_ spawn: AuthorizedSpawn, window: Double) -> Outcome {
+        let started: Started
+        do { started = try start(spawn, output: .logFiles) } catch { return .failed(why: error.message, exitStatus: nil, tail: nil) }
+        guard window > 0, cspawn_await_exit(started.agent.pid, Int32(window * 1000)) == 1 else { return .started(started.receipt) }
+        let status = collect(started.agent.pid, wait: true) ?? ((try? state.exitedAgents(now: clock.now()))?.first { $0.requestID == spawn.request.requestID }?.exitStatus)
+        // A program that finished its work that soon, successfully, did start.
+        if status == 0 { return .started(started.receipt) }
+        let tail = [started.agent.stderrLog, started.agent.stdoutLog].compactMap { $0 }.compactMap(Self.tail).first { !$0.isEmpty }
+        return .failed(why: "the agent exited within its startup check (\(Self.seconds(window)))", exitStatus: status, tail: tail)
+    }
+
     /// Waits in the foreground until the agent exits or its max_runtime is up (then TERM, KILL after `grace`),
-    /// and forgets it. Returns its status as a shell reports it.
+    /// and records its status. Returns it as a shell reports it.
     public func wait(_ started: Started, grace: Double = Supervisor.grace) -> Int32 {
         let remaining = started.record.deadline.map { max(0, $0 - clock.now()) }
         let status = Supervisor.wait(started.agent, maxRuntime: remaining, grace: grace)
-        lock.lock(); children.remove(started.agent.pid); lock.unlock()
-        try? state.recordExit(requestID: started.record.requestID)
+        lock.lock(); children[started.agent.pid] = nil; lock.unlock()
+        try? state.recordExit(requestID: started.record.requestID, status: status, at: clock.now())
         return status
     }
 
-    /// The running agents, oldest first (of one broker, when given). Agents that are gone are forgotten.
+    /// The running agents, oldest first (of one broker, when given). Agents that are gone are marked exited.
     public func running(broker: String? = nil) throws(GatewayFailure) -> [AgentRecord] {
         try state.runningAgents().filter { broker == nil || $0.broker == broker }
+    }
+
+    /// Running agents, then those that exited within the retention period (with their status).
+    public func listed(broker: String? = nil) throws(GatewayFailure) -> [AgentRecord] {
+        let running = try running(broker: broker)
+        return running + (try state.exitedAgents(now: clock.now())).filter { broker == nil || $0.broker == broker }
     }
 
     /// One agent released: whether it was still running when asked.
@@ -85,8 +113,8 @@ public final class AgentService: @unchecked Sendable {
     public func release(name: String, broker: String?, grace: Double = Supervisor.grace) throws(GatewayFailure) -> [Released] {
         try running(broker: broker).filter { $0.name == name }.map { record in
             let stopped = Supervisor.stop(record.process, grace: grace)
-            collect(record.process.pid, wait: true)
-            try? state.recordExit(requestID: record.requestID)
+            let status = collect(record.process.pid, wait: true)
+            try? state.recordExit(requestID: record.requestID, status: status, at: clock.now())
             return Released(record: record, stopped: stopped)
         }
     }
@@ -95,35 +123,48 @@ public final class AgentService: @unchecked Sendable {
     /// deadline is in the state store, so it holds across a restart of the gateway. Returns how many ended.
     @discardableResult
     public func reap(grace: Double = 2) -> Int {
-        lock.lock(); let mine = children; lock.unlock()
+        lock.lock(); let mine = Array(children.keys); lock.unlock()
         // Our own children first: an exited one is a zombie until collected here.
-        for pid in mine { collect(pid, wait: false) }
-        lock.lock(); var ended = mine.count - children.count; lock.unlock()
+        var ended = 0
+        for pid in mine where collect(pid, wait: false) != nil { ended += 1 }
         guard let records = try? state.runningAgents() else { return ended }
         let now = clock.now()
         for record in records {
             guard let deadline = record.deadline, now >= deadline else { continue }
             _ = Supervisor.stop(record.process, grace: grace)
-            collect(record.process.pid, wait: true)
-            try? state.recordExit(requestID: record.requestID)
+            let status = collect(record.process.pid, wait: true)
+            try? state.recordExit(requestID: record.requestID, status: status, at: now)
             ended += 1
         }
         return ended
     }
 
-    /// Reaps `pid` if it is a child of this process that exited (`wait`: waits for it to exit).
-    private func collect(_ pid: Int32, wait: Bool) {
-        lock.lock(); let mine = children.contains(pid); lock.unlock()
-        guard mine else { return }
-        var status: Int32 = 0
-        let r = waitpid(pid, &status, wait ? 0 : WNOHANG)
-        if r == pid || (r < 0 && errno == ECHILD) {
-            lock.lock(); children.remove(pid); lock.unlock()
-        }
+    /// Reaps `pid` if it is a child of this process that exited (`wait`: waits for it to exit), records its exit,
+    /// and returns its status as a shell reports it; nil when it was not reaped here.
+    @discardableResult
+    private func collect(_ pid: Int32, wait: Bool) -> Int32? {
+        lock.lock(); let requestID = children[pid]; lock.unlock()
+        guard let requestID else { return nil }
+        var raw: Int32 = 0
+        let r = waitpid(pid, &raw, wait ? 0 : WNOHANG)
+        guard r == pid || (r < 0 && errno == ECHILD) else { return nil }
+        lock.lock(); children[pid] = nil; lock.unlock()
+        let status: Int32? = r == pid ? ((raw & 0x7f) == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f)) : nil
+        try? state.recordExit(requestID: requestID, status: status, at: clock.now())
+        return status
     }
 
     private func freeing(_ spawn: AuthorizedSpawn, _ error: GatewayFailure) -> GatewayFailure {
         if let lease = spawn.leaseID { _ = try? state.releaseLease(requestID: lease) }
         return error
     }
+
+    /// The last lines of a log file (at most 2 KiB), for a receipt of a start that failed.
+    static func tail(_ path: String) -> String? {
+        guard let bytes = try? Files.read(path, limit: 16 << 20) else { return nil }
+        let text = String(decoding: bytes.suffix(2048), as: UTF8.self)
+        return text.split(separator: "\n", omittingEmptySubsequences: true).suffix(10).joined(separator: "\n")
+    }
+
+    static func seconds(_ s: Double) -> String { s == s.rounded() ? "\(Int(s)) s" : "\(s) s" }
 }

@@ -3,17 +3,69 @@ import Glibc
 #endif
 import Foundation
 
-extension AgentRelayBackend {
-    /// `spawner: agent-relay`: hands `spawn` to the local broker found from its cwd and `environment`. A refusal or
-    /// a broker that is down frees the slot; otherwise it lasts until `hook exited` or the rule's max_runtime.
-    public static func handOff(_ spawn: AuthorizedSpawn, state: StateStore,
-                               environment: [String: String]) throws(GatewayFailure) -> (Accepted, AgentRelayConnection) {
-        do {
-            let connection = try AgentRelayConnection.load(AgentRelayConnection.file(cwd: spawn.match.cwd, environment: environment))
-            return (try AgentRelayBackend(connection: connection).start(spawn), connection)
-        } catch {
-            if let lease = spawn.leaseID { _ = try? state.releaseLease(requestID: lease) }
-            throw error
+extension AgentService {
+    /// Where the relay launcher is: the `spawngate` beside the running executable (`spawngate` itself, or
+    /// `spawngate-serve`, which is installed beside it).
+    public static var defaultLauncher: String {
+        let exe = Files.readLink("/proc/self/exe") ?? CommandLine.arguments[0]
+        let dir = exe.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        return (dir.isEmpty ? "." : dir) + "/spawngate"
+    }
+
+    /// `spawner: agent-relay`: the local Agent Relay broker starts a relay worker (its PTY, the task typed in, its
+    /// messages delivered) whose program is spawngate's launcher with a single-use ticket; the launcher redeems
+    /// the ticket and starts the approved argv under the rule's profile through this same service
+    /// (`spawngate launch`). Waits for the launcher's report: started (then watches it for the rule's
+    /// startup check) or why not. A broker that refuses, or never runs the launcher, frees the slot.
+    public func startRelayWorker(_ spawn: AuthorizedSpawn, environment: [String: String], launcher: String = AgentService.defaultLauncher,
+                                 timeout: Double = 20) -> Outcome {
+        let requestID = spawn.request.requestID
+        func failed(_ why: String, freeing: Bool = true) -> Outcome {
+            if freeing, let lease = spawn.leaseID { _ = try? state.releaseLease(requestID: lease) }
+            return .failed(why: why, exitStatus: nil, tail: nil)
         }
+        let connection: AgentRelayConnection
+        do { connection = try AgentRelayConnection.find(cwd: spawn.match.cwd, environment: environment) } catch { return failed(error.message) }
+        let (secret, hash) = LaunchTicket.mint()
+        do { try state.issueTicket(hash: hash, for: spawn, now: clock.now()) } catch { return failed(error.message) }
+        let backend = AgentRelayBackend(connection: connection)
+        let cli = AgentRelayBackend.commandLine([launcher, "launch", "--home", spawner.home.root, "--ticket", secret])
+        do { _ = try backend.start(spawn, cli: cli) } catch {
+            try? state.voidTicket(for: requestID)
+            return failed(error.message)
+        }
+        // The broker answers before its worker runs (v6 says 200 even for a program that cannot start): only the
+        // launcher's own report says what started.
+        let deadline = Supervisor.monotonic() + timeout
+        var report = LaunchReport()
+        while true {
+            report = (try? state.launchReport(requestID)) ?? report
+            if report.started != nil || report.failure != nil { break }
+            if Supervisor.monotonic() >= deadline {
+                try? state.voidTicket(for: requestID)
+                report = (try? state.launchReport(requestID)) ?? report
+                if report.redeemed { continue }  // redeemed just now: its report follows
+                backend.remove(name: spawn.request.request.name)
+                return failed("the Agent Relay broker at \(connection.url.absoluteString) accepted the spawn but never ran the launcher within \(AgentService.seconds(timeout)); see the broker's log")
+            }
+            usleep(5_000)
+        }
+        if let failure = report.failure {
+            backend.remove(name: spawn.request.request.name)
+            return .failed(why: failure, exitStatus: report.exitStatus, tail: report.tail)
+        }
+        guard let started = report.started else { return failed("the launcher reported nothing") }
+        // Watched for the rule's startup check: a CLI that dies young is reported with its status and output.
+        let checkUntil = Supervisor.monotonic() + Double(spawn.match.rule.startupCheck)
+        while Supervisor.monotonic() < checkUntil {
+            report = (try? state.launchReport(requestID)) ?? report
+            if report.exitStatus != nil { break }
+            usleep(10_000)
+        }
+        if let status = report.exitStatus, status != 0 {
+            return .failed(why: "the relay worker exited within its startup check (\(AgentService.seconds(Double(spawn.match.rule.startupCheck))))",
+                           exitStatus: status, tail: report.tail)
+        }
+        return .started(started)
     }
 }

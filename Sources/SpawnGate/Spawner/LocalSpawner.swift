@@ -26,15 +26,21 @@ public struct LocalSpawner: Sendable {
         case inherit
         /// Standard output and error go to `agents/NAME/<request>.out` and `.err` under the home.
         case logFiles
+        /// These descriptors (the relay launcher: the broker's PTY, and a pipe it copies to the PTY).
+        case descriptors(stdout: Int32, stderr: Int32)
     }
 
     public let home: Home
     /// The gateway's environment: the only source of the variables the policy passes through.
     public let environment: [String: String]
+    /// Variables passed on whatever the policy says, because the start path itself needs them (the relay
+    /// launcher: TERM, which the broker sets for its PTY). Never one the environment denylist names.
+    public let passThrough: [String]
 
-    public init(home: Home, environment: [String: String] = ProcessInfo.processInfo.environment) {
+    public init(home: Home, environment: [String: String] = ProcessInfo.processInfo.environment, passThrough: [String] = []) {
         self.home = home
         self.environment = environment
+        self.passThrough = passThrough.filter { EnvironmentPolicy.refusal($0) == nil }
     }
 
     /// The agent's environment: exactly the policy's variables that are set here, plus its private TMPDIR and
@@ -42,6 +48,7 @@ public struct LocalSpawner: Sendable {
     func environment(for spawn: AuthorizedSpawn, tmp: String?) -> [String] {
         var env: [String] = []
         for name in spawn.match.env { if let v = environment[name] { env.append("\(name)=\(v)") } }
+        for name in passThrough where !spawn.match.env.contains(name) { if let v = environment[name] { env.append("\(name)=\(v)") } }
         if let tmp { env.append("TMPDIR=\(tmp)") }
         if let t = spawn.match.envTask { env.append("\(t.name)=\(t.value)") }
         return env
@@ -96,6 +103,9 @@ public struct LocalSpawner: Sendable {
         case .inherit:
             outFD = try dupFD(1, &opened)
             errFD = try dupFD(2, &opened)
+        case .descriptors(let out, let err):
+            outFD = try dupFD(out, &opened)
+            errFD = try dupFD(err, &opened)
         case .logFiles:
             outLog = agentDir + "/\(tag).out"
             errLog = agentDir + "/\(tag).err"

@@ -17,6 +17,12 @@ public struct AgentRecord: Sendable, Equatable {
     public let log: String?
     /// Unix seconds after which max_runtime stops the agent; nil when the rule sets none.
     public let deadline: Int64?
+    /// Who started it: spawngate's spawner, or the launcher an Agent Relay broker ran.
+    public let backend: SpawnerBackend
+    /// When it exited (Unix seconds) and its status as a shell reports it (nil: unknown, it ended while no
+    /// gateway watched). Exited agents are listed for ``StateStore/exitedRetention`` seconds.
+    public var exitedAt: Int64?
+    public var exitStatus: Int32?
 
     public init(_ agent: SpawnedAgent, of spawn: AuthorizedSpawn, startedAt: Int64) {
         requestID = spawn.request.requestID
@@ -31,6 +37,7 @@ public struct AgentRecord: Sendable, Equatable {
         self.startedAt = startedAt
         log = agent.stdoutLog
         deadline = spawn.match.rule.maxRuntime.map { startedAt + $0 }
+        backend = spawn.match.rule.spawner
     }
 
     init(row: Row) {
@@ -39,6 +46,8 @@ public struct AgentRecord: Sendable, Equatable {
         layers = (row["layers"] as String).split(separator: ",").map(String.init)
         process = ProcessIdentity(pid: row["pid"], startTime: row["pid_start"])
         startedAt = row["started_at"]; log = row["log"]; deadline = row["deadline"]
+        backend = SpawnerBackend(rawValue: row["backend"] ?? "local") ?? .local
+        exitedAt = row["exited_at"]; exitStatus = row["exit_status"]
     }
 }
 
@@ -48,11 +57,12 @@ extension StateStore {
         do {
             try write { db in
                 try db.execute(sql: """
-                    INSERT OR REPLACE INTO agent (request_id, name, broker, rule, cli, cwd, profile, layers, pid, pid_start, started_at, log, deadline)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    INSERT OR REPLACE INTO agent (request_id, name, broker, rule, cli, cwd, profile, layers, pid, pid_start, started_at, log, deadline, backend)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """, arguments: [record.requestID, record.name, record.broker, record.rule, record.cli, record.cwd,
                                      record.profile, record.layers.joined(separator: ","), record.process.pid,
-                                     record.process.startTime, record.startedAt, record.log, record.deadline])
+                                     record.process.startTime, record.startedAt, record.log, record.deadline,
+                                     record.backend.rawValue])
                 if let leaseID {
                     try db.execute(sql: "UPDATE lease SET pid = ?, pid_start = ?, expires_at = NULL WHERE request_id = ?",
                                    arguments: [record.process.pid, record.process.startTime, leaseID])
@@ -61,28 +71,46 @@ extension StateStore {
         } catch { throw Self.failure(error) }
     }
 
-    /// Forgets an agent that exited and ends its lease.
-    public func recordExit(requestID: String) throws(GatewayFailure) {
+    /// How long an exited agent stays listed (with its status) before it is forgotten.
+    public static let exitedRetention: Int64 = 3600
+
+    /// Marks an agent exited (its status when known) and ends its lease. The first report wins: a status seen by
+    /// the process that reaped the agent is not overwritten by a later "gone".
+    public func recordExit(requestID: String, status: Int32? = nil, at now: Int64 = SystemClock().now()) throws(GatewayFailure) {
         do {
             try write { db in
-                try db.execute(sql: "DELETE FROM agent WHERE request_id = ?", arguments: [requestID])
+                try db.execute(sql: "UPDATE agent SET exited_at = ?, exit_status = ? WHERE request_id = ? AND exited_at IS NULL",
+                               arguments: [now, status, requestID])
                 try db.execute(sql: "DELETE FROM lease WHERE request_id = ?", arguments: [requestID])
+                try db.execute(sql: "DELETE FROM agent WHERE exited_at < ?", arguments: [now - Self.exitedRetention])
             }
         } catch { throw Self.failure(error) }
     }
 
     /// The agents still running, oldest first. Agents whose process is gone (it exited while no gateway watched,
-    /// or the gateway restarted) are forgotten here, and their leases end with them.
+    /// or the gateway restarted) are marked exited here, and their leases end with them.
     public func runningAgents() throws(GatewayFailure) -> [AgentRecord] {
         let all: [AgentRecord]
         do {
-            all = try read { db in try Row.fetchAll(db, sql: "SELECT * FROM agent ORDER BY started_at, request_id").map(AgentRecord.init(row:)) }
+            all = try read { db in
+                try Row.fetchAll(db, sql: "SELECT * FROM agent WHERE exited_at IS NULL ORDER BY started_at, request_id").map(AgentRecord.init(row:))
+            }
         } catch { throw Self.failure(error) }
         var live: [AgentRecord] = []
         for a in all {
             if a.process.isAlive { live.append(a) } else { try recordExit(requestID: a.requestID) }
         }
         return live
+    }
+
+    /// Agents that exited within ``exitedRetention``, newest first.
+    public func exitedAgents(now: Int64 = SystemClock().now()) throws(GatewayFailure) -> [AgentRecord] {
+        do {
+            return try read { db in
+                try Row.fetchAll(db, sql: "SELECT * FROM agent WHERE exited_at >= ? ORDER BY exited_at DESC, request_id",
+                                 arguments: [now - Self.exitedRetention]).map(AgentRecord.init(row:))
+            }
+        } catch { throw Self.failure(error) }
     }
 }
 
@@ -94,6 +122,10 @@ extension AgentRecord {
             "cwd": .string(cwd), "pid": .number(String(process.pid)), "started_at": .number(String(startedAt)),
             "uptime_seconds": .number(String(max(0, now - startedAt))), "sandbox": .string(profile),
             "layers": .array(layers.map { .string($0) }), "request_id": .string(requestID),
+            "state": .string(exitedAt == nil ? "running" : "exited"),
+            "exit_status": exitStatus.map { .number(String($0)) } ?? .null,
+            "exited_at": exitedAt.map { .number(String($0)) } ?? .null,
+            "spawner": .string(backend.rawValue),
         ])
     }
 

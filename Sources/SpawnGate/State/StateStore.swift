@@ -75,6 +75,20 @@ public final class StateStore: Sendable {
         m.registerMigration("v3") { db in
             try db.execute(sql: "ALTER TABLE agent ADD COLUMN deadline INTEGER")
         }
+        // Launch tickets for relay workers, and agents kept for a while after they exit (status, when).
+        m.registerMigration("v4") { db in
+            try db.execute(sql: """
+                CREATE TABLE ticket (
+                    hash TEXT PRIMARY KEY NOT NULL, request_id TEXT NOT NULL, envelope BLOB NOT NULL,
+                    decided_at INTEGER NOT NULL, rule TEXT NOT NULL, lease_id TEXT, expires_at INTEGER NOT NULL,
+                    redeemed_at INTEGER, pid INTEGER, started_at INTEGER, layers TEXT, failure TEXT,
+                    exit_status INTEGER, tail TEXT);
+                CREATE INDEX ticket_request ON ticket(request_id);
+                ALTER TABLE agent ADD COLUMN exited_at INTEGER;
+                ALTER TABLE agent ADD COLUMN exit_status INTEGER;
+                ALTER TABLE agent ADD COLUMN backend TEXT NOT NULL DEFAULT 'local';
+                """)
+        }
         return m
     }
 

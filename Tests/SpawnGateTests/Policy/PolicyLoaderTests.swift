@@ -35,15 +35,15 @@ struct PolicyLoaderTests {
         #expect(p.window == .defaults)
     }
 
-    /// A rule may not ask for more than its profile enforces: no network namespace outside strict, and no
-    /// sandbox at all through Agent Relay's broker unless the rule says sandbox: none.
+    /// A rule may not ask for more than its profile enforces: no network namespace outside strict. Agent Relay's
+    /// broker takes any profile: its worker is spawngate's launcher, which applies it.
     @Test func profilesAndBackendsThatWouldNotEnforceTheRuleAreErrors() throws {
         #expect(policyErrors(Self.base + "    network: none\n") == [
             "p.yaml:12:14: error: rule 'r': network: none needs sandbox: strict (only strict has its own network namespace); set sandbox: strict or remove network",
         ])
-        #expect(policyErrors(Self.base + "    spawner: agent-relay\n") == [
-            "p.yaml:12:14: error: rule 'r': spawner: agent-relay starts the agent through Agent Relay's broker, which applies no spawngate sandbox; add sandbox: none to this rule to accept that, or use spawner: local",
-        ])
+        #expect(try parsePolicy(Self.base + "    spawner: agent-relay\n").get().rules[0].spawner == .agentRelay)
+        #expect(policyErrors(Self.base + "    startup_check: 2m\n").first?.contains("startup_check must be a duration") == true)
+        #expect(try parsePolicy(Self.base + "    startup_check: 0s\n").get().rules[0].startupCheck == 0)
         let ok = try parsePolicy(Self.base + "    sandbox: strict\n    network: none\n").get()
         #expect(ok.rules[0].network == .none)
         #expect(try parsePolicy(Self.base + "    sandbox: none\n    spawner: agent-relay\n").get().rules[0].spawner == .agentRelay)

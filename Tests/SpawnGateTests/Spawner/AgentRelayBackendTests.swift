@@ -2,10 +2,10 @@ import Foundation
 import Testing
 @testable import SpawnGate
 
-/// The `spawner: agent-relay` backend through `spawngate exec`, against `Tests/Interop/agent_relay_standin.py`:
-/// a STAND-IN for Agent Relay's broker that implements its documented `POST /api/spawn` contract (the real broker
-/// cannot run here).
-@Suite("Agent Relay backend (against a stand-in broker)")
+/// The `spawner: agent-relay` backend through `spawngate exec` when the broker is not what it should be. A
+/// STAND-IN (`Tests/Interop/agent_relay_standin.py`) plays a listener that is not Agent Relay's broker; the real
+/// broker's own behaviour is tested in `RealRelayTests`.
+@Suite("Agent Relay backend: a broker that is not what it claims")
 struct AgentRelayBackendTests {
     /// Starts the stand-in with its state directory inside the project, as `agent-relay up` there would.
     static func startStandIn(_ g: Gateway, key: String) throws -> Process {
@@ -30,51 +30,18 @@ struct AgentRelayBackendTests {
         return try text.split(separator: "\n").map { try #require(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }
     }
 
-    @Test func anApprovedRequestIsHandedToTheBrokerWithItsKey() throws {
-        let g = try DecisionCLITests.live(["sandbox: none", "spawner: agent-relay", "max_concurrent: 1"])
-        let broker = try Self.startStandIn(g, key: "br_test-key")
-        defer { Self.stop(broker) }
-        let out = try g.cli(["exec", "-"], stdin: g.envelope(g.request(args: ["--model", "opus"])))
-        #expect(out.status == 0, "\(out.stderr)")
-        #expect(out.stdout.contains("handed coder to the Agent Relay broker") && out.stdout.contains("\"success\": true"), "\(out.stdout)")
-        let got = try Self.received(g)
-        #expect(got.count == 1)
-        let headers = try #require(got.first?["headers"] as? [String: String])
-        #expect(headers.first { $0.key.lowercased() == "x-api-key" }?.value == "br_test-key", "\(headers)")
-        let body = try #require(try JSONSerialization.jsonObject(with: Data((got[0]["body"] as! String).utf8)) as? [String: Any])
-        #expect(body["name"] as? String == "coder")
-        #expect(body["cli"] as? String == "claude")
-        #expect(body["task"] as? String == "Implement the plan")
-        #expect(body["args"] as? [String] == ["--model", "opus"])
-        #expect(body["cwd"] as? String == g.app)
-        #expect(Set(body.keys) == ["name", "cli", "task", "args", "cwd"])
-
-        // A denied request never reaches the broker.
-        let denied = try g.cli(["exec", "-"], stdin: g.envelope(g.request(cwd: "/etc")))
-        #expect(denied.status == 1)
-        #expect(try Self.received(g).count == 1)
-    }
-
-    @Test func aBrokerThatRefusesOrIsDownIsAnErrorAndFreesTheSlot() throws {
-        let g = try DecisionCLITests.live(["sandbox: none", "spawner: agent-relay", "max_concurrent: 1"])
-        let broker = try Self.startStandIn(g, key: "br_real")
-        // The broker rotated its key: connection.json now names an old one.
-        let file = g.app + "/.agent-relay/connection.json"
-        var conn = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: file))) as? [String: Any])
-        conn["api_key"] = "br_stale"
-        try JSONSerialization.data(withJSONObject: conn).write(to: URL(fileURLWithPath: file))
-        let refused = try g.cli(["exec", "-"], stdin: g.envelope())
-        #expect(refused.status == 2)
-        #expect(refused.stderr.contains("HTTP 401") && refused.stderr.contains("api_key"), "\(refused.stderr)")
-
-        Self.stop(broker)
-        conn["api_key"] = "br_real"
-        try JSONSerialization.data(withJSONObject: conn).write(to: URL(fileURLWithPath: file))
-        let down = try g.cli(["exec", "-"], stdin: g.envelope())
-        #expect(down.status == 2)
-        #expect(down.stderr.contains("did not answer") && down.stderr.contains("is it running?"), "\(down.stderr)")
-        // Neither attempt keeps the rule's only slot.
-        #expect(try g.check(g.envelope(), ["--dry-run"]).status == 0)
+    /// connection.json lives in a directory agents may write: a listener of the agent's own, written down as
+    /// the broker, would receive the task and the launch ticket. Its pid is not an agent-relay-broker, so it is
+    /// refused before anything is sent (the stand-in records every request it gets: none).
+    @Test func aListenerThatIsNotTheBrokerGetsNothing() throws {
+        let g = try DecisionCLITests.live(["sandbox: standard", "spawner: agent-relay", "max_concurrent: 1"])
+        let planted = try Self.startStandIn(g, key: "br_planted")
+        defer { Self.stop(planted) }
+        let out = try g.cli(["exec", "-"], stdin: g.envelope())
+        #expect(out.status == 2)
+        #expect(out.stderr.contains("which is not a running agent-relay-broker"), "\(out.stderr)")
+        #expect(try Self.received(g).isEmpty, "nothing reached the planted listener")
+        #expect(try g.check(g.envelope(), ["--dry-run"]).status == 0, "the slot is free again")
     }
 
     /// connection.json lives in a directory agents may write: a URL off this machine could be a planted one that
@@ -86,9 +53,10 @@ struct AgentRelayBackendTests {
         let out = try g.cli(["exec", "-"], stdin: g.envelope())
         #expect(out.status == 2)
         #expect(out.stderr.contains("not http on this machine's loopback"), "\(out.stderr)")
+        #expect(try g.check(g.envelope(), ["--dry-run"]).status == 0)
         unlink(g.app + "/.agent-relay/connection.json")
         let missing = try g.cli(["exec", "-"], stdin: g.envelope())
         #expect(missing.status == 2)
-        #expect(missing.stderr.contains("no Agent Relay broker") && missing.stderr.contains("agent-relay up"), "\(missing.stderr)")
+        #expect(missing.stderr.contains("no Agent Relay broker found") && missing.stderr.contains(".agentworkforce/relay/connection.json (v14)"), "\(missing.stderr)")
     }
 }
