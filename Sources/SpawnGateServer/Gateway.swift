@@ -115,7 +115,7 @@ public final class Gateway: @unchecked Sendable {
         let outcome = await committer.commit(p.prepareControl(envelope), through: p)
         guard let control = outcome.control else { return controlDenial(outcome.decision, source: source, pipeline: p) }
         limiter.refund(source)
-        let agents = await offPool { [agentService] in (try? agentService.running(broker: control.broker)) ?? [] }
+        let agents = await offPool { [agentService] in (try? agentService.listed(broker: control.broker)) ?? [] }
         let now = SystemClock().now()
         let list = JSONWriter.encode(.array(agents.map { $0.json(now: now) }))
         metrics.count(outcome.decision.reason)

@@ -4,11 +4,12 @@ import SpawnGate
 
 struct Agents: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "List the agents this gateway started that are still running.",
+        abstract: "List the agents this gateway started: those running, then those that exited in the last hour.",
         discussion: """
-            Agents started by 'spawngate exec' (and by 'serve') are remembered in state.db with their process id \
-            and start time. An agent whose process is gone is dropped from the list here, and its concurrency slot \
-            is freed, also when it ended while no gateway was running.
+            Agents started by 'spawngate exec', 'serve' and relay workers are remembered in state.db with their \
+            process id and start time. An agent whose process is gone is marked exited here, and its concurrency \
+            slot is freed, also when it ended while no gateway was running (its status is then unknown). STATE is \
+            'running', or 'exited N' with the status a shell would show (128 + signal when killed).
             """)
     @OptionGroup var home: HomeOption
     @Flag(help: "Print a JSON array.") var json = false
@@ -18,27 +19,29 @@ struct Agents: ParsableCommand {
         if let broker = target.broker {
             let (_, list) = try remoteAction { try target.remote(home.resolved, target: broker).agents() }
             if json { print(String(decoding: JSONWriter.encode(.array(list)), as: UTF8.self)); return }
-            guard !list.isEmpty else { print("no agents of this broker are running on \(broker)"); return }
+            guard !list.isEmpty else { print("no agents of this broker on \(broker)"); return }
             func field(_ v: JSONValue, _ k: String) -> String {
                 guard case .object(let o) = v else { return "" }
                 switch o[k] { case .string(let s)?: return s; case .number(let n)?: return n; default: return "" }
             }
-            table([["NAME", "CLI", "CWD", "PID", "UPTIME", "SANDBOX"]] + list.map {
-                [field($0, "name"), field($0, "cli"), field($0, "cwd"), field($0, "pid"),
-                 AgentRecord.duration(Int64(field($0, "uptime_seconds")) ?? 0), field($0, "sandbox")]
+            table([["NAME", "CLI", "CWD", "PID", "UPTIME", "SANDBOX", "STATE"]] + list.map {
+                let state = field($0, "state") == "exited" ? "exited " + (field($0, "exit_status").isEmpty ? "?" : field($0, "exit_status")) : "running"
+                return [field($0, "name"), field($0, "cli"), field($0, "cwd"), field($0, "pid"),
+                        AgentRecord.duration(Int64(field($0, "uptime_seconds")) ?? 0), field($0, "sandbox"), state]
             })
             return
         }
         try operatorAction {
-            let agents = try AgentService.local(home.resolved).running()
+            let agents = try AgentService.local(home.resolved).listed()
             let now = SystemClock().now()
             if json {
                 print(String(decoding: JSONWriter.encode(.array(agents.map { $0.json(now: now) })), as: UTF8.self))
                 return
             }
             guard !agents.isEmpty else { print("no agents running"); return }
-            table([["NAME", "BROKER", "CLI", "CWD", "PID", "UPTIME", "SANDBOX"]] + agents.map {
-                [$0.name, $0.broker, $0.cli, $0.cwd, String($0.process.pid), AgentRecord.duration(now - $0.startedAt), $0.profile]
+            table([["NAME", "BROKER", "CLI", "CWD", "PID", "UPTIME", "SANDBOX", "STATE"]] + agents.map {
+                [$0.name, $0.broker, $0.cli, $0.cwd, String($0.process.pid), AgentRecord.duration(($0.exitedAt ?? now) - $0.startedAt),
+                 $0.profile, $0.stateText(now: now)]
             })
         }
     }

@@ -74,12 +74,12 @@ extension StateStore {
     /// How long an exited agent stays listed (with its status) before it is forgotten.
     public static let exitedRetention: Int64 = 3600
 
-    /// Marks an agent exited (its status when known) and ends its lease. The first report wins: a status seen by
-    /// the process that reaped the agent is not overwritten by a later "gone".
+    /// Marks an agent exited (its status when known) and ends its lease. The first time and the first known status
+    /// win: `release` may mark it before the process that reaps it (and so knows its status) reports.
     public func recordExit(requestID: String, status: Int32? = nil, at now: Int64 = SystemClock().now()) throws(GatewayFailure) {
         do {
             try write { db in
-                try db.execute(sql: "UPDATE agent SET exited_at = ?, exit_status = ? WHERE request_id = ? AND exited_at IS NULL",
+                try db.execute(sql: "UPDATE agent SET exited_at = COALESCE(exited_at, ?), exit_status = COALESCE(exit_status, ?) WHERE request_id = ?",
                                arguments: [now, status, requestID])
                 try db.execute(sql: "DELETE FROM lease WHERE request_id = ?", arguments: [requestID])
                 try db.execute(sql: "DELETE FROM agent WHERE exited_at < ?", arguments: [now - Self.exitedRetention])
@@ -120,13 +120,19 @@ extension AgentRecord {
         .object([
             "name": .string(name), "broker": .string(broker), "rule": .string(rule), "cli": .string(cli),
             "cwd": .string(cwd), "pid": .number(String(process.pid)), "started_at": .number(String(startedAt)),
-            "uptime_seconds": .number(String(max(0, now - startedAt))), "sandbox": .string(profile),
+            "uptime_seconds": .number(String(max(0, (exitedAt ?? now) - startedAt))), "sandbox": .string(profile),
             "layers": .array(layers.map { .string($0) }), "request_id": .string(requestID),
             "state": .string(exitedAt == nil ? "running" : "exited"),
             "exit_status": exitStatus.map { .number(String($0)) } ?? .null,
             "exited_at": exitedAt.map { .number(String($0)) } ?? .null,
             "spawner": .string(backend.rawValue),
         ])
+    }
+
+    /// "running", or "exited 3 (2m ago)" (a status as a shell shows it; "?" when it ended unwatched).
+    public func stateText(now: Int64) -> String {
+        guard let exitedAt else { return "running" }
+        return "exited \(exitStatus.map(String.init) ?? "?") (\(Self.duration(now - exitedAt)) ago)"
     }
 
     /// "3h12m", "45s": uptime for people.

@@ -56,7 +56,9 @@ struct AgentsCLITests {
         exec.waitUntilExit()
         #expect(exec.terminationStatus == 128 + SIGKILL, "TERM was ignored, so KILL ended it")
         #expect(TestSupport.gone("sleep 60.125"), "the whole agent is gone")
-        #expect(try g.cli(["agents"]).stdout == "no agents running\n")
+        let after = try g.cli(["agents"]).stdout
+        #expect(after.contains("coder") && after.contains("exited 137"), "listed as exited, killed: \(after)")
+        #expect(try Self.listed(g).allSatisfy { $0["state"] as? String == "exited" })
         #expect(try g.check(g.envelope()).status == 0, "the slot is free again")
 
         let again = try g.cli(["release", "coder"])
@@ -78,7 +80,9 @@ struct AgentsCLITests {
 
         kill(-pid, SIGKILL)
         for _ in 0..<500 where ProcessIdentity.of(pid: pid) != nil { usleep(10_000) }
-        #expect(try Self.listed(g).isEmpty, "a dead agent is forgotten")
+        let gone = try Self.listed(g)
+        #expect(gone.count == 1 && gone[0]["state"] as? String == "exited" && gone[0]["exit_status"] is NSNull,
+                "a dead agent is marked exited, its status unknown (no gateway watched it): \(gone)")
         #expect(try g.check(g.envelope()).status == 0, "and its slot freed")
     }
 }

@@ -85,6 +85,13 @@ struct ServeTests {
             try laptop(["spawn", "coder", "claude", "Implement the plan", "--broker", "vps-broker", "--cwd", cwd ?? g.app] + extra)
         }
 
+        /// This broker's agents as the target lists them (running, then exited), and the running ones.
+        func listed() throws -> [[String: Any]] {
+            let out = try laptop(["agents", "--broker", "vps-broker", "--json"])
+            return try #require(try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [[String: Any]], "\(out.stdout) \(out.stderr)")
+        }
+        func running() throws -> [[String: Any]] { try listed().filter { $0["state"] as? String == "running" } }
+
         /// The pid a successful `spawn` printed.
         static func pid(_ out: TestSupport.Output) throws -> Int32 {
             let text = out.stdout
@@ -117,8 +124,10 @@ struct ServeTests {
         #expect(released.status == 0, "\(released.stderr)")
         #expect(released.stdout == "released coder on vps-broker (pid \(pid))\n")
         #expect(!identity.isAlive, "release stopped the remote agent")
-        let after = try r.laptop(["agents", "--broker", "vps-broker", "--json"])
-        #expect(after.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "[]")
+        #expect(try r.running().isEmpty, "nothing of this broker runs there any more")
+        let exited = try r.listed()
+        #expect(exited.count == 1 && exited.first?["state"] as? String == "exited" && exited.first?["exit_status"] as? Int == 128 + Int(SIGTERM),
+                "an exited agent stays listed with its status: \(exited)")
         let again = try r.laptop(["release", "coder", "--broker", "vps-broker"])
         #expect(again.status == 1 && again.stderr.contains("no running agent named 'coder'"), "\(again.stderr)")
 
