@@ -1,9 +1,10 @@
 import ArgumentParser
+import Foundation
 import SpawnGate
 
 struct Doctor: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show which sandbox layers work on this machine, file-permission problems, and policy status.",
+        abstract: "Show which sandbox layers work on this machine, file-permission problems, policy status, and the Agent Relay brokers it would use.",
         discussion: """
             Exit status 0 when nothing is wrong; 1 when something would make requests fail (a file others can \
             change, a policy that does not load or whose tests fail, or a rule asking for a sandbox layer this \
@@ -12,7 +13,8 @@ struct Doctor: ParsableCommand {
     @OptionGroup var home: HomeOption
 
     func run() throws {
-        let findings = SpawnGate.Doctor.examine(home.resolved)
+        let findings = SpawnGate.Doctor.examine(home.resolved, from: FileManager.default.currentDirectoryPath,
+                                                environment: ProcessInfo.processInfo.environment)
         for f in findings { print(f.line) }
         let failed = findings.filter { $0.severity == .fail }.count
         let warned = findings.filter { $0.severity == .warn }.count

@@ -101,7 +101,7 @@ public enum Doctor {
             }
         }
         var seen = Set<SandboxProfile>()
-        for rule in policy.rules where rule.effect == .allow && rule.spawner == .local {
+        for rule in policy.rules where rule.effect == .allow {
             let gaps = missing(rule.sandbox)
             if gaps.isEmpty { seen.insert(rule.sandbox); continue }
             out.append(Finding(severity: .fail, subject: "rule \(rule.name)", message: "asks for sandbox '\(rule.sandbox.rawValue)', but this machine lacks \(gaps.joined(separator: " and ")); every request it allows is refused with internal_error until that is fixed or the rule asks for another profile"))
@@ -112,7 +112,39 @@ public enum Doctor {
         return out
     }
 
-    public static func examine(_ home: Home) -> [Finding] {
-        layers() + files(home) + policy(home)
+    /// The Agent Relay brokers that `spawner: agent-relay` rules would hand agents to: looked for as the start
+    /// path looks (from each such rule's cwd, and from `from`, the current directory), with the version each
+    /// writes itself down as, whether its API answers, and what that version does to a CLI that cannot start.
+    public static func relay(_ home: Home, from: String? = nil, environment: [String: String] = [:]) -> [Finding] {
+        var places: [String] = []
+        if let from { places.append(from) }
+        if case .success(let policy) = PolicyLoader.load(home.policyFile) {
+            for rule in policy.rules where rule.effect == .allow && rule.spawner == .agentRelay {
+                places += (rule.cwd ?? []).map(\.literalPrefix)
+            }
+        }
+        var out: [Finding] = []
+        var seen = Set<String>()
+        for place in places where !place.isEmpty {
+            let connection: AgentRelayConnection
+            do { connection = try AgentRelayConnection.find(cwd: place, environment: environment) } catch {
+                if from != place { out.append(Finding(severity: .warn, subject: "agent relay", message: "for \(place): \(error.message)")) }
+                continue
+            }
+            guard seen.insert(connection.file).inserted else { continue }
+            let health = try? HTTPClient.exchange(.tcp(host: "127.0.0.1", port: UInt16(connection.url.port ?? 80)), method: "GET",
+                                                  path: "/health", timeout: 2)
+            let answers = health.map { (200..<300).contains($0.status) } ?? false
+            let kind = connection.layout == "v6"
+                ? "the v6 kind: it answers 200 to a spawn whose CLI cannot start, so only spawngate's launcher report is trusted for relay workers"
+                : "v14 or later: it answers 500 when a worker dies during start-up"
+            out.append(Finding(severity: answers ? .ok : .warn, subject: "agent relay",
+                               message: "\(connection.file): broker pid \(connection.pid.map(String.init) ?? "?") at \(connection.url.absoluteString), \(kind); its API \(answers ? "answers" : "does not answer (is it running?)")"))
+        }
+        return out
+    }
+
+    public static func examine(_ home: Home, from: String? = nil, environment: [String: String] = [:]) -> [Finding] {
+        layers() + files(home) + policy(home) + relay(home, from: from, environment: environment)
     }
 }
