@@ -4,7 +4,7 @@
 SWIFT ?= swift
 BIN := .build/debug/spawngate
 
-.PHONY: all build test demo release bench fuzz deps clean
+.PHONY: all build test demo release bench fuzz deps relay clean
 
 all: build
 
@@ -21,10 +21,15 @@ APT_PACKAGES := libsodium-dev libsqlite3-dev libseccomp-dev bubblewrap pkg-confi
 deps:
 	@bash scripts/install-deps.sh $(APT_PACKAGES)
 
+# The real Agent Relay brokers (v6.0.0 and v14.0.0, unpacked from the agent-relay-sdk wheels on PyPI) for the
+# interop tests in Tests/SpawnGateTests/Interop/RealRelayTests.swift; nothing is installed outside .build-relay/.
+relay:
+	@bash scripts/install-relay.sh
+
 build: deps
 	$(SWIFT) build
 
-test: deps
+test: deps relay
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --disable-xctest
 
@@ -53,4 +58,4 @@ fuzz: deps
 	@bash scripts/fuzz.sh $(FUZZ_SECONDS)
 
 clean:
-	rm -rf .build .build-fuzz .build-static
+	rm -rf .build .build-fuzz .build-static .build-relay
