@@ -120,6 +120,8 @@ static int init_main(void *arg) {
     const cspawn_spec *s = args->spec;
     // Not readable or traceable by the agent (same uid): this process still holds a copy of the gateway's memory.
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    // A relay worker's agent is its launcher's: when the broker kills the launcher, the whole agent goes too.
+    if (s->die_with_parent && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) report(ep, CSPAWN_NAMESPACE);
     // In `ps` it still shows the gateway's command line (it never execs); its name says what it is.
     prctl(PR_SET_NAME, "spawngate-init", 0, 0, 0);
     if (s->new_userns) {

@@ -62,7 +62,7 @@ struct Launch: ParsableCommand {
         guard pipe(&fds) == 0 else { throw fail("cannot make a pipe: \(String(cString: strerror(errno)))") }
         _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
         _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
-        let service = AgentService(spawner: LocalSpawner(home: home, passThrough: ["TERM"]), state: state)
+        let service = AgentService(spawner: LocalSpawner(home: home, passThrough: ["TERM"], diesWithStarter: true), state: state)
         let started: AgentService.Started
         do { started = try service.start(authorized, output: .descriptors(stdout: 1, stderr: fds[1]), inheritStdin: true) } catch {
             close(fds[0]); close(fds[1])

@@ -48,7 +48,8 @@ struct Spawn: ParsableCommand {
             The request is signed with this broker's key, sealed to the target's key from peers.yaml (the task \
             never crosses the network in clear), and sent to the target's 'spawngate serve'. The answer counts \
             only if it is a receipt signed by that same key for this very request.
-            Exit 0: started (receipt verified); 1: denied by the target (receipt verified, reason printed); \
+            Exit 0: started (receipt verified); 1: denied by the target, or allowed but the agent did not start \
+            (start_failed: its exit status and last output are printed; receipt verified); \
             2: no verified answer (peer unknown, unreachable, or a receipt that fails verification).
             Example: spawngate spawn coder claude "Implement the plan" --broker vps-broker --cwd /srv/app
             """)
@@ -82,14 +83,21 @@ struct Spawn: ParsableCommand {
         let r = answer.receipt
         if json { print(String(decoding: r.payload, as: UTF8.self)) }
         guard r.allowed else {
-            if !json { printLine("denied by \(target.broker!): \(r.reason.rawValue): \(r.detail)") }
+            if !json {
+                if r.reason == .startFailed {
+                    printLine("not started on \(target.broker!): \(r.reason.rawValue): \(r.detail)")
+                    if let n = r.members["exit_status"]?.safeInteger { printLine("exit status \(n)") }
+                    if case .string(let out)? = r.members["output"], !out.isEmpty { printLine("it last wrote:"); for l in out.split(separator: "\n") { printLine("  " + String(l)) } }
+                } else {
+                    printLine("denied by \(target.broker!): \(r.reason.rawValue): \(r.detail)")
+                }
+            }
             throw Exit.denied
         }
         if !json {
             if let s = r.started {
-                printLine("started \(name) on \(target.broker!): pid \(s.pid), sandbox \(sandbox(r)) (\(s.layers.joined(separator: ", ")))")
-            } else {
-                print("handed \(name) to \(target.broker!)'s Agent Relay broker")
+                let how = r.members["spawner"] == .string("agent-relay") ? " as an Agent Relay worker" : ""
+                printLine("started \(name) on \(target.broker!)\(how): pid \(s.pid), sandbox \(sandbox(r)) (\(s.layers.joined(separator: ", ")))")
             }
             printLine("receipt verified with \(target.broker!)'s key (request \(r.requestID ?? "-"), rule \(r.rule ?? "-"))")
         }

@@ -33,6 +33,7 @@ typedef struct {
     int cwd_fd_slot;             ///< if >= 0, the cwd descriptor is also left at this number (bwrap's --bind-fd)
     int drop_caps;               ///< drop every capability (bounding set included) before exec
     int new_userns;              ///< the agent's pid namespace needs a user namespace (the gateway is not root)
+    int die_with_parent;         ///< the agent ends when the process that started it dies (the relay launcher)
 } cspawn_spec;
 
 /// Where the child failed, reported through the CLOEXEC pipe.

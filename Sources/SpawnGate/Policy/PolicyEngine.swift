@@ -154,7 +154,9 @@ public struct PolicyEngine: Sendable {
 
         var argv = [cli.path] + args
         var stdinTask: String?, envTask: (String, String)?
-        if let task = q.task {
+        // A relay worker's task is typed into its terminal by the broker, like any Agent Relay worker's: the CLI's
+        // `task:` placement does not apply, so it is given the task once, not twice.
+        if let task = q.task, rule.spawner == .local {
             switch cli.task {
             case .afterDoubleDash: argv += ["--", task]
             case .stdin: stdinTask = task

@@ -36,11 +36,16 @@ public struct LocalSpawner: Sendable {
     /// Variables passed on whatever the policy says, because the start path itself needs them (the relay
     /// launcher: TERM, which the broker sets for its PTY). Never one the environment denylist names.
     public let passThrough: [String]
+    /// The agent ends when this process dies (the relay launcher: the broker's worker is the agent). A gateway's
+    /// agents otherwise outlive it, to be listed and released by the next one.
+    public let diesWithStarter: Bool
 
-    public init(home: Home, environment: [String: String] = ProcessInfo.processInfo.environment, passThrough: [String] = []) {
+    public init(home: Home, environment: [String: String] = ProcessInfo.processInfo.environment, passThrough: [String] = [],
+                diesWithStarter: Bool = false) {
         self.home = home
         self.environment = environment
         self.passThrough = passThrough.filter { EnvironmentPolicy.refusal($0) == nil }
+        self.diesWithStarter = diesWithStarter
     }
 
     /// The agent's environment: exactly the policy's variables that are set here, plus its private TMPDIR and
@@ -182,6 +187,7 @@ public struct LocalSpawner: Sendable {
                         // Root under `standard` gives up every capability (strict's bwrap drops its own).
                         spec.drop_caps = profile == .standard && geteuid() == 0 ? 1 : 0
                         spec.new_userns = geteuid() != 0 ? 1 : 0
+                        spec.die_with_parent = diesWithStarter ? 1 : 0
                         return program.withCString { path in
                             spawn.match.cwd.withCString { cwd in
                                 spec.path = path; spec.cwd = cwd
