@@ -75,6 +75,13 @@ struct RelayWorkerTests {
         #expect(probe.cwd == m.relay.project)
         #expect(probe.tty == "tty", "the broker's PTY is its terminal")
         #expect(!FileManager.default.fileExists(atPath: outside), "its writes outside the cwd fail")
+        // Messages still reach it: the broker types them into the worker's terminal.
+        try m.relay.sendDM(from: "tester", to: "coder", text: "hello from the laptop")
+        _ = try RealRelay.waitFor("the DM in the worker's terminal", within: 45) { probe.input.contains("hello from the laptop") ? true : nil }
+        // doctor on the VPS finds the broker as this version writes itself down.
+        let doctor = try TestSupport.run(TestSupport.binary, ["doctor", "--home", m.g.vps.root])
+        #expect(doctor.stdout.contains("agent relay") && doctor.stdout.contains(version == .v6 ? "the v6 kind" : "v14 or later")
+                && doctor.stdout.contains("its API answers"), "\(doctor.stdout)")
         let lines = Self.commandLines()
         for secret in ["rk_live", "at_live", m.relay.apiKey] {
             #expect(!lines.contains { $0.contains(secret) }, "\(secret) on a command line")
