@@ -16,7 +16,7 @@ What it answers (every answer is Relaycast's envelope `{"ok": true, "data": ...}
               POST /v1/agents/release, POST /v1/agents/{name}/rotate-token, presence calls
   channels    POST /v1/channels, GET /v1/channels, POST /v1/channels/{name}/join|leave|mute|unmute|invite,
               GET /v1/channels/{name}/members, POST/GET /v1/channels/{name}/messages
-  DMs         POST /v1/dm {to, text}, GET /v1/dm/conversations[/all], GET /v1/inbox
+  DMs         POST /v1/dm {to, text}, GET /v1/dm/conversations[/all], GET /v1/inbox, POST /v1/messages/{id}/read
   nodes (v14) POST /v1/nodes, GET /v1/nodes[/{name}], POST|GET /v1/nodes/{name}/agents (bind), DELETE …/agents/{a}
   sockets     /v1/ws?token=…            the workspace event stream (v6; message.created, dm.received, …)
               /v1/node/ws               the node control plane (v14): node.register / agent.register get a `reply`,
@@ -482,6 +482,9 @@ class StandIn:
                                          "created_at": c["last"]["created_at"]},
                         "message_count": 1, "unread_count": 0}
                        for cid, c in self.conversations.items() if mine is None or mine in c["participants"]])
+        if len(p) == 3 and p[0] == "messages" and p[2] in ("read", "ack") and method == "POST":
+            # v14 marks a message read once the worker's delivery.ack came back.
+            return ok({"message_id": p[1], "read": True, "read_at": now_iso()})
         if p == ["inbox"] and method == "GET":
             return ok({"unread_channels": [], "mentions": [], "unread_dms": []})
 
