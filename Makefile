@@ -36,6 +36,7 @@ test: deps relay
 demo: deps
 	$(SWIFT) build --product spawngate
 	$(SWIFT) build --product spawngate-serve
+	@bash scripts/install-relay.sh || echo "demo: the Agent Relay step will be skipped (the broker could not be installed)"
 	@bash scripts/demo.sh $(BIN)
 
 # Release binaries with the Swift runtime and Foundation linked in: a fresh `spawngate` process (every hook call,

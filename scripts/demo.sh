@@ -80,6 +80,13 @@ step "7. The VPS operator writes a policy (laptop may run claude in /srv/app/**)
 mkdir -p "$WORK/srv/app" "$WORK/bin"
 cat > "$WORK/bin/claude" <<'SH'
 #!/bin/sh
+if [ -t 0 ] && [ -n "$TERM" ]; then
+  # In an Agent Relay worker's terminal (step 15b): say what it was given, show a prompt, write down what is typed.
+  echo "argv: [$*]; environment: $(env | cut -d= -f1 | grep -v '^PWD$' | sort | tr '\n' ' ')" > relay-worker.txt
+  printf 'Welcome to the claude stand-in ->pty:ready\n> '
+  while IFS= read -r line; do echo "typed into its terminal: $line" >> relay-worker.txt; printf '\n> '; done
+  exec sleep 300
+fi
 echo "claude stand-in: $*"
 case "$*" in *"keep working"*) echo "working until released"; exec sleep 300;; esac
 case "$*" in *"plant a hook"*)
@@ -205,6 +212,42 @@ expect 1 "$BIN" spawn coder claude "try /etc" --broker vps-broker --cwd /etc --j
 echo "-- the VPS's metrics (GET /metrics):"
 curl -s "$VPS_URL/metrics" | grep -E '^spawngate_decisions_total\{reason="(allowed|denied_by_rule)"\}|^spawngate_live_agents' || true
 expect 0 "$BIN" release coder --broker vps-broker --home "$LAPTOP"
+
+step "15b. Agent Relay: the VPS's real broker runs the agent as a relay worker, inside spawngate's sandbox"
+RELAY_BIN="$(pwd)/.build-relay/v6/agent-relay-broker"
+if [ -x "$RELAY_BIN" ]; then
+  # The real broker (v6.0.0, from PyPI), offline: a local stand-in plays the Relaycast cloud; telemetry off.
+  python3 Tests/Interop/relaycast_standin.py --log "$WORK/relaycast.jsonl" > "$WORK/relaycast.out" 2> "$WORK/relaycast.err" &
+  PIDS="$PIDS $!"
+  for _ in $(seq 1 200); do grep -q '^listening on http' "$WORK/relaycast.out" 2>/dev/null && break; sleep 0.05; done
+  RC=$(head -n 1 "$WORK/relaycast.out" | sed 's/^listening on //')
+  PROJECT="$WORK/relay-project"; mkdir -p "$PROJECT" "$WORK/relay-home"; PROJECT=$(cd "$PROJECT" && pwd -P)
+  echo "\$ agent-relay-broker init --name vps-broker --persist   (in \$DEMO/relay-project, Relaycast stand-in at $RC)" >&2
+  ( cd "$PROJECT" && exec env -i PATH="$PATH" HOME="$WORK/relay-home" AGENT_RELAY_TELEMETRY_DISABLED=1 DO_NOT_TRACK=1 \
+      DISABLE_AUTOUPDATER=1 RELAYCAST_BASE_URL="$RC" RELAY_BASE_URL="$RC" RELAYCAST_WS_URL="${RC/http:/ws:}" \
+      RELAY_BROKER_API_KEY="br_demo_$$" "$RELAY_BIN" init --name vps-broker --api-port 0 --persist ) > "$WORK/relay-broker.out" 2>&1 &
+  PIDS="$PIDS $!"
+  for _ in $(seq 1 400); do [ -f "$PROJECT/.agent-relay/connection.json" ] && break; sleep 0.05; done
+  BEFORE=$(curl -s "$VPS_URL/healthz")
+  python3 - "$VPS/policy/policy.yaml" "$PROJECT" <<'PY'
+import sys
+path, cwd = sys.argv[1], sys.argv[2]
+text = open(path).read()
+rule = f"  - name: laptop-relay\n    brokers: [mac-laptop]\n    clis: [claude]\n    cwd: [{cwd}/**]\n    spawner: agent-relay\n    sandbox: standard\n"
+open(path, "w").write(text.replace("tests:\n", rule + "tests:\n", 1))
+PY
+  expect 0 "$BIN" policy check --home "$VPS"
+  for _ in $(seq 1 200); do [ "$(curl -s "$VPS_URL/healthz")" != "$BEFORE" ] && break; sleep 0.05; done
+  expect 0 "$BIN" spawn coder claude "Implement the plan" --broker vps-broker --cwd "$PROJECT" --home "$LAPTOP"
+  for _ in $(seq 1 600); do grep -q 'typed into' "$PROJECT/relay-worker.txt" 2>/dev/null && break; sleep 0.05; done
+  echo "-- what the relay worker's program got (no bypass flag, no relay credential), and what the broker typed into its terminal:"
+  grep -E '^argv|Implement the plan' "$PROJECT/relay-worker.txt" | cut -c1-160
+  expect 0 "$BIN" agents --broker vps-broker --home "$LAPTOP"
+  expect 0 "$BIN" release coder --broker vps-broker --home "$LAPTOP"
+else
+  echo "skipped: the Agent Relay broker is not installed ('make relay' puts it in .build-relay/)"
+fi
+
 echo "-- the other way: the laptop's own policy is still default deny, so the VPS cannot spawn there"
 expect 0 "$BIN" key enroll vps-broker --file "$VPS/identity.pub" --fingerprint "$VPS_FP" --home "$LAPTOP"
 LAPTOP_FP=$("$BIN" key show --home "$LAPTOP" | tail -n 1)
