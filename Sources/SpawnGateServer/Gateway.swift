@@ -112,7 +112,7 @@ public final class Gateway: @unchecked Sendable {
             return .error(400, "GET /v1/agents needs a signed control request, base64url, in the Spawngate-Request header ('spawngate agents --broker' sends one)")
         }
         let p = pipeline
-        let outcome = await committer.commit(p.prepareControl(envelope), through: p)
+        let outcome = await committer.commit(p.prepareControl(envelope, expecting: .agents), through: p)
         guard let control = outcome.control else { return controlDenial(outcome.decision, source: source, pipeline: p) }
         limiter.refund(source)
         let agents = await offPool { [agentService] in (try? agentService.listed(broker: control.broker)) ?? [] }
@@ -122,10 +122,39 @@ public final class Gateway: @unchecked Sendable {
         return receipt(outcome.decision, started: nil, extra: [("agents", .raw(list))], sealTo: control.fingerprint, pipeline: p)
     }
 
+    /// `GET /v1/logs`: the output of one of the requester's own agents (the running one, else the last that
+    /// exited), bounded, without the target's file paths, in a receipt sealed to the requester.
+    public func logs(header: String?, source: String) async -> WireAnswer {
+        guard let header, let envelope = Base64.urlDecode(header), envelope.count <= Envelope.maxSize else {
+            return .error(400, "GET /v1/logs needs a signed control request, base64url, in the Spawngate-Request header ('spawngate logs --broker' sends one)")
+        }
+        let p = pipeline
+        let outcome = await committer.commit(p.prepareControl(envelope, expecting: .logs), through: p)
+        guard let control = outcome.control, let name = control.request.name else {
+            return controlDenial(outcome.decision, source: source, pipeline: p)
+        }
+        limiter.refund(source)
+        let found = await offPool { [agentService] in
+            try? agentService.output(name: name, broker: control.broker, lines: control.request.lines ?? 50, offset: control.request.offset)
+        }
+        metrics.count(outcome.decision.reason)
+        guard let found else {
+            let d = outcome.decision
+            return receipt(Decision(reason: d.reason, detail: "no agent named '\(name)' was started here by \(control.broker) in the last hour",
+                                    requestID: d.requestID, broker: d.broker, fingerprint: d.fingerprint, rule: nil, policy: d.policy),
+                           started: nil, extra: [("found", .bool(false))], sealTo: control.fingerprint, pipeline: p)
+        }
+        var extra: [(String, JSONWriter.Value)] = [("found", .bool(true)), ("stdout", .string(found.stdout)), ("stderr", .string(found.stderr)),
+                                                   ("size", .int(found.size)), ("state", .string(found.record.exitedAt == nil ? "running" : "exited"))]
+        if let s = found.record.exitStatus { extra.append(("exit_status", .int(Int64(s)))) }
+        if let n = found.note { extra.append(("note", .string(n))) }
+        return receipt(outcome.decision, started: nil, extra: extra, sealTo: control.fingerprint, pipeline: p)
+    }
+
     /// `POST /v1/release`: stops the requester's own agents of that name (TERM, then KILL after the grace).
     public func release(body: [UInt8], source: String, grace: Double = Supervisor.grace) async -> WireAnswer {
         let p = pipeline
-        let outcome = await committer.commit(opened(body, by: p) { p.prepareControl($0) }, through: p)
+        let outcome = await committer.commit(opened(body, by: p) { p.prepareControl($0, expecting: .release) }, through: p)
         guard let control = outcome.control else { return controlDenial(outcome.decision, source: source, pipeline: p) }
         limiter.refund(source)
         // Stopping waits up to the grace period: off the cooperative pool.

@@ -30,6 +30,11 @@ enum HTTPRoutes {
             let header = request.headers.first { $0.name.canonicalName == "spawngate-request" }?.value
             return response(await gateway.agents(header: header, source: context.source))
         }
+        router.get("/v1/logs") { request, context in
+            if let refused = gateway.admit(context.source) { return response(refused) }
+            let header = request.headers.first { $0.name.canonicalName == "spawngate-request" }?.value
+            return response(await gateway.logs(header: header, source: context.source))
+        }
         common(router, gateway)
         return router
     }

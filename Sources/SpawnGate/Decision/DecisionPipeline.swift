@@ -217,7 +217,9 @@ public struct DecisionPipeline: Sendable {
     }
 
     /// ``decideControl(_:mode:)`` before the state store.
-    public func prepareControl(_ envelope: [UInt8], mode: Mode = .commit) -> Pending {
+    /// `expecting`: the operation the endpoint serves. A signed request for another one is refused as malformed
+    /// before anything is recorded or done (a `logs` request posted to the release endpoint stops nothing).
+    public func prepareControl(_ envelope: [UInt8], expecting: ControlRequest.Operation? = nil, mode: Mode = .commit) -> Pending {
         let verification: ControlVerification
         do { verification = try verifier.verifyControl(envelope) } catch { return cannotDecide(.internalError, error.message, mode: mode) }
         switch verification {
@@ -226,8 +228,17 @@ public struct DecisionPipeline: Sendable {
             return Pending(decision: Decision(reason: d.reason, detail: d.detail, requestID: rid, broker: broker,
                                               fingerprint: fp?.description, rule: nil, policy: policy.hash), mode: mode)
         case .verified(let c):
+            if let expecting, c.request.op != expecting {
+                return Pending(decision: Decision(reason: .malformed, detail: "this endpoint takes '\(expecting.rawValue)' requests; the signed request is for '\(c.request.op.rawValue)'",
+                                                  requestID: c.requestID, broker: c.broker, fingerprint: c.fingerprint.description,
+                                                  rule: nil, policy: policy.hash), mode: mode)
+            }
             let acts = c.request.op == .release
-            let detail = acts ? "release of agent '\(c.request.name ?? "")' by \(c.broker)" : "agent listing for \(c.broker)"
+            let detail = switch c.request.op {
+            case .release: "release of agent '\(c.request.name ?? "")' by \(c.broker)"
+            case .logs: "output of agent '\(c.request.name ?? "")' for \(c.broker)"
+            case .agents: "agent listing for \(c.broker)"
+            }
             let allow = Decision(reason: .allowed, detail: detail, requestID: c.requestID, broker: c.broker,
                                  fingerprint: c.fingerprint.description, rule: nil, policy: policy.hash)
             guard acts else { return Pending(decision: allow, mode: mode, grant: .control(c), settled: true) }

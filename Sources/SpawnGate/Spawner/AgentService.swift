@@ -168,3 +168,65 @@ public final class AgentService: @unchecked Sendable {
 
     static func seconds(_ s: Double) -> String { s == s.rounded() ? "\(Int(s)) s" : "\(s) s" }
 }
+
+/// An agent's output, as `logs` shows it: never a file path of the target, bounded in size.
+public struct AgentOutput: Sendable {
+    public static let maxBytes = 64 * 1024
+    public static let maxLines: Int64 = 1000
+
+    public let record: AgentRecord
+    /// The last lines of standard output, or (for a read from an offset) what follows that offset, at most
+    /// ``maxBytes``.
+    public let stdout: String
+    /// The last lines of standard error (not on reads from an offset).
+    public let stderr: String
+    /// Standard output's size now: the offset to read on from.
+    public let size: Int64
+    /// Where the output is when it is not here (a relay worker's terminal is the broker's).
+    public let note: String?
+}
+
+extension AgentService {
+    /// The output of `name` (of `broker`, when given): the running one, else the one that exited last. `lines` from
+    /// the end of each stream, or from byte `offset` of standard output on (for following it).
+    public func output(name: String, broker: String?, lines: Int64 = 50, offset: Int64? = nil) throws(GatewayFailure) -> AgentOutput? {
+        let all = try listed(broker: broker).filter { $0.name == name }
+        guard let record = all.first(where: { $0.exitedAt == nil }) ?? all.first else { return nil }
+        guard let out = record.log else {
+            let report = try? state.launchReport(record.requestID)
+            return AgentOutput(record: record, stdout: "", stderr: report?.tail ?? "", size: 0,
+                               note: "a relay worker's terminal is its Agent Relay broker's; only the last lines it wrote to standard error when it ended are kept here")
+        }
+        let err = out.hasSuffix(".out") ? String(out.dropLast(4)) + ".err" : out + ".err"
+        let n = Int(min(max(lines, 1), AgentOutput.maxLines))
+        let size = Int64(Files.size(out) ?? 0)
+        if let offset {
+            return AgentOutput(record: record, stdout: Self.read(out, from: min(offset, size)), stderr: "", size: size, note: nil)
+        }
+        return AgentOutput(record: record, stdout: Self.lastLines(out, n), stderr: Self.lastLines(err, n), size: size, note: nil)
+    }
+
+    /// At most `maxBytes` from `offset` on, cut at the last whole line when there is more.
+    static func read(_ path: String, from offset: Int64) -> String {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else { return "" }
+        defer { close(fd) }
+        var buf = [UInt8](repeating: 0, count: AgentOutput.maxBytes)
+        let n = pread(fd, &buf, buf.count, off_t(offset))
+        guard n > 0 else { return "" }
+        var bytes = buf[0..<n]
+        if n == buf.count, let nl = bytes.lastIndex(of: 10) { bytes = bytes[...nl] }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// The last `count` lines of a file, read from its last `maxBytes`.
+    static func lastLines(_ path: String, _ count: Int) -> String {
+        guard let size = Files.size(path), size > 0 else { return "" }
+        let from = Int64(max(0, size - AgentOutput.maxBytes))
+        let text = read(path, from: from)
+        var lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        if lines.last == "" { lines.removeLast() }
+        if from > 0, !lines.isEmpty { lines.removeFirst() }  // a partial first line
+        return lines.suffix(count).joined(separator: "\n") + (lines.isEmpty ? "" : "\n")
+    }
+}

@@ -127,6 +127,13 @@ public enum Files {
         }
     }
 
+    /// The size of a regular file (not followed through a symlink), or nil.
+    public static func size(_ path: String) -> Int? {
+        var st = stat()
+        guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
+        return Int(st.st_size)
+    }
+
     /// The target of a symbolic link (a /proc magic link included), or nil.
     public static func readLink(_ path: String) -> String? {
         var buf = [CChar](repeating: 0, count: 4097)

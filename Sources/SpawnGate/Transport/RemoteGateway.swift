@@ -58,9 +58,17 @@ public struct RemoteGateway: Sendable {
         return (answer, [])
     }
 
-    private func control(_ op: ControlRequest.Operation, name: String?) -> ([UInt8], String) {
+    /// The output of the requester's agent `name` on the peer: the last `lines` lines, or from byte `offset` on.
+    public func logs(name: String, lines: Int64? = nil, offset: Int64? = nil) throws(RemoteError) -> Answer {
+        let (envelope, rid) = control(.logs, name: name, lines: lines, offset: offset)
+        return try send(method: "GET", path: "/v1/logs", headers: [("Spawngate-Request", Base64.urlEncode(envelope))],
+                        body: [], requestID: rid, kind: .control)
+    }
+
+    private func control(_ op: ControlRequest.Operation, name: String?, lines: Int64? = nil, offset: Int64? = nil) -> ([UInt8], String) {
         let now = clock.now()
-        let payload = ControlRequest(op: op, name: name, from: identity.name, to: peer.name, iat: now, exp: now + ttl).encoded()
+        let payload = ControlRequest(op: op, name: name, from: identity.name, to: peer.name, iat: now, exp: now + ttl,
+                                     lines: lines, offset: offset).encoded()
         return (Envelope.seal(payload, with: identity.key, domain: .control), Sodium.sha256(payload).hex)
     }
 
