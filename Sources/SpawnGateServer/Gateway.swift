@@ -151,6 +151,33 @@ public final class Gateway: @unchecked Sendable {
         return receipt(outcome.decision, started: nil, extra: extra, sealTo: control.fingerprint, pipeline: p)
     }
 
+    /// `POST /v1/enroll`: a broker's key with proof of possession, kept pending (trusted for nothing) until this
+    /// gateway's operator accepts it with the fingerprint learned out of band. The caller has spent a token of its
+    /// source's pre-authentication allowance, which it never gets back: requests are rate-limited per source, and
+    /// the pending table is bounded.
+    public func enroll(body: [UInt8], source: String) async -> WireAnswer {
+        let now = SystemClock().now()
+        switch EnrollmentRequest.open(body, audience: identity.name, now: now, window: pipeline.policy.window) {
+        case .failure(let d):
+            return .error(400, "\(d.reason.rawValue): \(d.detail)")
+        case .success(let (name, key)):
+            do { try PendingKeys(home: home).add(name: name, key: key, source: source, now: now) } catch {
+                return .error(429, error.message)
+            }
+            logger.notice("enrollment request pending", metadata: ["name": .string(name), "fingerprint": .string(key.fingerprint.description),
+                                                                    "source": .string(source)])
+            return WireAnswer(status: 202, body: JSONWriter.object([("status", .string("pending")), ("name", .string(name)),
+                                                                    ("fingerprint", .string(key.fingerprint.description))]) + [10],
+                              contentType: "application/json")
+        }
+    }
+
+    /// `GET /v1/identity`: this gateway's public key line, for `peer add --url` (which still requires the
+    /// fingerprint learned out of band).
+    public var identityLine: WireAnswer {
+        WireAnswer(status: 200, body: Array((identity.key.publicKey.line(comment: identity.name) + "\n").utf8), contentType: "text/plain")
+    }
+
     /// `POST /v1/release`: stops the requester's own agents of that name (TERM, then KILL after the grace).
     public func release(body: [UInt8], source: String, grace: Double = Supervisor.grace) async -> WireAnswer {
         let p = pipeline

@@ -30,6 +30,11 @@ enum HTTPRoutes {
             let header = request.headers.first { $0.name.canonicalName == "spawngate-request" }?.value
             return response(await gateway.agents(header: header, source: context.source))
         }
+        router.post("/v1/enroll") { request, context in
+            if let refused = gateway.admit(context.source) { return response(refused) }
+            return try await answer { body in await gateway.enroll(body: body, source: context.source) } reading: { try await read(request) }
+        }
+        router.get("/v1/identity") { _, _ in response(gateway.identityLine) }
         router.get("/v1/logs") { request, context in
             if let refused = gateway.admit(context.source) { return response(refused) }
             let header = request.headers.first { $0.name.canonicalName == "spawngate-request" }?.value

@@ -5,7 +5,97 @@ import SpawnGate
 struct Key: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show this broker's key; enroll, list and revoke other brokers' keys.",
-        subcommands: [Show.self, Enroll.self, List.self, Revoke.self])
+        subcommands: [Show.self, Enroll.self, List.self, Revoke.self, Request.self, Pending.self, Accept.self, Reject.self])
+
+    struct Request: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Send this broker's public key to a target's gateway, to be accepted there by its operator.",
+            discussion: """
+                The request carries proof that this broker holds the private key, and is kept pending there, trusted \
+                for nothing, until the target's operator runs 'spawngate key accept NAME --fingerprint SHA256:…' with \
+                the fingerprint this command prints, which you give them over a channel you trust. A request \
+                swapped on the way has another fingerprint and is refused at accept.
+                """)
+        @OptionGroup var home: HomeOption
+        @Option(help: ArgumentHelp("The target broker, as named in peers.yaml.", valueName: "target")) var broker: String
+        @Option(help: ArgumentHelp("The target's gateway address, when it is not in peers.yaml yet.", valueName: "url")) var url: String?
+
+        func run() throws {
+            try operatorAction {
+                let home = home.resolved
+                let identity = try home.loadIdentity()
+                let address: String
+                if let url { address = url } else if let peer = try PeerList.load(home.peersFile).peer(broker) { address = peer.url } else {
+                    throw OperatorError("no peer named '\(broker)' in \(home.peersFile); give its gateway's address with --url http://HOST:PORT")
+                }
+                let endpoint: HTTPClient.Endpoint
+                do { endpoint = try RemoteGateway.endpoint(url: address, name: broker) } catch let e as RemoteError { throw OperatorError(e.message) }
+                let body = EnrollmentRequest.make(identity: identity, to: broker, now: SystemClock().now())
+                let response: HTTPClient.Response
+                do {
+                    response = try HTTPClient.exchange(endpoint, method: "POST", path: "/v1/enroll", headers: [("Content-Type", "application/json")],
+                                                       body: body, timeout: 10)
+                } catch { throw GatewayFailure("\(broker) (\(address)) is unreachable: \(error)") }
+                guard response.status == 202 else {
+                    throw OperatorError("\(broker) refused the request (HTTP \(response.status)): \(String(decoding: response.body.prefix(512), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))")
+                }
+                print("sent; pending at \(broker). Give its operator this fingerprint over a channel you trust, for:")
+                print("  spawngate key accept \(identity.name) --fingerprint \(identity.key.publicKey.fingerprint)")
+            }
+        }
+    }
+
+    struct Pending: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List enrollment requests waiting here (name, fingerprint, source, when).")
+        @OptionGroup var home: HomeOption
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() throws {
+            let now = SystemClock().now()
+            let list = PendingKeys(home: home.resolved).list(now: now)
+            if json {
+                print(String(decoding: JSONWriter.encode(.array(list.map { .object(["name": .string($0.name), "fingerprint": .string($0.key.fingerprint.description),
+                                                                                   "source": .string($0.source), "at": .number(String($0.at))]) })), as: UTF8.self))
+                return
+            }
+            guard !list.isEmpty else { print("no enrollment requests pending"); return }
+            table([["NAME", "FINGERPRINT", "SOURCE", "AGE"]] + list.map { [$0.name, $0.key.fingerprint.description, $0.source, AgentRecord.duration(now - $0.at)] })
+        }
+    }
+
+    struct Accept: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Enroll a pending key, after comparing its fingerprint with the one its operator gave you.",
+            discussion: "The fingerprint must come from the other operator over a channel you trust; the one 'key pending' shows only says what arrived.")
+        @OptionGroup var home: HomeOption
+        @Argument(help: ArgumentHelp("The requesting broker's name.", valueName: "name")) var name: String
+        @Option(help: ArgumentHelp("The fingerprint you were given out of band: SHA256:…", valueName: "fingerprint")) var fingerprint: String
+
+        func validate() throws {
+            guard Fingerprint(fingerprint) != nil else { throw ValidationError("'--fingerprint' must look like SHA256: followed by 43 base64 characters.") }
+        }
+
+        func run() throws {
+            try operatorAction {
+                let entry = try PendingKeys(home: home.resolved).accept(name: name, fingerprint: Fingerprint(fingerprint)!, now: SystemClock().now())
+                print("enrolled \(entry.name) (\(entry.key.fingerprint)), requested from \(entry.source)")
+            }
+        }
+    }
+
+    struct Reject: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Forget the pending enrollment requests of a name.")
+        @OptionGroup var home: HomeOption
+        @Argument(help: ArgumentHelp("The requesting broker's name.", valueName: "name")) var name: String
+
+        func run() throws {
+            try operatorAction {
+                let n = PendingKeys(home: home.resolved).reject(name: name, now: SystemClock().now())
+                guard n > 0 else { throw OperatorError("no enrollment request from '\(name)' is pending") }
+                print("rejected \(n) pending request(s) from \(name)")
+            }
+        }
+    }
 
     struct Show: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print this broker's public key line and fingerprint.")

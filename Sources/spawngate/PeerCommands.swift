@@ -13,12 +13,13 @@ struct PeerCommand: ParsableCommand {
             discussion: """
                 Get the fingerprint from that gateway's operator over a channel you trust ('spawngate key show' on \
                 their machine): receipts are only trusted from this key. Re-adding a peer with the same key moves \
-                it to a new URL; a name already bound to another key is refused.
+                it to a new URL; a name already bound to another key is refused. Without --key, the key is fetched \
+                from the gateway itself (GET /v1/identity) and must still match the fingerprint.
                 """)
         @OptionGroup var home: HomeOption
         @Argument(help: ArgumentHelp("The target broker's name, as requests address it (--to / --broker).", valueName: "name")) var name: String
         @Option(help: ArgumentHelp("The gateway's address, e.g. http://100.101.102.103:7717.", valueName: "url")) var url: String
-        @Option(help: ArgumentHelp("Its identity key as one OpenSSH line: 'ssh-ed25519 AAAA… name'.", valueName: "line")) var key: String
+        @Option(help: ArgumentHelp("Its identity key as one OpenSSH line: 'ssh-ed25519 AAAA… name' (default: fetched from the gateway).", valueName: "line")) var key: String?
         @Option(help: ArgumentHelp("The fingerprint you were given out of band: SHA256:…", valueName: "fingerprint")) var fingerprint: String
 
         func validate() throws {
@@ -31,11 +32,31 @@ struct PeerCommand: ParsableCommand {
             try operatorAction {
                 let home = home.resolved
                 let parsed: PublicKey
-                do { parsed = try PublicKey.parseLine(key).key } catch let e as OperatorError { throw OperatorError("--key: \(e.message)") }
+                if let key {
+                    do { parsed = try PublicKey.parseLine(key).key } catch let e as OperatorError { throw OperatorError("--key: \(e.message)") }
+                } else {
+                    // Fetched over plain HTTP: worth nothing until it matches the fingerprint given out of band.
+                    parsed = try Self.fetchKey(url: url, peer: name)
+                }
                 var peers = try PeerList.load(home.peersFile)
                 try peers.add(name: name, url: url, key: parsed, expected: Fingerprint(fingerprint)!)
                 try peers.save(home.peersFile)
                 print("added peer \(name) at \(url) (\(parsed.fingerprint))")
+            }
+        }
+
+        static func fetchKey(url: String, peer: String) throws -> PublicKey {
+            let endpoint: HTTPClient.Endpoint
+            do { endpoint = try RemoteGateway.endpoint(url: url, name: peer) } catch { throw OperatorError(error.message) }
+            let response: HTTPClient.Response
+            do { response = try HTTPClient.exchange(endpoint, method: "GET", path: "/v1/identity", timeout: 10) } catch {
+                throw OperatorError("cannot fetch \(peer)'s key from \(url): \(error); pass it with --key instead")
+            }
+            guard response.status == 200, response.body.count <= 1024 else {
+                throw OperatorError("\(url) answered HTTP \(response.status) for its key; is 'spawngate serve' running there?")
+            }
+            do { return try PublicKey.parseLine(String(decoding: response.body, as: UTF8.self)).key } catch {
+                throw OperatorError("\(url) answered something that is not a key line: \(error.message)")
             }
         }
     }

@@ -74,6 +74,12 @@ public struct RemoteGateway: Sendable {
 
     /// Where `peer.url` points: plain HTTP only, since the body is sealed end to end and the answer is signed.
     public static func endpoint(_ peer: Peer) throws(RemoteError) -> HTTPClient.Endpoint {
+        try endpoint(url: peer.url, name: peer.name)
+    }
+
+    /// Where `url` (a gateway's, for the peer `name`) points.
+    public static func endpoint(url: String, name: String) throws(RemoteError) -> HTTPClient.Endpoint {
+        let peer = (url: url, name: name)
         guard let u = URLComponents(string: peer.url), let host = u.host, !host.isEmpty else {
             throw RemoteError(.usage, "peer \(peer.name) has an unusable url '\(peer.url)'; fix it with 'spawngate peer add'")
         }
