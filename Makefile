@@ -4,7 +4,7 @@
 SWIFT ?= swift
 BIN := .build/debug/spawngate
 
-.PHONY: all build test demo release bench fuzz deps relay clean
+.PHONY: all build test demo release bench fuzz deps relay py clean
 
 all: build
 
@@ -26,16 +26,21 @@ deps:
 relay:
 	@bash scripts/install-relay.sh
 
+# The reference MCP client (PyPI mcp) in a venv under .build-py/, for the tests that drive `spawngate mcp`.
+py:
+	@bash scripts/install-py.sh
+
 build: deps
 	$(SWIFT) build
 
-test: deps relay
+test: deps relay py
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --disable-xctest
 
 demo: deps
 	$(SWIFT) build --product spawngate
 	$(SWIFT) build --product spawngate-serve
+	$(SWIFT) build --product spawngate-mcp
 	@bash scripts/install-relay.sh || echo "demo: the Agent Relay step will be skipped (the broker could not be installed)"
 	@bash scripts/demo.sh $(BIN)
 
@@ -46,6 +51,7 @@ RELEASE := $(SWIFT) build -c release --static-swift-stdlib --scratch-path .build
 release: deps
 	$(RELEASE) --product spawngate
 	$(RELEASE) --product spawngate-serve
+	$(RELEASE) --product spawngate-mcp
 
 # The SSH comparison runs a private sshd on 127.0.0.1 (openssh-server; the system's sshd is never started).
 bench: release
@@ -59,4 +65,4 @@ fuzz: deps
 	@bash scripts/fuzz.sh $(FUZZ_SECONDS)
 
 clean:
-	rm -rf .build .build-fuzz .build-static .build-relay
+	rm -rf .build .build-fuzz .build-static .build-relay .build-py

@@ -8,6 +8,7 @@ let package = Package(
         .library(name: "SpawnGate", targets: ["SpawnGate"]),
         .executable(name: "spawngate", targets: ["spawngate"]),
         .executable(name: "spawngate-serve", targets: ["spawngate-serve"]),
+        .executable(name: "spawngate-mcp", targets: ["spawngate-mcp"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
@@ -20,6 +21,8 @@ let package = Package(
         // Hummingbird's own NIO, named for the connection guard's channel handler (the versions it resolves to).
         .package(url: "https://github.com/apple/swift-nio", exact: "2.101.3"),
         .package(url: "https://github.com/apple/swift-nio-extras", exact: "1.35.2"),
+        // `spawngate mcp`: the MCP server on stdio, linked only into spawngate-mcp.
+        .package(url: "https://github.com/modelcontextprotocol/swift-sdk", exact: "0.12.1"),
     ],
     targets: [
         // libsodium does all of our cryptography (Ed25519, SHA-256, BLAKE2b, randomness).
@@ -65,6 +68,16 @@ let package = Package(
             dependencies: [
                 "SpawnGate",
                 "SpawnGateServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        // `spawngate mcp`, as its own executable (execed like spawngate-serve): the MCP SDK stays out of `spawngate`,
+        // whose start-up time the hook path pays per request.
+        .executableTarget(
+            name: "spawngate-mcp",
+            dependencies: [
+                "SpawnGate",
+                .product(name: "MCP", package: "swift-sdk"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

@@ -1,3 +1,4 @@
+import Foundation
 import GRDB
 
 /// An agent the gateway started itself, as the state store remembers it: enough to list it and to stop exactly
@@ -23,6 +24,9 @@ public struct AgentRecord: Sendable, Equatable {
     /// gateway watched). Exited agents are listed for ``StateStore/exitedRetention`` seconds.
     public var exitedAt: Int64?
     public var exitStatus: Int32?
+    /// The signed request's payload, as verified, on a record made at start (``StateStore/recordStart(_:leaseID:)``
+    /// keeps it apart, for `handoff`); nil on a record read back (``StateStore/requestPayload(of:)`` reads it).
+    public var requestPayload: [UInt8]?
 
     public init(_ agent: SpawnedAgent, of spawn: AuthorizedSpawn, startedAt: Int64) {
         requestID = spawn.request.requestID
@@ -38,6 +42,7 @@ public struct AgentRecord: Sendable, Equatable {
         log = agent.stdoutLog
         deadline = spawn.match.rule.maxRuntime.map { startedAt + $0 }
         backend = spawn.match.rule.spawner
+        requestPayload = spawn.request.payload
     }
 
     init(row: Row) {
@@ -67,6 +72,20 @@ extension StateStore {
                     try db.execute(sql: "UPDATE lease SET pid = ?, pid_start = ?, expires_at = NULL WHERE request_id = ?",
                                    arguments: [record.process.pid, record.process.startTime, leaseID])
                 }
+                if let payload = record.requestPayload {
+                    try db.execute(sql: "INSERT OR REPLACE INTO agent_request (request_id, payload) VALUES (?, ?)",
+                                   arguments: [record.requestID, Data(payload)])
+                }
+            }
+        } catch { throw Self.failure(error) }
+    }
+
+    /// The signed request payload a running agent was started from; nil when it was started before this store kept
+    /// them (or has exited: the task is kept only while the agent runs).
+    public func requestPayload(of requestID: String) throws(GatewayFailure) -> [UInt8]? {
+        do {
+            return try read { db in
+                try Data.fetchOne(db, sql: "SELECT payload FROM agent_request WHERE request_id = ?", arguments: [requestID]).map { [UInt8]($0) }
             }
         } catch { throw Self.failure(error) }
     }
@@ -83,6 +102,7 @@ extension StateStore {
                                arguments: [now, status, requestID])
                 try db.execute(sql: "DELETE FROM lease WHERE request_id = ?", arguments: [requestID])
                 try db.execute(sql: "DELETE FROM agent WHERE exited_at < ?", arguments: [now - Self.exitedRetention])
+                try db.execute(sql: "DELETE FROM agent_request WHERE request_id NOT IN (SELECT request_id FROM agent WHERE exited_at IS NULL)")
             }
         } catch { throw Self.failure(error) }
     }

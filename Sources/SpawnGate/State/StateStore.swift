@@ -89,6 +89,13 @@ public final class StateStore: Sendable {
                 ALTER TABLE agent ADD COLUMN backend TEXT NOT NULL DEFAULT 'local';
                 """)
         }
+        // The signed request each agent was started from (its payload, as verified), so `handoff` can start the
+        // same task elsewhere: the audit log keeps only the final argv and cwd. Forgotten with the agent.
+        m.registerMigration("v5-handoff") { db in
+            try db.execute(sql: """
+                CREATE TABLE agent_request (request_id TEXT PRIMARY KEY NOT NULL, payload BLOB NOT NULL) WITHOUT ROWID;
+                """)
+        }
         return m
     }
 

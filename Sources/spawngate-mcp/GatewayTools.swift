@@ -1,0 +1,434 @@
+import Foundation
+import MCP
+import SpawnGate
+
+/// The tools of `spawngate mcp`: Agent Relay's names and arguments, plus `broker`. Each call is checked here
+/// (unknown, missing or mistyped arguments are tool errors), then done by the library on a thread of its own with
+/// a deadline, so a slow target never holds the server's message loop or another call.
+struct GatewayTools: Sendable {
+    let home: Home
+    /// Seconds per exchange with a gateway (RemoteGateway's timeout).
+    let timeout: Double
+    let gate = Offload(limit: 8)
+
+    // MARK: definitions
+
+    static let brokerArgument: Value = [
+        "type": "string",
+        "description": "The broker (machine) to act on, as named in this broker's peers.yaml (broker.list shows them). Omit it, or give this broker's own name, to act on this machine through its own gateway.",
+    ]
+
+    static let definitions: [Tool] = [
+        Tool(
+            name: "agent.add",
+            description: """
+                Start an AI coding agent (a CLI such as claude or codex) on a broker: this machine, or another one \
+                named by `broker`. The request is signed as this broker; the target's own policy decides whether the \
+                CLI, its arguments and the working directory are allowed, and the answer is the target's signed \
+                receipt. On success you get the agent's pid, sandbox profile and sandbox layers. A denial is a tool \
+                error whose text starts with the reason code (cli_not_allowed, cwd_not_allowed, args_not_allowed, \
+                rate_limited, concurrency_limit, no_matching_rule, …): it is the target operator's decision. Report \
+                it; do not retry with changed arguments (another cwd, cli or args) to slip past the policy.
+                """,
+            inputSchema: [
+                "type": "object",
+                "properties": [
+                    "name": ["type": "string", "description": "The agent's name (used again by agent.remove and agent.handoff)."],
+                    "cli": ["type": "string", "description": "The CLI to start, as the target's policy names it, e.g. claude or codex."],
+                    "task": ["type": "string", "description": "The task given to the agent when it starts."],
+                    "broker": brokerArgument,
+                    "cwd": ["type": "string", "description": "The working directory on the target (an absolute path there)."],
+                    "model": ["type": "string", "description": "The model the CLI should use, if the target's policy allows choosing one."],
+                    "args": ["type": "array", "items": ["type": "string"], "description": "Extra arguments for the CLI; the target allows only the argument shapes its policy lists."],
+                    "channels": ["type": "array", "items": ["type": "string"], "description": "Agent Relay channels the agent joins."],
+                ],
+                "required": ["name", "cli"],
+                "additionalProperties": false,
+            ],
+            annotations: .init(title: "Start an agent", destructiveHint: false, idempotentHint: false, openWorldHint: true)),
+        Tool(
+            name: "agent.list",
+            description: """
+                List the agents this broker started on a broker (this machine when `broker` is omitted): name, cli, \
+                cwd, pid, sandbox, state (running, or exited with its status for an hour). The list is the target's \
+                signed answer and shows only this broker's own agents there.
+                """,
+            inputSchema: [
+                "type": "object",
+                "properties": ["broker": brokerArgument],
+                "additionalProperties": false,
+            ],
+            annotations: .init(title: "List agents", readOnlyHint: true, openWorldHint: true)),
+        Tool(
+            name: "agent.remove",
+            description: """
+                Stop this broker's running agents called `name` on a broker (this machine when `broker` is omitted): \
+                SIGTERM to everything the agent runs, SIGKILL after a grace period. Only agents this broker started \
+                can be stopped. A refusal is a tool error whose text starts with the reason code.
+                """,
+            inputSchema: [
+                "type": "object",
+                "properties": [
+                    "name": ["type": "string", "description": "The agent's name, as agent.list shows it."],
+                    "broker": brokerArgument,
+                ],
+                "required": ["name"],
+                "additionalProperties": false,
+            ],
+            annotations: .init(title: "Stop an agent", destructiveHint: true, idempotentHint: true, openWorldHint: true)),
+        Tool(
+            name: "broker.list",
+            description: """
+                List the brokers this broker can send to (its peers.yaml): name, URL, key fingerprint, and whether \
+                something answers at that URL's /healthz right now. Answering is not proof of identity: only a \
+                signed receipt is, and every other tool checks one.
+                """,
+            inputSchema: ["type": "object", "properties": [:], "additionalProperties": false],
+            annotations: .init(title: "List brokers", readOnlyHint: true, openWorldHint: true)),
+        Tool(
+            name: "agent.handoff",
+            description: """
+                Move a running agent of THIS machine to another broker: its task (cli, task, model, args, channels) \
+                is started on `broker` in the same working directory path, through the signed path and the target's \
+                policy, and the agent here is stopped only once the target's receipt verifies and the target lists \
+                the new agent as running. Only the task moves: no files, no conversation. A working directory with \
+                uncommitted git changes is refused (they would not move). A denial is a tool error whose text starts \
+                with the reason code; the agent then keeps running here. Do not retry a denial with other arguments \
+                to slip past the policy.
+                """,
+            inputSchema: [
+                "type": "object",
+                "properties": [
+                    "name": ["type": "string", "description": "The running agent's name on this machine."],
+                    "broker": ["type": "string", "description": "The broker to move it to, as named in peers.yaml (broker.list)."],
+                ],
+                "required": ["name", "broker"],
+                "additionalProperties": false,
+            ],
+            annotations: .init(title: "Move an agent", destructiveHint: true, idempotentHint: false, openWorldHint: true)),
+    ]
+
+    // MARK: calls
+
+    func call(_ tool: String, _ arguments: [String: Value]?) async -> CallTool.Result {
+        do throws(ToolFailure) {
+            switch tool {
+            case "agent.add": return try await add(Arguments(arguments, tool: tool, allowed: ["name", "cli", "task", "broker", "cwd", "model", "args", "channels"]))
+            case "agent.list": return try await list(Arguments(arguments, tool: tool, allowed: ["broker"]))
+            case "agent.remove": return try await remove(Arguments(arguments, tool: tool, allowed: ["name", "broker"]))
+            case "broker.list":
+                _ = try Arguments(arguments, tool: tool, allowed: [])
+                return await brokers()
+            case "agent.handoff": return try await handoff(Arguments(arguments, tool: tool, allowed: ["name", "broker"]))
+            default:
+                return Self.error("invalid arguments: there is no tool '\(tool)'; the tools are \(Self.definitions.map(\.name).joined(separator: ", "))")
+            }
+        } catch {
+            return Self.error(error.text)
+        }
+    }
+
+    private func add(_ a: Arguments) async throws(ToolFailure) -> CallTool.Result {
+        let name = try a.string("name", required: true)!, cli = try a.string("cli", required: true)!
+        let request = SpawnRequest(name: name, cli: cli, task: try a.string("task"), cwd: try a.string("cwd"),
+                                   model: try a.string("model"), args: try a.strings("args"), channels: try a.strings("channels"),
+                                   from: "", to: "", iat: 0, exp: 0)
+        let remote = try remote(try a.string("broker"))
+        let answer = try await exchange(remote) { () throws(RemoteError) in try remote.spawn(request) }
+        let r = answer.receipt
+        var facts = Self.facts(r, broker: remote.peer.name)
+        if let s = r.started, r.allowed {
+            facts["name"] = .string(name)
+            let sandbox = facts["sandbox"]?.stringValue ?? "?"
+            return CallTool.Result(
+                content: [Self.text("started \(name) on \(remote.peer.name): pid \(s.pid), sandbox \(sandbox) (\(s.layers.joined(separator: ", "))), rule \(r.rule ?? "-"), request \(r.requestID ?? "-"); receipt verified with \(remote.peer.name)'s key")],
+                structuredContent: .object(facts), isError: false)
+        }
+        return Self.denial(r, broker: remote.peer.name, facts: facts)
+    }
+
+    private func list(_ a: Arguments) async throws(ToolFailure) -> CallTool.Result {
+        let remote = try remote(try a.string("broker"))
+        let (answer, agents) = try await exchange(remote) { () throws(RemoteError) in try remote.agents() }
+        guard answer.receipt.allowed else { return Self.denial(answer.receipt, broker: remote.peer.name, facts: Self.facts(answer.receipt, broker: remote.peer.name)) }
+        let lines = agents.map { entry -> String in
+            guard case .object(let o) = entry else { return "?" }
+            func f(_ k: String) -> String { switch o[k] { case .string(let s)?: s; case .number(let n)?: n; default: "-" } }
+            let state = f("state") == "exited" ? "exited \(f("exit_status"))" : f("state")
+            return "\(f("name")): \(f("cli")) in \(f("cwd")), pid \(f("pid")), sandbox \(f("sandbox")), \(state)"
+        }
+        let text = lines.isEmpty ? "no agents of this broker on \(remote.peer.name)" : "agents of this broker on \(remote.peer.name) (signed listing):\n" + lines.joined(separator: "\n")
+        return CallTool.Result(content: [Self.text(text)],
+                               structuredContent: ["broker": .string(remote.peer.name), "agents": .array(agents.map(Self.value))], isError: false)
+    }
+
+    private func remove(_ a: Arguments) async throws(ToolFailure) -> CallTool.Result {
+        let name = try a.string("name", required: true)!
+        let remote = try remote(try a.string("broker"))
+        let (answer, released) = try await exchange(remote) { () throws(RemoteError) in try remote.release(name: name) }
+        let r = answer.receipt
+        guard r.allowed else { return Self.denial(r, broker: remote.peer.name, facts: Self.facts(r, broker: remote.peer.name)) }
+        guard !released.isEmpty else {
+            return Self.error("not_running: \(r.detail) (\(remote.peer.name)'s signed answer; agent.list shows this broker's agents there)",
+                              facts: ["broker": .string(remote.peer.name), "released": []])
+        }
+        let lines = released.map { entry -> String in
+            guard case .object(let o) = entry else { return "?" }
+            let pid = o["pid"]?.safeInteger.map(String.init) ?? "?"
+            return o["stopped"] == .bool(true) ? "released \(name) on \(remote.peer.name) (pid \(pid))" : "\(name) on \(remote.peer.name) (pid \(pid)) had already exited"
+        }
+        return CallTool.Result(content: [Self.text(lines.joined(separator: "\n"))],
+                               structuredContent: ["broker": .string(remote.peer.name), "released": .array(released.map(Self.value))], isError: false)
+    }
+
+    private func brokers() async -> CallTool.Result {
+        let identity: Identity, peers: PeerList
+        do { identity = try home.loadIdentity(); peers = try PeerList.load(home.peersFile) } catch {
+            return Self.error("cannot send: \(error.message)")
+        }
+        let probe = min(timeout, 5)
+        // One health check per peer, each on its own thread with a deadline, together: the slowest bounds the call.
+        let answers = await withTaskGroup(of: (String, String?).self) { group in
+            for p in peers.peers {
+                group.addTask {
+                    let answer = await gate.run(deadline: probe + 1) { () -> String? in
+                        do {
+                            let r = try HTTPClient.exchange(try RemoteGateway.endpoint(p), method: "GET", path: "/healthz", timeout: probe)
+                            return r.status == 200 ? nil : "HTTP \(r.status)"
+                        } catch let e as RemoteError { return e.message } catch { return "\(error)" }
+                    }
+                    switch answer {
+                    case .done(let problem): return (p.name, problem)
+                    case .timedOut: return (p.name, "no answer within \(Int(probe + 1)) s")
+                    case .busy(let why): return (p.name, why)
+                    }
+                }
+            }
+            var out: [String: String?] = [:]
+            for await (name, problem) in group { out[name] = problem }
+            return out
+        }
+        var rows: [Value] = [], lines: [String] = []
+        for p in peers.peers.sorted(by: { $0.name < $1.name }) {
+            let problem = answers[p.name] ?? "not checked"
+            rows.append(["name": .string(p.name), "url": .string(p.url), "fingerprint": .string(p.key.fingerprint.description),
+                         "answers": .bool(problem == nil), "detail": problem.map { .string($0) } ?? .null,
+                         "self": .bool(p.name == identity.name)])
+            lines.append("\(p.name)\(p.name == identity.name ? " (this broker)" : ""): \(p.url), \(p.key.fingerprint), \(problem.map { "not answering: \($0)" } ?? "answers /healthz")")
+        }
+        let text = lines.isEmpty
+            ? "no brokers in \(home.peersFile); add one with 'spawngate peer add NAME --url http://HOST:PORT --key \"ssh-ed25519 …\" --fingerprint SHA256:…'"
+            : "brokers of \(identity.name) (answering /healthz proves no identity; receipts do):\n" + lines.joined(separator: "\n")
+        return CallTool.Result(content: [Self.text(text)], structuredContent: ["self": .string(identity.name), "brokers": .array(rows)], isError: false)
+    }
+
+    private func handoff(_ a: Arguments) async throws(ToolFailure) -> CallTool.Result {
+        let name = try a.string("name", required: true)!, broker = try a.string("broker", required: true)!
+        let h = Handoff(name: name, target: broker, timeout: timeout)
+        // spawn, a listing or two, the local stop and git: each bounded; the whole gets their sum.
+        let deadline = 3 * timeout + h.runningWithin + GitWorktree.timeout + 5
+        let outcome = await gate.run(deadline: deadline) { () -> Result<Handoff.Moved, Handoff.Failure> in
+            do throws(Handoff.Failure) { return .success(try h.run(home: home)) } catch { return .failure(error) }
+        }
+        switch outcome {
+        case .busy(let why): return Self.error("busy: \(why)")
+        case .timedOut:
+            return Self.error("no verified answer from \(broker): the handoff did not finish within \(Int(deadline)) s; it may still complete: agent.list (here and on \(broker)) shows where \(name) runs")
+        case .done(.success(let moved)):
+            var facts = Self.facts(moved.receipt, broker: broker)
+            facts["name"] = .string(name); facts["cwd"] = .string(moved.cwd)
+            facts["stopped_here"] = .bool(moved.stopped); facts["local_pid"] = .int(Int(moved.local.process.pid))
+            let s = moved.receipt.started!
+            return CallTool.Result(content: [Self.text("moved \(name) to \(broker): started there in \(moved.cwd) (pid \(s.pid), receipt verified, seen running) and stopped here (pid \(moved.local.process.pid)). Only the task moved: files not committed and pushed did not")],
+                                   structuredContent: .object(facts), isError: false)
+        case .done(.failure(let f)):
+            if let r = f.receipt, !r.allowed { return Self.denial(r, broker: broker, facts: Self.facts(r, broker: broker), suffix: "; \(name) keeps running here") }
+            let prefix: String
+            switch f.kind {
+            case .refused: prefix = "refused"
+            case .denied: prefix = "not_moved"
+            case .cannotDecide: prefix = "no verified answer from \(broker)"
+            }
+            return Self.error("\(prefix): \(f.message)")
+        }
+    }
+
+    // MARK: helpers
+
+    /// The gateway for `broker`; nil or this broker's own name: this machine's own gateway, which must be a peer
+    /// under this broker's name.
+    private func remote(_ broker: String?) throws(ToolFailure) -> RemoteGateway {
+        let identity: Identity
+        do { identity = try home.loadIdentity() } catch { throw ToolFailure("cannot send: \(error.message)") }
+        let target = broker ?? identity.name
+        do {
+            if target == identity.name, (try PeerList.load(home.peersFile)).peer(target) == nil {
+                throw ToolFailure("cannot send: no broker was named, and this machine's own gateway is not in \(home.peersFile). To start agents here through it, add it as a peer under this broker's own name: spawngate peer add \(identity.name) --url http://127.0.0.1:7717 --key \"$(cat \(home.identityPub))\" --fingerprint \(identity.key.publicKey.fingerprint) (and enroll that key in its own keys/ so its policy can name \(identity.name))")
+            }
+            return try RemoteGateway.to(target, home: home, timeout: timeout)
+        } catch let e as ToolFailure { throw e } catch let e as OperatorError { throw ToolFailure("cannot send: \(e.message)") } catch {
+            throw ToolFailure("cannot send: \(error)")
+        }
+    }
+
+    /// One exchange with `remote` off the message loop, within its timeout plus a margin.
+    private func exchange<T: Sendable>(_ remote: RemoteGateway, _ work: @escaping @Sendable () throws(RemoteError) -> T) async throws(ToolFailure) -> T {
+        let deadline = remote.timeout * 2 + 1
+        let outcome = await gate.run(deadline: deadline) { () -> Result<T, RemoteError> in
+            do throws(RemoteError) { return .success(try work()) } catch { return .failure(error) }
+        }
+        switch outcome {
+        case .done(.success(let value)): return value
+        case .done(.failure(let e)):
+            if e.kind == .unboundDenial { throw ToolFailure(e.message) }
+            throw ToolFailure("no verified answer from \(remote.peer.name): \(e.message)")
+        case .timedOut: throw ToolFailure("no verified answer from \(remote.peer.name): it did not answer within \(Int(deadline)) s")
+        case .busy(let why): throw ToolFailure("busy: \(why)")
+        }
+    }
+
+    /// The receipt's facts, for structured content.
+    static func facts(_ r: VerifiedReceipt, broker: String) -> [String: Value] {
+        var f: [String: Value] = ["broker": .string(broker), "decision": .string(r.allowed ? "allow" : "deny"),
+                                  "reason": .string(r.reason.rawValue), "detail": .string(r.detail),
+                                  "request_id": r.requestID.map { .string($0) } ?? .null, "rule": r.rule.map { .string($0) } ?? .null]
+        if let s = r.started { f["pid"] = .int(Int(s.pid)); f["started_at"] = .int(Int(s.startedAt)); f["layers"] = .array(s.layers.map { .string($0) }) }
+        if case .object(let spawn)? = r.members["spawn"], case .string(let p)? = spawn["sandbox"] { f["sandbox"] = .string(p) }
+        for k in ["exit_status", "output", "spawner"] { if let v = r.members[k] { f[k] = value(v) } }
+        return f
+    }
+
+    static func denial(_ r: VerifiedReceipt, broker: String, facts: [String: Value], suffix: String = "") -> CallTool.Result {
+        var text = "\(r.reason.rawValue): \(r.detail) (\(broker)'s signed decision\(suffix)). This is the target's policy: report it; do not retry with changed arguments to get around it."
+        if r.reason == .startFailed {
+            text = "\(r.reason.rawValue): \(r.detail) (\(broker)'s signed answer: allowed, but the agent did not keep running\(suffix))"
+            if let n = r.members["exit_status"]?.safeInteger { text += "; exit status \(n)" }
+            if case .string(let out)? = r.members["output"], !out.isEmpty { text += "; it last wrote: \(out)" }
+        }
+        return CallTool.Result(content: [Self.text(text)], structuredContent: .object(facts), isError: true)
+    }
+
+    static func text(_ text: String) -> Tool.Content { .text(text: text, annotations: nil, _meta: nil) }
+
+    static func error(_ text: String, facts: [String: Value]? = nil) -> CallTool.Result {
+        CallTool.Result(content: [Self.text(text)], structuredContent: facts.map { .object($0) }, isError: true)
+    }
+
+    static func value(_ v: JSONValue) -> Value {
+        switch v {
+        case .null: return .null
+        case .bool(let b): return .bool(b)
+        case .number(let n): if let i = Int(n) { return .int(i) }; return Double(n).map { .double($0) } ?? .string(n)
+        case .string(let s): return .string(s)
+        case .array(let a): return .array(a.map(value))
+        case .object(let o): return .object(o.mapValues(value))
+        }
+    }
+}
+
+/// A tool error's text.
+struct ToolFailure: Error {
+    let text: String
+    init(_ text: String) { self.text = text }
+}
+
+/// A call's arguments, checked against what the tool takes: unknown names, missing required ones and wrong types
+/// are tool errors that say which and why. JSON null counts as absent.
+struct Arguments {
+    let tool: String
+    let values: [String: Value]
+
+    init(_ values: [String: Value]?, tool: String, allowed: [String]) throws(ToolFailure) {
+        self.tool = tool
+        self.values = (values ?? [:]).filter { if case .null = $0.value { false } else { true } }
+        if let unknown = self.values.keys.sorted().first(where: { !allowed.contains($0) }) {
+            throw ToolFailure("invalid arguments: \(tool) takes no argument '\(unknown)'\(allowed.isEmpty ? " (it takes none)" : "; it takes \(allowed.joined(separator: ", "))")")
+        }
+    }
+
+    func string(_ key: String, required: Bool = false) throws(ToolFailure) -> String? {
+        guard let v = values[key] else {
+            if required { throw ToolFailure("invalid arguments: \(tool) needs '\(key)' (a string)") }
+            return nil
+        }
+        guard let s = Self.text(v) else { throw ToolFailure("invalid arguments: '\(key)' must be a string, not \(Self.kind(v))") }
+        if required && s.isEmpty { throw ToolFailure("invalid arguments: '\(key)' must not be empty") }
+        return s
+    }
+
+    func strings(_ key: String) throws(ToolFailure) -> [String]? {
+        guard let v = values[key] else { return nil }
+        guard case .array(let list) = v else { throw ToolFailure("invalid arguments: '\(key)' must be an array of strings, not \(Self.kind(v))") }
+        return try list.enumerated().map { (i, e) throws(ToolFailure) -> String in
+            guard let s = Self.text(e) else { throw ToolFailure("invalid arguments: '\(key)'[\(i)] must be a string, not \(Self.kind(e))") }
+            return s
+        }
+    }
+
+    /// A string; the SDK decodes a string that looks like a data: URL as `.data`, so that is turned back into text.
+    static func text(_ v: Value) -> String? {
+        switch v {
+        case .string(let s): return s
+        case .data:
+            guard let encoded = try? JSONEncoder().encode(v) else { return nil }
+            return try? JSONDecoder().decode(String.self, from: encoded)
+        default: return nil
+        }
+    }
+
+    static func kind(_ v: Value) -> String {
+        switch v {
+        case .null: "null"
+        case .bool: "a boolean"
+        case .int, .double: "a number"
+        case .string, .data: "a string"
+        case .array: "an array"
+        case .object: "an object"
+        }
+    }
+}
+
+/// Runs blocking work (sockets, SQLite, git) on a thread of its own, never on the cooperative pool that runs the
+/// MCP message loop, and gives up waiting after a deadline. The caller awaits a continuation, so no unstructured
+/// task is made; work given up on finishes on its thread (each of its steps has a timeout) and keeps its slot
+/// until then, so at most `limit` threads ever run.
+final class Offload: @unchecked Sendable {
+    enum Outcome<T: Sendable>: Sendable { case done(T), timedOut, busy(String) }
+
+    private let lock = NSLock()
+    private var running = 0
+    let limit: Int
+
+    init(limit: Int) { self.limit = limit }
+
+    func run<T: Sendable>(deadline seconds: Double, _ work: @escaping @Sendable () -> T) async -> Outcome<T> {
+        let admitted: Bool = lock.withLock {
+            guard running < limit else { return false }
+            running += 1
+            return true
+        }
+        guard admitted else { return .busy("\(limit) calls to gateways are still in flight; try again when one has finished") }
+        return await withCheckedContinuation { (continuation: CheckedContinuation<Outcome<T>, Never>) in
+            let once = Once(continuation)
+            let thread = Thread { [self] in
+                let value = work()
+                lock.withLock { running -= 1 }
+                once.resume(.done(value))
+            }
+            thread.stackSize = 1 << 20
+            thread.start()
+            DispatchQueue.global().asyncAfter(deadline: .now() + seconds) { once.resume(.timedOut) }
+        }
+    }
+
+    /// Resumes a continuation exactly once: whichever of the work and the deadline comes first.
+    private final class Once<T: Sendable>: @unchecked Sendable {
+        private let lock = NSLock()
+        private var continuation: CheckedContinuation<Outcome<T>, Never>?
+        init(_ c: CheckedContinuation<Outcome<T>, Never>) { continuation = c }
+        func resume(_ value: Outcome<T>) {
+            let c: CheckedContinuation<Outcome<T>, Never>? = lock.withLock { defer { continuation = nil }; return continuation }
+            c?.resume(returning: value)
+        }
+    }
+}

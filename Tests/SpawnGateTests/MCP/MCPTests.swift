@@ -1,0 +1,208 @@
+import Foundation
+import Testing
+@testable import SpawnGate
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The reference MCP client (PyPI `mcp`, in the venv `make py` makes) driving `spawngate mcp` over stdio.
+enum MCPClient {
+    static let python = TestSupport.packageRoot + "/.build-py/venv/bin/python"
+    static let script = TestSupport.packageRoot + "/Tests/Interop/mcp_client.py"
+
+    /// Runs `steps` in one session of `spawngate mcp --home HOME EXTRA…`; returns the per-step results (after the
+    /// first element, the server's initialize answer). Bounded: the whole session is killed after 90 s.
+    static func run(home: String, _ steps: [[String: Any]], extra: [String] = []) throws -> [Any] {
+        try #require(FileManager.default.isExecutableFile(atPath: python), "no MCP client venv: run 'make py' (scripts/install-py.sh)")
+        let input = try JSONSerialization.data(withJSONObject: steps)
+        let out = try TestSupport.run("/usr/bin/timeout", ["90", python, script, TestSupport.binary, "mcp", "--home", home] + extra,
+                                      stdin: [UInt8](input))
+        #expect(out.status == 0, "client: \(out.stderr)")
+        let all = try #require(try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [Any], "stdout: \(out.stdout) stderr: \(out.stderr)")
+        let server = try #require(all.first as? [String: Any])
+        #expect(server["server"] as? String == "spawngate")
+        return Array(all.dropFirst())
+    }
+
+    static func call(_ tool: String, _ args: [String: Any] = [:]) -> [String: Any] { ["op": "call", "tool": tool, "args": args] }
+}
+
+/// A call's result as the client saw it.
+struct ToolResult {
+    let raw: [String: Any]
+    init(_ any: Any) throws { raw = try #require(any as? [String: Any], "not a call result: \(any)") }
+    var isError: Bool { raw["is_error"] as? Bool ?? false }
+    var text: String { raw["text"] as? String ?? "protocol error: \(raw["protocol_error"] ?? "?")" }
+    var structured: [String: Any] { raw["structured"] as? [String: Any] ?? [:] }
+    var elapsed: Double { raw["elapsed"] as? Double ?? 0 }
+    var finishedAt: Double { raw["finished_at"] as? Double ?? 0 }
+}
+
+/// A TCP listener that takes connections (the kernel completes them) and never answers: a target that hangs.
+final class SilentListener {
+    let fd: Int32
+    let port: UInt16
+    init() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        self.fd = fd
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        try #require(bound == 0 && listen(fd, 64) == 0)
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        port = UInt16(bigEndian: addr.sin_port)
+    }
+    deinit { close(fd) }
+}
+
+@Suite("MCP server (spawngate mcp) driven by the reference client")
+struct MCPTests {
+    typealias Remote = ServeTests.Remote
+
+    @Test func listsTheToolsWithTheirSchemas() throws {
+        let r = try Remote()
+        defer { r.serve.kill() }
+        let out = try MCPClient.run(home: r.laptopHome, [["op": "list_tools"]])
+        let tools = try #require((out.first as? [String: Any])?["tools"] as? [[String: Any]])
+        #expect(tools.map { $0["name"] as? String } == ["agent.add", "agent.list", "agent.remove", "broker.list", "agent.handoff"])
+        let add = try #require(tools.first)
+        let schema = try #require(add["inputSchema"] as? [String: Any])
+        #expect(schema["required"] as? [String] == ["name", "cli"])
+        #expect(schema["additionalProperties"] as? Bool == false)
+        let properties = try #require(schema["properties"] as? [String: Any])
+        #expect(Set(properties.keys) == ["name", "cli", "task", "broker", "cwd", "model", "args", "channels"])
+        #expect((properties["args"] as? [String: Any])?["type"] as? String == "array")
+        let description = try #require(add["description"] as? String)
+        #expect(description.contains("reason code") && description.contains("do not retry"), "\(description)")
+        let handoff = try #require(tools.last?["inputSchema"] as? [String: Any])
+        #expect(handoff["required"] as? [String] == ["name", "broker"])
+    }
+
+    /// The whole story through a real gateway: add on vps-broker by `broker`, list it, remove it.
+    @Test func addListAndRemoveOnAnotherGateway() throws {
+        let r = try Remote()
+        defer { r.serve.kill() }
+        let out = try MCPClient.run(home: r.laptopHome, [
+            MCPClient.call("agent.add", ["name": "coder", "cli": "claude", "task": "Implement the plan", "broker": "vps-broker", "cwd": r.g.app]),
+            MCPClient.call("agent.list", ["broker": "vps-broker"]),
+        ])
+        let added = try ToolResult(out[0])
+        #expect(!added.isError, "\(added.text) \(r.serve.stderr)")
+        #expect(added.text.hasPrefix("started coder on vps-broker: pid ") && added.text.contains("receipt verified"), "\(added.text)")
+        let facts = added.structured
+        #expect(facts["decision"] as? String == "allow" && facts["reason"] as? String == "allowed" && facts["sandbox"] as? String == "standard")
+        #expect(facts["broker"] as? String == "vps-broker" && (facts["layers"] as? [String])?.isEmpty == false && facts["request_id"] is String)
+        let pid = try #require(facts["pid"] as? Int)
+        let identity = try #require(ProcessIdentity.of(pid: Int32(pid)), "the agent runs")
+
+        let listed = try ToolResult(out[1])
+        #expect(!listed.isError && listed.text.contains("coder: claude in \(r.g.app), pid \(pid)"), "\(listed.text)")
+        let agents = try #require(listed.structured["agents"] as? [[String: Any]])
+        #expect(agents.count == 1 && agents.first?["pid"] as? Int == pid && agents.first?["state"] as? String == "running")
+
+        let later = try MCPClient.run(home: r.laptopHome, [
+            MCPClient.call("agent.remove", ["name": "coder", "broker": "vps-broker"]),
+            MCPClient.call("agent.list", ["broker": "vps-broker"]),
+        ])
+        let removed = try ToolResult(later[0])
+        #expect(!removed.isError && removed.text == "released coder on vps-broker (pid \(pid))", "\(removed.text)")
+        #expect(!identity.isAlive, "the agent was stopped")
+        let after = try ToolResult(later[1])
+        #expect((after.structured["agents"] as? [[String: Any]])?.first?["state"] as? String == "exited", "\(after.raw)")
+
+        // Through the same pipeline: audited on the target like a `spawn`.
+        #expect(try r.g.auditLines().contains { ($0["detail"] as? String)?.hasPrefix("allowed by rule 'laptop-app'") == true })
+    }
+
+    @Test func denialIsAToolErrorStartingWithTheReasonCode() throws {
+        let r = try Remote()
+        defer { r.serve.kill() }
+        let out = try MCPClient.run(home: r.laptopHome, [
+            MCPClient.call("agent.add", ["name": "coder", "cli": "claude", "broker": "vps-broker", "cwd": "/etc"]),
+            MCPClient.call("agent.remove", ["name": "nobody", "broker": "vps-broker"]),
+        ])
+        let denied = try ToolResult(out[0])
+        #expect(denied.isError)
+        #expect(denied.text.hasPrefix("cwd_not_allowed: "), "\(denied.text)")
+        #expect(denied.text.contains("do not retry"), "\(denied.text)")
+        #expect(denied.structured["decision"] as? String == "deny" && denied.structured["reason"] as? String == "cwd_not_allowed")
+        #expect(denied.structured["pid"] == nil)
+        let none = try ToolResult(out[1])
+        #expect(none.isError && none.text.hasPrefix("not_running: "), "\(none.text)")
+    }
+
+    /// Three calls to a target that never answers hold no thread of the message loop: a fourth, to a gateway that
+    /// answers, comes back first, and each hanging call ends as a tool error within its timeout.
+    @Test func silentTargetTimesOutWhileAnotherCallIsAnswered() throws {
+        let r = try Remote()
+        defer { r.serve.kill() }
+        let silent = try SilentListener()
+        let (other, _) = try TestSupport.makeHome("silent", in: r.g.dir)
+        let added = try r.laptop(try TestSupport.peerAdd("silent", home: other, url: "http://127.0.0.1:\(silent.port)"))
+        #expect(added.status == 0, "\(added.stderr)")
+        let hang = MCPClient.call("agent.list", ["broker": "silent"])
+        let out = try MCPClient.run(home: r.laptopHome, [
+            ["op": "concurrent", "calls": [hang, hang, hang, MCPClient.call("agent.list", ["broker": "vps-broker"])]],
+            MCPClient.call("broker.list"),
+        ], extra: ["--timeout", "2"])
+        let results = try #require(out[0] as? [Any]).map(ToolResult.init)
+        let answered = results[3]
+        #expect(!answered.isError, "\(answered.text)")
+        for h in results.prefix(3) {
+            #expect(h.isError && h.text.hasPrefix("no verified answer from silent"), "\(h.text)")
+            #expect(h.elapsed >= 1.5 && h.elapsed < 6, "bounded by the timeout: \(h.elapsed)")
+            #expect(answered.finishedAt < h.finishedAt, "the answering gateway's call was not held up: \(answered.finishedAt) vs \(h.finishedAt)")
+        }
+        let brokers = try ToolResult(out[1])
+        let rows = try #require(brokers.structured["brokers"] as? [[String: Any]])
+        #expect(rows.first { $0["name"] as? String == "vps-broker" }?["answers"] as? Bool == true, "\(brokers.text)")
+        #expect(rows.first { $0["name"] as? String == "silent" }?["answers"] as? Bool == false, "\(brokers.text)")
+    }
+
+    @Test func badArgumentsAreToolErrors() throws {
+        let r = try Remote()
+        defer { r.serve.kill() }
+        let cases: [([String: Any], String, String)] = [
+            (MCPClient.call("agent.add", ["cli": "claude", "broker": "vps-broker"]), "invalid arguments: agent.add needs 'name'", "missing name"),
+            (MCPClient.call("agent.add", ["name": 3, "cli": "claude"]), "invalid arguments: 'name' must be a string, not a number", "wrong type"),
+            (MCPClient.call("agent.add", ["name": "", "cli": "claude"]), "invalid arguments: 'name' must not be empty", "empty"),
+            (MCPClient.call("agent.add", ["name": "a", "cli": "claude", "sandbox": "none"]), "invalid arguments: agent.add takes no argument 'sandbox'", "unknown field"),
+            (MCPClient.call("agent.add", ["name": "a", "cli": "claude", "args": "--yolo"]), "invalid arguments: 'args' must be an array of strings, not a string", "args not a list"),
+            (MCPClient.call("agent.add", ["name": "a", "cli": "claude", "args": ["ok", ["x"]]]), "invalid arguments: 'args'[1] must be a string, not an array", "args element"),
+            (MCPClient.call("agent.remove", ["broker": "vps-broker"]), "invalid arguments: agent.remove needs 'name'", "remove without name"),
+            (MCPClient.call("agent.handoff", ["name": "coder"]), "invalid arguments: agent.handoff needs 'broker'", "handoff without broker"),
+            (MCPClient.call("broker.list", ["verbose": true]), "invalid arguments: broker.list takes no argument 'verbose'", "broker.list takes none"),
+            (MCPClient.call("agent.spawn", ["name": "a"]), "invalid arguments: there is no tool 'agent.spawn'", "unknown tool"),
+            (MCPClient.call("agent.add", ["name": "a", "cli": "claude", "broker": "nowhere"]), "cannot send: no peer named 'nowhere'", "unknown broker"),
+        ]
+        let out = try MCPClient.run(home: r.laptopHome, cases.map(\.0) + [["op": "list_tools"]])
+        for (i, c) in cases.enumerated() {
+            let result = try ToolResult(out[i])
+            #expect(result.isError && result.text.hasPrefix(c.1), "\(c.2): \(result.text)")
+        }
+        #expect((out.last as? [String: Any])?["tools"] != nil, "the server still answers")
+        #expect(try r.g.auditLines().isEmpty, "nothing reached the target")
+    }
+
+    /// No broker: through this machine's own gateway, which must be a peer under this broker's own name.
+    @Test func noBrokerMeansThisMachinesOwnGateway() throws {
+        let r = try Remote()
+        defer { r.serve.kill() }
+        let missing = try ToolResult(try MCPClient.run(home: r.g.vps.root, [MCPClient.call("agent.list")])[0])
+        #expect(missing.isError && missing.text.contains("spawngate peer add vps-broker --url http://127.0.0.1:7717"), "\(missing.text)")
+
+        // The VPS's own gateway as its own peer (and its key enrolled there, so it can sign to itself).
+        let vps = try r.g.vps.loadIdentity()
+        try r.g.vps.keyStore.enroll(name: "vps-broker", key: vps.key.publicKey, expected: vps.key.publicKey.fingerprint)
+        let added = try r.g.cli(try TestSupport.peerAdd("vps-broker", home: r.g.vps, url: r.serve.url))
+        #expect(added.status == 0, "\(added.stderr)")
+        let out = try MCPClient.run(home: r.g.vps.root, [MCPClient.call("agent.list"), MCPClient.call("agent.list", ["broker": "vps-broker"])])
+        for any in out {
+            let here = try ToolResult(any)
+            #expect(!here.isError && here.structured["broker"] as? String == "vps-broker", "\(here.text)")
+        }
+    }
+}
