@@ -24,6 +24,27 @@ public enum ReasonCode: String, CaseIterable, Sendable, Codable {
     /// Allowed, but the agent did not start or died within its rule's startup check (exit status and last output
     /// in the receipt). Nothing is running.
     case startFailed = "start_failed"
+
+    /// The stage that refuses with this code (nil for `allowed`, which no stage refuses with). Exhaustive, so a
+    /// new code cannot be added without saying where it comes from.
+    public var stage: TraceStage? {
+        switch self {
+        case .allowed: nil
+        case .malformed: .parse
+        case .badSignature, .unknownKey, .revokedKey: .signature
+        case .wrongAudience: .audience
+        case .expired, .notYetValid, .ttlTooLong: .window
+        case .remoteSpawnDisabled: .policy
+        case .noMatchingRule, .deniedByRule, .cliNotAllowed, .cwdNotAllowed: .rule
+        case .argsNotAllowed, .envNotAllowed: .arguments
+        case .replay: .replay
+        case .rateLimited: .rate
+        case .concurrencyLimit: .concurrency
+        case .auditUnavailable: .audit
+        case .startFailed: .start
+        case .internalError: .gateway
+        }
+    }
 }
 
 /// A refusal, as a value. What the requester learns: the code, one sentence, and the rule that decided.
