@@ -87,13 +87,9 @@ struct PolicyCommand: ParsableCommand {
             let pipeline: DecisionPipeline
             do { pipeline = try DecisionPipeline.open(home: home, policyFile: policy, resolver: lexical ? .lexical : .filesystem) } catch {
                 printLine("decision: deny \(ReasonCode.internalError.rawValue): \(error.message)")
-                throw Exit.cannotDecide
+                throw Exit.of(.internalError)
             }
-            let bytes: [UInt8]
-            do { bytes = try Files.readInput(envelope, limit: Envelope.maxSize) } catch {
-                printError(error.message)
-                throw Exit.cannotDecide
-            }
+            let bytes = try exiting { try Files.readInput(envelope, limit: Envelope.maxSize) }
             let outcome = pipeline.decide(bytes, mode: .dryRun, trace: true)
             for s in outcome.trace?.steps ?? [] { printLine(s.description) }
             let d = outcome.decision
@@ -102,7 +98,7 @@ struct PolicyCommand: ParsableCommand {
             } else {
                 printLine("decision: deny \(d.reason.rawValue)\(d.rule.map { " (rule \($0))" } ?? ""): \(d.detail)")
             }
-            if outcome.exitCode != 0 { throw ExitCode(outcome.exitCode) }
+            if outcome.exitCode != 0 { throw Exit.of(d.reason) }
         }
 
         /// A request described by flags has no signature, window or nonce: the stages that need none are
@@ -116,7 +112,7 @@ struct PolicyCommand: ParsableCommand {
             switch result {
             case .failure(let d):
                 printLine("decision: deny \(d.reason.rawValue)\(d.rule.map { " (rule \($0))" } ?? ""): \(d.detail)")
-                throw ExitCode(d.reason == .internalError ? 2 : 1)
+                throw Exit.of(d.reason)
             case .success(let m):
                 printLine("signature, window, replay, rate, concurrency: not checked: a request given by flags has none; explain a signed envelope to see the whole decision")
                 printLine("decision: allow by rule \(m.rule.name): argv \(m.argv), cwd \(m.cwd), env \(m.env), sandbox \(m.rule.sandbox.rawValue)")

@@ -47,13 +47,7 @@ public struct DecisionPipeline: Sendable {
             self.control = control
         }
         /// 0 allowed, 1 denied, 2 the gateway could not decide (PRODUCT.md exit codes).
-        public var exitCode: Int32 {
-            switch decision.reason {
-            case .allowed: 0
-            case .internalError, .auditUnavailable: 2
-            default: 1
-            }
-        }
+        public var exitCode: Int32 { decision.reason.exitStatus.rawValue }
     }
 
     /// A decision reached but not yet recorded: what ``commit(_:)`` checks against the state, appends to the audit

@@ -23,8 +23,7 @@ public enum PolicyOutcome: Sendable {
 /// evaluated denies too) → CLI defined → allow rules in file order (first full match) → arguments → task.
 public struct PolicyEngine: Sendable {
     /// Reasons the policy stage can give (embedded tests may expect only these).
-    public static let policyReasons: [ReasonCode] = [.remoteSpawnDisabled, .noMatchingRule, .deniedByRule, .cliNotAllowed,
-                                                     .argsNotAllowed, .cwdNotAllowed, .envNotAllowed]
+    public static let policyReasons: [ReasonCode] = ReasonCode.allCases.filter(\.givenByPolicy)
 
     public let policy: Policy
     public let resolver: PathResolver
