@@ -290,7 +290,7 @@ public final class Gateway: @unchecked Sendable {
     /// Refusals that keep the source's pre-authentication token: not from an enrolled key, or not what its broker
     /// sends (a captured request replayed, or one outside its window), so resending one cannot flood the audit log.
     static func unauthenticated(_ reason: ReasonCode) -> Bool {
-        [.malformed, .badSignature, .unknownKey, .revokedKey, .wrongAudience, .replay, .expired, .notYetValid, .ttlTooLong].contains(reason)
+        reason.unauthenticated
     }
 
     private func controlDenial(_ decision: Decision, source: String, pipeline p: DecisionPipeline) -> WireAnswer {
@@ -324,7 +324,7 @@ public final class Gateway: @unchecked Sendable {
     }
 
     /// Reasons that mean the gateway itself failed; their text is for its operator.
-    static let internalReasons: Set<ReasonCode> = [.internalError, .auditUnavailable]
+    static let internalReasons: Set<ReasonCode> = Set(ReasonCode.allCases.filter(\.isGatewayFailure))
 
     /// What a requester is told instead of the gateway's own text: the reason code stays in the receipt, and
     /// the sentence says who can see more. Nothing in it comes from the request or from this machine.

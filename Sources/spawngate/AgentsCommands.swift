@@ -76,7 +76,7 @@ struct Release: ParsableCommand {
             let (answer, released) = try remoteAction { try target.remote(home.resolved, target: broker).release(name: name) }
             guard answer.receipt.allowed else {
                 printLine("refused by \(broker): \(answer.receipt.reason.rawValue): \(answer.receipt.detail)")
-                throw Exit.denied
+                throw Exit.of(answer.receipt.reason)
             }
             guard !released.isEmpty else {
                 printError("\(broker): \(answer.receipt.detail)")

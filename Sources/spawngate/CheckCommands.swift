@@ -5,7 +5,7 @@ import SpawnGate
 func finish(_ outcome: DecisionPipeline.Outcome) throws {
     print(outcome.decision.json)
     if outcome.exitCode == 2 { printError(outcome.decision.detail) }
-    if outcome.exitCode != 0 { throw ExitCode(outcome.exitCode) }
+    if outcome.exitCode != 0 { throw Exit.of(outcome.decision.reason) }
 }
 
 /// The pipeline of the home, or the `internal_error` decision (printed, exit 2) when it cannot be opened.
@@ -40,11 +40,7 @@ struct Check: ParsableCommand {
 
     func run() throws {
         let pipeline = try openPipeline(home)
-        let input: [UInt8]
-        do { input = try Files.readInput(file, limit: Envelope.maxSize) } catch {
-            printError(error.message)
-            throw Exit.cannotDecide
-        }
+        let input = try exiting { try Files.readInput(file, limit: Envelope.maxSize) }
         try finish(pipeline.decide(input, mode: dryRun ? .dryRun : .commit))
     }
 }
@@ -67,11 +63,7 @@ struct Hook: ParsableCommand {
 
         func run() throws {
             let pipeline = try openPipeline(home)
-            let input: [UInt8]
-            do { input = try Files.readInput("-", limit: HookInput.maxSize) } catch {
-                printError(error.message)
-                throw Exit.cannotDecide
-            }
+            let input = try exiting { try Files.readInput("-", limit: HookInput.maxSize) }
             try finish(pipeline.decideHook(input))
         }
     }

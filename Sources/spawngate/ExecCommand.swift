@@ -22,20 +22,12 @@ struct Exec: ParsableCommand {
 
     func run() throws {
         let home = home.resolved
-        let pipeline: DecisionPipeline
-        do { pipeline = try DecisionPipeline.open(home: home) } catch {
-            printError(error.message)
-            throw Exit.cannotDecide
-        }
-        let input: [UInt8]
-        do { input = try Files.readInput(file, limit: Envelope.maxSize) } catch {
-            printError(error.message)
-            throw Exit.cannotDecide
-        }
+        let pipeline = try exiting { try DecisionPipeline.open(home: home) }
+        let input = try exiting { try Files.readInput(file, limit: Envelope.maxSize) }
         let outcome = pipeline.decide(input)
         guard let authorized = outcome.authorized else {
             printError(outcome.decision.json)
-            throw ExitCode(outcome.exitCode)
+            throw Exit.of(outcome.decision.reason)
         }
         let service = AgentService(spawner: LocalSpawner(home: home), state: pipeline.state)
         if authorized.match.rule.spawner == .agentRelay {
@@ -56,8 +48,7 @@ struct Exec: ParsableCommand {
             // process dies, the next 'agents' finds the agent gone and frees its slot.
             started = try service.start(authorized, output: log ? .logFiles : .inherit, inheritStdin: !(file == nil || file == "-"))
         } catch {
-            printError("allowed, but not started: \(error.message)")
-            throw Exit.cannotDecide
+            throw failure(GatewayFailure("allowed, but not started: \(error.message)"))
         }
         let agent = started.agent
         if log {

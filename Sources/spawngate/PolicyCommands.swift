@@ -82,39 +82,39 @@ struct PolicyCommand: ParsableCommand {
 
         func run() throws {
             let home = home.resolved
-            let loaded = try PolicyCommand.load(policy ?? home.policyFile, orExit: Exit.cannotDecide)
-            var request: PolicyRequest
-            if let envelope {
-                let verification: Verification
-                do {
-                    let id = try home.loadIdentity()
-                    let bytes = try Files.readInput(envelope, limit: Envelope.maxSize)
-                    verification = try RequestVerifier(audience: id.name, keys: home.keyStore, window: loaded.window).verify(bytes)
-                } catch let e as OperatorError { printError(e.message); throw Exit.cannotDecide } catch let e as GatewayFailure { printError(e.message); throw Exit.cannotDecide }
-                switch verification {
-                case .denied(let d, _, _, _):
-                    printLine("signature, audience, window: deny: \(d.reason.rawValue): \(d.detail)")
-                    print("decision: deny \(d.reason.rawValue)")
-                    throw Exit.denied
-                case .verified(let v):
-                    printLine("signature, audience, window: ok: signed by \(v.broker) (\(v.fingerprint)), request \(v.requestID)")
-                    request = PolicyRequest(v)
-                }
-            } else {
-                request = PolicyRequest(broker: from!, cli: cli!, cwd: cwd, args: args, model: model, task: task)
+            guard let envelope else { return try explainFlags(home) }
+            // A traced dry run of the one decision pipeline: what `check --dry-run` decides, stage by stage.
+            let pipeline: DecisionPipeline
+            do { pipeline = try DecisionPipeline.open(home: home, policyFile: policy, resolver: lexical ? .lexical : .filesystem) } catch {
+                printLine("decision: deny \(ReasonCode.internalError.rawValue): \(error.message)")
+                throw Exit.of(.internalError)
             }
-            let (outcome, steps) = PolicyEngine(policy: loaded, resolver: lexical ? .lexical : .filesystem).explain(request)
-            for s in steps { printLine(s.description) }
-            switch outcome {
-            case .deny(let d):
+            let bytes = try exiting { try Files.readInput(envelope, limit: Envelope.maxSize) }
+            let outcome = pipeline.decide(bytes, mode: .dryRun, trace: true)
+            for s in outcome.trace?.steps ?? [] { printLine(s.description) }
+            let d = outcome.decision
+            if let spawn = d.spawn {
+                printLine("decision: allow by rule \(d.rule ?? "-"): argv \(spawn.argv), cwd \(spawn.cwd), env \(spawn.env), sandbox \(spawn.sandbox)")
+            } else {
                 printLine("decision: deny \(d.reason.rawValue)\(d.rule.map { " (rule \($0))" } ?? ""): \(d.detail)")
-                throw Exit.denied
-            case .allow(let m):
-                if !lexical, let problem = BinaryCheck.problem(m.cli) {
-                    printLine("binary of '\(m.cli.name)': deny: \(problem)")
-                    print("decision: deny cli_not_allowed (rule \(m.rule.name))")
-                    throw Exit.denied
-                }
+            }
+            if outcome.exitCode != 0 { throw Exit.of(d.reason) }
+        }
+
+        /// A request described by flags has no signature, window or nonce: the stages that need none are
+        /// explained, and the rest is said to be unchecked.
+        private func explainFlags(_ home: Home) throws {
+            let loaded = try PolicyCommand.load(policy ?? home.policyFile, orExit: Exit.cannotDecide)
+            let request = PolicyRequest(broker: from!, cli: cli!, cwd: cwd, args: args, model: model, task: task)
+            let engine = PolicyEngine(policy: loaded, resolver: lexical ? .lexical : .filesystem)
+            let (result, trace) = DecisionPipeline.explain(request, engine: engine, machine: !lexical)
+            for s in trace.steps { printLine(s.description) }
+            switch result {
+            case .failure(let d):
+                printLine("decision: deny \(d.reason.rawValue)\(d.rule.map { " (rule \($0))" } ?? ""): \(d.detail)")
+                throw Exit.of(d.reason)
+            case .success(let m):
+                printLine("signature, window, replay, rate, concurrency: not checked: a request given by flags has none; explain a signed envelope to see the whole decision")
                 printLine("decision: allow by rule \(m.rule.name): argv \(m.argv), cwd \(m.cwd), env \(m.env), sandbox \(m.rule.sandbox.rawValue)")
             }
         }

@@ -44,22 +44,15 @@ struct Verify: ParsableCommand {
 
     func run() throws {
         let home = home.resolved
-        let decision: Decision
-        do {
+        let decision: Decision = try exiting {
             let id = try home.loadIdentity()
             let input = try Files.readInput(file, limit: Envelope.maxSize)
             // The policy sets the window; a home without a policy file uses the defaults (verify never authorizes).
             let window = Files.exists(home.policyFile) ? try PolicyLoader.loadForDecisions(home.policyFile).window : .defaults
             let verifier = RequestVerifier(audience: id.name, keys: home.keyStore, window: window)
-            decision = Decision(try verifier.verify(input))
-        } catch let e as OperatorError {
-            printError(e.message)
-            throw Exit.cannotDecide
-        } catch let e as GatewayFailure {
-            printError(e.message)
-            throw Exit.cannotDecide
+            return Decision(try verifier.verify(input))
         }
         if json { print(decision.json) } else { print(decision.summary) }
-        if !decision.allowed { throw Exit.denied }
+        if !decision.allowed { throw Exit.of(decision.reason) }
     }
 }

@@ -19,7 +19,7 @@ struct BrokerOption: ParsableArguments {
         let peers = try PeerList.load(home.peersFile)
         guard let peer = peers.peer(target) else {
             let known = peers.peers.map(\.name).joined(separator: ", ")
-            throw OperatorError("no peer named '\(target)' in \(home.peersFile)\(known.isEmpty ? "" : " (known: \(known))"); add it with 'spawngate peer add \(target) --url http://HOST:PORT --key \"ssh-ed25519 …\" --fingerprint SHA256:…'")
+            throw OperatorError.unusable("no peer named '\(target)' in \(home.peersFile)\(known.isEmpty ? "" : " (known: \(known))"); add it with 'spawngate peer add \(target) --url http://HOST:PORT --key \"ssh-ed25519 …\" --fingerprint SHA256:…'")
         }
         var remote = RemoteGateway(peer: peer, identity: identity)
         remote.timeout = timeout
@@ -27,19 +27,9 @@ struct BrokerOption: ParsableArguments {
     }
 }
 
-/// Exit 2 with the sentence for anything that is not a verified answer.
-func remoteAction<T>(_ body: () throws -> T) throws -> T {
-    do { return try body() } catch let e as RemoteError {
-        printError(e.message)
-        throw e.kind == .unboundDenial ? Exit.denied : Exit.cannotDecide
-    } catch let e as OperatorError {
-        printError(e.message)
-        throw Exit.cannotDecide
-    } catch let e as GatewayFailure {
-        printError(e.message)
-        throw Exit.cannotDecide
-    }
-}
+/// Anything that is not a verified answer exits 2 (a signed denial the target could not bind to the request, 1),
+/// through the same mapping as every command.
+func remoteAction<T>(_ body: () throws -> T) throws -> T { try exiting(body) }
 
 struct Spawn: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -50,7 +40,8 @@ struct Spawn: ParsableCommand {
             only if it is a receipt signed by that same key for this very request.
             Exit 0: started (receipt verified); 1: denied by the target, or allowed but the agent did not start \
             (start_failed: its exit status and last output are printed; receipt verified); \
-            2: no verified answer (peer unknown, unreachable, or a receipt that fails verification).
+            2: no verified answer (peer unknown, unreachable, or a receipt that fails verification), or the target \
+            could not decide (its receipt says internal_error or audit_unavailable).
             Example: spawngate spawn coder claude "Implement the plan" --broker vps-broker --cwd /srv/app
             """)
     @OptionGroup var home: HomeOption
@@ -92,7 +83,7 @@ struct Spawn: ParsableCommand {
                     printLine("denied by \(target.broker!): \(r.reason.rawValue): \(r.detail)")
                 }
             }
-            throw Exit.denied
+            throw Exit.of(r.reason)
         }
         if !json {
             if let s = r.started {

@@ -31,10 +31,25 @@ struct HomeOption: ParsableArguments {
     var resolved: Home { Home.resolve(home) }
 }
 
-/// Exit statuses shared by the decision commands.
+/// Exit statuses, from the library's one vocabulary (``CommandStatus``, ``ReasonCode/exitStatus``).
 enum Exit {
-    static let denied = ExitCode(1)
-    static let cannotDecide = ExitCode(2)
+    static let denied = ExitCode(CommandStatus.denied.rawValue)
+    static let cannotDecide = ExitCode(CommandStatus.cannotDecide.rawValue)
+    static func of(_ reason: ReasonCode) -> ExitCode { ExitCode(reason.exitStatus.rawValue) }
+}
+
+/// The one way a command turns an error into an exit: prints its sentence and returns the status
+/// ``CommandStatus/init(for:)`` gives it, so every command reports the same error with the same status.
+func failure(_ error: any Error) -> ExitCode {
+    printError(String(describing: error))
+    return ExitCode(CommandStatus(for: error).rawValue)
+}
+
+/// Runs a command's body and maps the errors of this package (``OperatorError``, ``GatewayFailure``,
+/// ``RemoteError``, ``Denial``) through ``failure(_:)``; argument-parser's own errors and exit codes pass through.
+func exiting<T>(_ body: () throws -> T) throws -> T {
+    do { return try body() } catch let e as OperatorError { throw failure(e) } catch let e as GatewayFailure { throw failure(e) }
+    catch let e as RemoteError { throw failure(e) } catch let e as Denial { throw failure(e) }
 }
 
 /// Prints `spawngate: <message>` to stderr.
@@ -46,15 +61,5 @@ func printLine(_ line: String) { print(TerminalText.escaped(line)) }
 
 func writeAll(_ fd: Int32, _ string: String) { Console.write(fd, string) }
 
-/// Runs an operator action: an ``OperatorError`` prints its sentence and exits 1, a ``GatewayFailure`` exits 2.
-func operatorAction(_ body: () throws -> Void) throws {
-    do {
-        try body()
-    } catch let e as OperatorError {
-        printError(e.message)
-        throw Exit.denied
-    } catch let e as GatewayFailure {
-        printError(e.message)
-        throw Exit.cannotDecide
-    }
-}
+/// Runs an operator action: a refusal exits 1, a machine that cannot do it exits 2 (see ``failure(_:)``).
+func operatorAction(_ body: () throws -> Void) throws { try exiting(body) }

@@ -35,6 +35,8 @@ public struct DecisionPipeline: Sendable {
         public let authorized: AuthorizedSpawn?
         /// The verified control request, when one was allowed.
         public let control: VerifiedControl?
+        /// Every stage the decision ran, when tracing was asked for (`policy explain`).
+        public fileprivate(set) var trace: DecisionTrace?
 
         public init(decision: Decision, authorized: AuthorizedSpawn?) {
             self.init(decision: decision, authorized: authorized, control: nil)
@@ -45,13 +47,7 @@ public struct DecisionPipeline: Sendable {
             self.control = control
         }
         /// 0 allowed, 1 denied, 2 the gateway could not decide (PRODUCT.md exit codes).
-        public var exitCode: Int32 {
-            switch decision.reason {
-            case .allowed: 0
-            case .internalError, .auditUnavailable: 2
-            default: 1
-            }
-        }
+        public var exitCode: Int32 { decision.reason.exitStatus.rawValue }
     }
 
     /// A decision reached but not yet recorded: what ``commit(_:)`` checks against the state, appends to the audit
@@ -71,6 +67,8 @@ public struct DecisionPipeline: Sendable {
         fileprivate var grant: Grant? = nil
         /// Final without a record: the gateway could not decide, or a listing (which only reads).
         fileprivate var settled = false
+        /// The stages run so far, when tracing (nil otherwise, so the normal path builds no strings).
+        fileprivate var trace: [TraceStep]? = nil
     }
 
     /// How long a lease taken for a process the gateway does not start lasts, when the rule sets no max_runtime
@@ -97,54 +95,108 @@ public struct DecisionPipeline: Sendable {
 
     /// The pipeline of a home: its identity (the audience), enrolled keys, policy (which must pass its own tests),
     /// state store and audit log. Throws when any of them cannot be used.
-    public static func open(home: Home, clock: any GateClock = SystemClock()) throws(GatewayFailure) -> DecisionPipeline {
+    /// `policyFile` and `resolver` let `policy explain` decide under another policy file, or with paths as text.
+    public static func open(home: Home, clock: any GateClock = SystemClock(), policyFile: String? = nil,
+                            resolver: PathResolver = .filesystem) throws(GatewayFailure) -> DecisionPipeline {
         let identity: Identity
         do { identity = try home.loadIdentity() } catch { throw GatewayFailure(error.message) }
-        let policy = try PolicyLoader.loadForDecisions(home.policyFile)
+        let policy = try PolicyLoader.loadForDecisions(policyFile ?? home.policyFile)
         let state = try StateStore.open(home.stateDB)
         return DecisionPipeline(audience: identity.name, keys: home.keyStore, policy: policy, state: state,
-                                audit: AuditLog(path: home.auditLog), clock: clock)
+                                audit: AuditLog(path: home.auditLog), clock: clock, resolver: resolver)
     }
 
     /// Decides one request. `brokerSpawn` is the hook's second opinion: the spawn fields the broker is about to
     /// use, which must equal the signed ones.
-    public func decide(_ envelope: [UInt8], mode: Mode = .commit, brokerSpawn: [String: JSONValue]? = nil) -> Outcome {
-        commit([prepare(envelope, mode: mode, brokerSpawn: brokerSpawn)])[0]
+    /// With `trace`, the outcome carries every stage it ran: `policy explain` is a traced dry run, so it
+    /// cannot disagree with `check --dry-run`.
+    public func decide(_ envelope: [UInt8], mode: Mode = .commit, brokerSpawn: [String: JSONValue]? = nil, trace: Bool = false) -> Outcome {
+        commit([prepare(envelope, mode: mode, brokerSpawn: brokerSpawn, trace: trace)])[0]
+    }
+
+    /// The stages after authentication that read no state: policy, then (with `machine`) the binary and the
+    /// sandbox layers. Shared by decisions, launch-ticket redemption and `policy explain` of a request given by
+    /// flags, so none of them can skip one.
+    static func authorize(_ q: PolicyRequest, engine: PolicyEngine, machine: Bool = true,
+                          missingLayers: (SandboxProfile) -> [String], trace: inout TraceRecorder) -> Result<PolicyMatch, Denial> {
+        let match: PolicyMatch
+        switch engine.evaluate(q, trace: &trace) {
+        case .deny(let d): return .failure(d)
+        case .allow(let m): match = m
+        }
+        guard machine else {
+            trace.note(.binary, "binary and sandbox", "skipped", "paths are explained as text, not as on this machine")
+            return .success(match)
+        }
+        // The binary is checked now, not when the policy was loaded: it may have been replaced since.
+        if let problem = BinaryCheck.problem(match.cli) {
+            trace.note(.binary, "binary of '\(match.cli.name)'", "deny", problem)
+            return .failure(Denial(.cliNotAllowed, "cli '\(match.cli.name)' cannot be started safely: \(problem)", rule: match.rule.name))
+        }
+        trace.note(.binary, "binary of '\(match.cli.name)'", "ok", "\(match.cli.path) is a regular executable only root or its owner can change")
+        // A profile this machine cannot enforce is refused, never quietly weakened.
+        let profile = match.rule.sandbox
+        let missing = missingLayers(profile)
+        if !missing.isEmpty {
+            trace.note(.sandbox, "sandbox '\(profile.rawValue)'", "deny", "this machine lacks \(missing.joined(separator: " and "))")
+            return .failure(Denial(.internalError, "rule '\(match.rule.name)' asks for sandbox '\(profile.rawValue)', which needs \(missing.joined(separator: " and ")); run 'spawngate doctor'", rule: match.rule.name))
+        }
+        trace.note(.sandbox, "sandbox '\(profile.rawValue)'", "ok", "every layer it needs works on this machine")
+        return .success(match)
+    }
+
+    /// `policy explain` of a request described by flags (no envelope: no signature, window or nonce): the
+    /// stages that need none, with their steps.
+    public static func explain(_ q: PolicyRequest, engine: PolicyEngine, machine: Bool) -> (Result<PolicyMatch, Denial>, DecisionTrace) {
+        var trace = TraceRecorder(true)
+        let result = authorize(q, engine: engine, machine: machine, missingLayers: { SandboxSupport.missing(for: $0) }, trace: &trace)
+        return (result, DecisionTrace(trace.steps ?? []))
     }
 
     /// Everything before the state store: signature, audience and window, the broker's fields, policy, binary and
     /// sandbox checks. Pure but for the key store, path canonicalization and a stat of the binary, so a server runs
     /// it on many threads at once and commits the results together.
-    public func prepare(_ envelope: [UInt8], mode: Mode = .commit, brokerSpawn: [String: JSONValue]? = nil) -> Pending {
+    public func prepare(_ envelope: [UInt8], mode: Mode = .commit, brokerSpawn: [String: JSONValue]? = nil, trace tracing: Bool = false) -> Pending {
+        var trace = TraceRecorder(tracing)
+        func traced(_ p: Pending) -> Pending { var p = p; p.trace = trace.steps; return p }
         let verification: Verification
-        do { verification = try verifier.verify(envelope) } catch { return cannotDecide(.internalError, error.message, mode: mode) }
-        guard case .verified(let request) = verification else {
-            return Pending(decision: Decision(verification, policy: policy.hash), mode: mode)
+        do { verification = try verifier.verify(envelope) } catch {
+            trace.note(.gateway, "key store", "cannot decide", error.message)
+            return traced(cannotDecide(.internalError, error.message, mode: mode))
+        }
+        let request: VerifiedRequest
+        switch verification {
+        case .denied(let d, _, _, _):
+            let stage = d.reason.stage ?? .parse
+            trace.note(stage, stage.rawValue, "deny", "\(d.reason.rawValue): \(d.detail)")
+            return traced(Pending(decision: Decision(verification, policy: policy.hash), mode: mode))
+        case .verified(let v):
+            request = v
+        }
+        if trace.on {
+            let r = request.request, w = policy.window
+            trace.note(.signature, "signature", "ok", "signed by \(request.broker) (\(request.fingerprint)), request \(request.requestID)")
+            trace.note(.audience, "audience", "ok", "addressed to \(r.to), this broker")
+            trace.note(.window, "window", "ok", "iat \(r.iat), exp \(r.exp): lives \(r.exp - r.iat)s (max_ttl \(w.maxTTL)s), valid now \(clock.now()) (clock_skew \(w.clockSkew)s)")
         }
         let nonce = Base64.urlEncode(request.request.nonce)
         func deny(_ d: Denial) -> Pending {
-            Pending(decision: Decision(reason: d.reason, detail: d.detail, requestID: request.requestID, broker: request.broker,
-                                       fingerprint: request.fingerprint.description, rule: d.rule, policy: policy.hash),
-                    nonce: nonce, cwd: request.request.cwd, mode: mode)
+            traced(Pending(decision: Decision(reason: d.reason, detail: d.detail, requestID: request.requestID, broker: request.broker,
+                                              fingerprint: request.fingerprint.description, rule: d.rule, policy: policy.hash),
+                           nonce: nonce, cwd: request.request.cwd, mode: mode))
         }
-        if let brokerSpawn, let difference = HookInput.difference(brokerSpawn, signed: request.request) {
-            return deny(Denial(.malformed, difference))
+        if let brokerSpawn {
+            if let difference = HookInput.difference(brokerSpawn, signed: request.request) {
+                trace.note(.request, "broker's spawn fields", "deny", difference)
+                return deny(Denial(.malformed, difference))
+            }
+            trace.note(.request, "broker's spawn fields", "ok", "equal to the signed ones")
         }
 
         let match: PolicyMatch
-        switch engine.evaluate(PolicyRequest(request)) {
-        case .deny(let d): return deny(d)
-        case .allow(let m): match = m
-        }
-        // The binary is checked now, not when the policy was loaded: it may have been replaced since.
-        if let problem = BinaryCheck.problem(match.cli) {
-            return deny(Denial(.cliNotAllowed, "cli '\(match.cli.name)' cannot be started safely: \(problem)", rule: match.rule.name))
-        }
-
-        // A profile this machine cannot enforce is refused, never quietly weakened.
-        let missing = missingLayers(match.rule.sandbox)
-        if !missing.isEmpty {
-            return deny(Denial(.internalError, "rule '\(match.rule.name)' asks for sandbox '\(match.rule.sandbox.rawValue)', which needs \(missing.joined(separator: " and ")); run 'spawngate doctor'", rule: match.rule.name))
+        switch Self.authorize(PolicyRequest(request), engine: engine, missingLayers: missingLayers, trace: &trace) {
+        case .failure(let d): return deny(d)
+        case .success(let m): match = m
         }
 
         let rule = match.rule
@@ -166,8 +218,8 @@ public struct DecisionPipeline: Sendable {
                              broker: request.broker, fingerprint: request.fingerprint.description, rule: rule.name,
                              policy: policy.hash,
                              spawn: .init(argv: match.argv, cwd: match.cwd, env: match.env, sandbox: rule.sandbox.rawValue))
-        return Pending(decision: allow, nonce: nonce, cwd: match.cwd, argv: match.argv, effects: effects, mode: mode,
-                       grant: .spawn(request, match, leaseID: leaseID, envelope: envelope, at: now))
+        return traced(Pending(decision: allow, nonce: nonce, cwd: match.cwd, argv: match.argv, effects: effects, mode: mode,
+                              grant: .spawn(request, match, leaseID: leaseID, envelope: envelope, at: now)))
     }
 
     /// Turns a redeemed launch ticket back into the authorization it was issued for, for the launcher a relay
@@ -183,15 +235,14 @@ public struct DecisionPipeline: Sendable {
         guard case .verified(let request) = verification, request.requestID == ticket.requestID else {
             return .failure(GatewayFailure("the ticket's request no longer verifies (\(Decision(verification, policy: policy.hash).detail))"))
         }
-        guard case .allow(let match) = engine.evaluate(PolicyRequest(request)), match.rule.name == ticket.rule else {
+        var noTrace = TraceRecorder(false)
+        let match: PolicyMatch
+        switch Self.authorize(PolicyRequest(request), engine: engine, missingLayers: missingLayers, trace: &noTrace) {
+        case .failure(let d):
+            return .failure(GatewayFailure("this request is no longer allowed (\(d.reason.rawValue): \(d.detail)); it was not started"))
+        case .success(let m) where m.rule.name != ticket.rule:
             return .failure(GatewayFailure("the policy in force no longer allows this request by rule '\(ticket.rule)'; it was not started"))
-        }
-        if let problem = BinaryCheck.problem(match.cli) {
-            return .failure(GatewayFailure("cli '\(match.cli.name)' cannot be started safely: \(problem)"))
-        }
-        let missing = missingLayers(match.rule.sandbox)
-        guard missing.isEmpty else {
-            return .failure(GatewayFailure("sandbox '\(match.rule.sandbox.rawValue)' needs \(missing.joined(separator: " and ")); run 'spawngate doctor'"))
+        case .success(let m): match = m
         }
         let allow = Decision(reason: .allowed, detail: "allowed by rule '\(match.rule.name)'", requestID: request.requestID,
                              broker: request.broker, fingerprint: request.fingerprint.description, rule: match.rule.name,
@@ -285,7 +336,56 @@ public struct DecisionPipeline: Sendable {
             for (i, o) in zip(group, record(group.map { batch[$0] })) { results[i] = o }
             from += group.count
         }
-        return results.map { $0! }
+        return zip(batch, results).map { p, o in
+            var o = o!
+            if let steps = p.trace { o.trace = DecisionTrace(steps + stateSteps(p, o.decision)) }
+            return o
+        }
+    }
+
+    /// The trace of the stages after `prepare`: replay, rate and concurrency (when the request got that far),
+    /// then the audit log. Read off the effects and the final decision, so tracing costs the state store nothing.
+    private func stateSteps(_ p: Pending, _ final: Decision) -> [TraceStep] {
+        guard !p.settled else { return [] }
+        // internal_error that prepare did not give (a missing sandbox layer) came from the state store.
+        if final.reason == .internalError && p.decision.reason != .internalError {
+            return [TraceStep(.gateway, "state store", "cannot decide", final.detail)]
+        }
+        var steps: [TraceStep] = []
+        if p.decision.allowed {
+            let rule = p.decision.rule ?? "?"
+            for stage in [TraceStage.replay, .rate, .concurrency] {
+                if final.reason.stage == stage {
+                    steps.append(TraceStep(stage, stage.rawValue, "deny", "\(final.reason.rawValue): \(final.detail)"))
+                    return steps
+                }
+                let effect = p.effects.first {
+                    switch ($0, stage) {
+                    case (.consumeNonce, .replay), (.takeToken, .rate), (.takeLease, .concurrency): true
+                    default: false
+                    }
+                }
+                switch effect {
+                case .consumeNonce(_, let nonce, _)?:
+                    steps.append(TraceStep(stage, "replay", "ok", "nonce \(nonce) has not been accepted before"))
+                case .takeToken(_, _, let interval, let burst)?:
+                    steps.append(TraceStep(stage, "rate", "ok", "rule '\(rule)' has a token free (one per \(StateStore.seconds(interval)), burst \(burst))"))
+                case .takeLease(let lease)?:
+                    steps.append(TraceStep(stage, "concurrency", "ok", "fewer than \(lease.max) live agents of \(lease.broker) under rule '\(rule)'"))
+                case nil:
+                    steps.append(TraceStep(stage, stage.rawValue, "none", stage == .rate ? "rule '\(rule)' sets no rate" : "rule '\(rule)' sets no max_concurrent"))
+                }
+            }
+        }
+        switch (p.mode, final.reason) {
+        case (.dryRun, _):
+            steps.append(TraceStep(.audit, "audit", "skipped", "a dry run consumes no nonce, rate token or lease, and writes nothing"))
+        case (.commit, .auditUnavailable):
+            steps.append(TraceStep(.audit, "audit", "deny", "audit_unavailable: \(final.detail)"))
+        case (.commit, _):
+            steps.append(TraceStep(.audit, "audit", "recorded", "appended to the audit log before anything acts on it"))
+        }
+        return steps
     }
 
     private func outcome(_ p: Pending, _ final: Decision) -> Outcome {

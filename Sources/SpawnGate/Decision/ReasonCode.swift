@@ -24,6 +24,89 @@ public enum ReasonCode: String, CaseIterable, Sendable, Codable {
     /// Allowed, but the agent did not start or died within its rule's startup check (exit status and last output
     /// in the receipt). Nothing is running.
     case startFailed = "start_failed"
+
+    /// The stage that refuses with this code (nil for `allowed`, which no stage refuses with). Exhaustive, so a
+    /// new code cannot be added without saying where it comes from.
+    public var stage: TraceStage? {
+        switch self {
+        case .allowed: nil
+        case .malformed: .parse
+        case .badSignature, .unknownKey, .revokedKey: .signature
+        case .wrongAudience: .audience
+        case .expired, .notYetValid, .ttlTooLong: .window
+        case .remoteSpawnDisabled: .policy
+        case .noMatchingRule, .deniedByRule, .cliNotAllowed, .cwdNotAllowed: .rule
+        case .argsNotAllowed, .envNotAllowed: .arguments
+        case .replay: .replay
+        case .rateLimited: .rate
+        case .concurrencyLimit: .concurrency
+        case .auditUnavailable: .audit
+        case .startFailed: .start
+        case .internalError: .gateway
+        }
+    }
+
+    /// The exit status of `verify`, `check`, `hook pre-spawn`, `exec` (when nothing ran) and `spawn` for this
+    /// outcome (PRODUCT.md): 0 allowed, 1 denied, 2 the gateway could not decide.
+    public var exitStatus: CommandStatus {
+        switch self {
+        case .allowed: .allowed
+        case .internalError, .auditUnavailable: .cannotDecide
+        // Allowed, but the agent died in its startup check: the request did not succeed, and the gateway did
+        // decide, so it is a refusal of this attempt rather than a gateway failure.
+        case .startFailed: .denied
+        case .malformed, .badSignature, .unknownKey, .revokedKey, .wrongAudience, .expired, .notYetValid, .ttlTooLong,
+             .replay, .remoteSpawnDisabled, .noMatchingRule, .deniedByRule, .cliNotAllowed, .argsNotAllowed,
+             .cwdNotAllowed, .envNotAllowed, .rateLimited, .concurrencyLimit: .denied
+        }
+    }
+
+    /// Refused before the request could be shown to be an enrolled broker's own fresh request: not from an
+    /// enrolled key, or not what its broker sends now (a captured request replayed, or one outside its window).
+    /// The server charges these to the source's pre-authentication allowance, so resending one cannot flood the
+    /// audit log.
+    public var unauthenticated: Bool {
+        switch self {
+        case .malformed, .badSignature, .unknownKey, .revokedKey, .wrongAudience, .replay, .expired, .notYetValid, .ttlTooLong: true
+        case .allowed, .remoteSpawnDisabled, .noMatchingRule, .deniedByRule, .cliNotAllowed, .argsNotAllowed, .cwdNotAllowed,
+             .envNotAllowed, .rateLimited, .concurrencyLimit, .auditUnavailable, .internalError, .startFailed: false
+        }
+    }
+
+    /// The gateway itself failed: the text is for its operator, not the requester.
+    public var isGatewayFailure: Bool { exitStatus == .cannotDecide }
+
+    /// Reasons the policy stage can give (embedded policy tests may expect only these).
+    public var givenByPolicy: Bool {
+        switch stage {
+        case .policy?, .rule?, .arguments?: true
+        default: false
+        }
+    }
+}
+
+/// The exit statuses of every command (PRODUCT.md). Anything but 0 means: do not spawn.
+public enum CommandStatus: Int32, Sendable, CaseIterable {
+    case allowed = 0
+    /// Refused: the request, or the operator's command, was turned down (malformed input included).
+    case denied = 1
+    /// This gateway or machine could not decide or act: broken config, missing home, unreadable files, state
+    /// store or audit log unusable, a peer that gave no verified answer.
+    case cannotDecide = 2
+    /// Bad flags (argument-parser's own status).
+    case usage = 64
+
+    /// The one mapping from an error to an exit status, used by every command. Unknown errors cannot decide
+    /// (fail closed: never 0, and never reported as a mere refusal of the request).
+    public init(for error: any Error) {
+        switch error {
+        case let d as Denial: self = d.reason.exitStatus
+        case let e as OperatorError: self = e.kind == .refused ? .denied : .cannotDecide
+        case is GatewayFailure: self = .cannotDecide
+        case let e as RemoteError: self = e.kind == .unboundDenial ? .denied : .cannotDecide
+        default: self = .cannotDecide
+        }
+    }
 }
 
 /// A refusal, as a value. What the requester learns: the code, one sentence, and the rule that decided.

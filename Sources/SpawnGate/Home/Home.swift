@@ -63,11 +63,16 @@ public struct Home: Sendable {
     /// Creates an empty state store (and thereby a new, empty audit chain). `init` does it; an operator does it
     /// by hand (`init --state`) only after a lost store, once every request signed before the loss has expired.
     public func createState() throws(OperatorError) {
-        do { _ = try StateStore.create(stateDB) } catch { throw OperatorError(error.message) }
+        do { _ = try StateStore.create(stateDB) } catch { throw .unusable(error.message) }
     }
 
-    /// Loads this broker's identity, refusing a private key that others can read.
+    /// Loads this broker's identity, refusing a private key that others can read. Any problem means this
+    /// machine cannot act as a broker (exit 2 wherever it happens), not that a request was refused.
     public func loadIdentity() throws(OperatorError) -> Identity {
+        do { return try readIdentity() } catch { throw .unusable(error.message) }
+    }
+
+    private func readIdentity() throws(OperatorError) -> Identity {
         guard Files.exists(identityKey) else {
             throw OperatorError("no identity in \(root) (identity.key is missing); create one with 'spawngate init --name NAME'")
         }

@@ -17,22 +17,13 @@ public enum PolicyOutcome: Sendable {
     case deny(Denial)
 }
 
-/// One line of `policy explain`: a rule or a check, and what it concluded.
-public struct ExplainStep: Sendable, Equatable, CustomStringConvertible {
-    public let subject: String
-    public let verdict: String
-    public let why: String
-    public var description: String { "\(subject): \(verdict): \(why)" }
-}
-
 /// Evaluates a request against a policy. Pure: no I/O but the path canonicalization the resolver does.
 ///
 /// Order: remote spawn enabled → cwd resolvable → deny rules (any match denies; a deny rule that cannot be
 /// evaluated denies too) → CLI defined → allow rules in file order (first full match) → arguments → task.
 public struct PolicyEngine: Sendable {
     /// Reasons the policy stage can give (embedded tests may expect only these).
-    public static let policyReasons: [ReasonCode] = [.remoteSpawnDisabled, .noMatchingRule, .deniedByRule, .cliNotAllowed,
-                                                     .argsNotAllowed, .cwdNotAllowed, .envNotAllowed]
+    public static let policyReasons: [ReasonCode] = ReasonCode.allCases.filter(\.givenByPolicy)
 
     public let policy: Policy
     public let resolver: PathResolver
@@ -43,53 +34,54 @@ public struct PolicyEngine: Sendable {
     }
 
     public func evaluate(_ request: PolicyRequest) -> PolicyOutcome {
-        var trace: [ExplainStep]? = nil
+        var trace = TraceRecorder(false)
         return evaluate(request, trace: &trace)
     }
 
-    public func explain(_ request: PolicyRequest) -> (PolicyOutcome, [ExplainStep]) {
-        var trace: [ExplainStep]? = []
+    /// The policy stage alone, with its steps. ``DecisionPipeline`` records the same steps in a traced decision.
+    public func explain(_ request: PolicyRequest) -> (PolicyOutcome, [TraceStep]) {
+        var trace = TraceRecorder(true)
         let outcome = evaluate(request, trace: &trace)
-        return (outcome, trace ?? [])
+        return (outcome, trace.steps ?? [])
     }
 
-    private func evaluate(_ q: PolicyRequest, trace: inout [ExplainStep]?) -> PolicyOutcome {
-        func note(_ subject: @autoclosure () -> String, _ verdict: String, _ why: @autoclosure () -> String) {
-            if trace != nil { trace!.append(ExplainStep(subject: subject(), verdict: verdict, why: why())) }
+    func evaluate(_ q: PolicyRequest, trace: inout TraceRecorder) -> PolicyOutcome {
+        func note(_ stage: TraceStage, _ subject: @autoclosure () -> String, _ verdict: String, _ why: @autoclosure () -> String) {
+            trace.note(stage, subject(), verdict, why())
         }
         func ruleLabel(_ r: Rule) -> String { "\(r.effect.rawValue) rule '\(r.name)' (line \(r.line))" }
 
         guard policy.acceptRemoteSpawn else {
-            note("accept_remote_spawn", "deny", "is false or missing, so every request is refused")
+            note(.policy, "accept_remote_spawn", "deny", "is false or missing, so every request is refused")
             return .deny(Denial(.remoteSpawnDisabled, "this broker does not accept remote spawns (accept_remote_spawn is not true)"))
         }
         guard let requested = q.cwd else {
-            note("cwd", "deny", "the request names no working directory")
+            note(.policy, "cwd", "deny", "the request names no working directory")
             return .deny(Denial(.cwdNotAllowed, "the request names no working directory; every spawn needs one the policy allows"))
         }
         let resolved = resolver.resolve(requested)
-        if trace != nil {
+        if trace.on {
             switch resolved {
-            case .success(let c): note("cwd", "resolved", c == requested ? "\(c)" : "\(requested) is \(c)")
-            case .failure(let why): note("cwd", "unresolvable", why.description)
+            case .success(let c): note(.policy, "cwd", "resolved", c == requested ? "\(c)" : "\(requested) is \(c)")
+            case .failure(let why): note(.policy, "cwd", "unresolvable", why.description)
             }
         }
 
         for i in policy.denyIndex.candidates(q.broker) {
             let r = policy.rules[i]
-            guard r.appliesTo(cli: q.cli) else { note(ruleLabel(r), "skipped", "does not name cli '\(q.cli)'"); continue }
+            guard r.appliesTo(cli: q.cli) else { note(.rule, ruleLabel(r), "skipped", "does not name cli '\(q.cli)'"); continue }
             if let pats = r.cwd {
                 guard case .success(let path) = resolved else {
-                    note(ruleLabel(r), "deny", "cannot be evaluated (the cwd cannot be resolved), and a deny rule that cannot be evaluated denies")
+                    note(.rule, ruleLabel(r), "deny", "cannot be evaluated (the cwd cannot be resolved), and a deny rule that cannot be evaluated denies")
                     return .deny(Denial(.deniedByRule, "deny rule '\(r.name)' could not be evaluated because the cwd cannot be resolved, so it denies", rule: r.name))
                 }
                 guard let hit = pats.first(where: { $0.matches(canonical: path) }) else {
-                    note(ruleLabel(r), "skipped", "cwd \(path) matches none of \(pats.map(\.source))")
+                    note(.rule, ruleLabel(r), "skipped", "cwd \(path) matches none of \(pats.map(\.source))")
                     continue
                 }
-                note(ruleLabel(r), "deny", "broker, cli and cwd (\(hit.source)) match")
+                note(.rule, ruleLabel(r), "deny", "broker, cli and cwd (\(hit.source)) match")
             } else {
-                note(ruleLabel(r), "deny", "broker and cli match")
+                note(.rule, ruleLabel(r), "deny", "broker and cli match")
             }
             return .deny(Denial(.deniedByRule, "denied by rule '\(r.name)'", rule: r.name))
         }
@@ -100,7 +92,7 @@ public struct PolicyEngine: Sendable {
         case .failure(let why): return .deny(Denial(.cwdNotAllowed, "working directory \(why); it must be an existing directory"))
         }
         guard let cli = policy.clis[q.cli] else {
-            note("cli '\(q.cli)'", "deny", "is not defined under clis:")
+            note(.rule, "cli '\(q.cli)'", "deny", "is not defined under clis:")
             return .deny(Denial(.cliNotAllowed, "no CLI named '\(q.cli)' is defined in this policy"))
         }
 
@@ -112,45 +104,45 @@ public struct PolicyEngine: Sendable {
         for i in policy.allowIndex.candidates(q.broker) {
             let r = policy.rules[i]
             guard r.appliesTo(cli: q.cli) else {
-                note(ruleLabel(r), "no match", "does not allow cli '\(q.cli)'")
+                note(.rule, ruleLabel(r), "no match", "does not allow cli '\(q.cli)'")
                 if bestRank < 1 { best = Denial(.cliNotAllowed, "no rule allows \(q.broker) to start '\(q.cli)'", rule: r.name); bestRank = 1 }
                 continue
             }
             let pats = r.cwd ?? []
             guard pats.contains(where: { $0.matches(canonical: cwd) }) else {
-                note(ruleLabel(r), "no match", "cwd \(cwd) is not under \(pats.isEmpty ? "any directory (the list is empty)" : pats.map(\.source).joined(separator: ", "))")
+                note(.rule, ruleLabel(r), "no match", "cwd \(cwd) is not under \(pats.isEmpty ? "any directory (the list is empty)" : pats.map(\.source).joined(separator: ", "))")
                 if bestRank < 2 { best = Denial(.cwdNotAllowed, "\(cwd) is not a working directory rule '\(r.name)' allows", rule: r.name); bestRank = 2 }
                 continue
             }
-            note(ruleLabel(r), "match", "broker, cli and cwd match")
+            note(.rule, ruleLabel(r), "match", "broker, cli and cwd match")
             matched = r
             break
         }
         guard let rule = matched else {
-            if policy.allowIndex.candidates(q.broker).isEmpty { note("allow rules", "none", "no allow rule names broker '\(q.broker)'") }
+            if policy.allowIndex.candidates(q.broker).isEmpty { note(.rule, "allow rules", "none", "no allow rule names broker '\(q.broker)'") }
             return .deny(best)
         }
 
         var args = q.args
         if let model = q.model {
             guard let flag = cli.modelFlag else {
-                note("model", "deny", "'\(cli.name)' has no model_flag, so a request may not choose a model")
+                note(.arguments, "model", "deny", "'\(cli.name)' has no model_flag, so a request may not choose a model")
                 return .deny(Denial(.argsNotAllowed, "'\(cli.name)' takes no model in this policy (no model_flag)", rule: rule.name))
             }
             args = [flag, model] + args
         }
         for a in args {
             for d in cli.denyArgs where Self.denied(a, by: d) {
-                note("deny_args of '\(cli.name)'", "deny", "argument '\(a)' matches '\(d.source)'")
+                note(.arguments, "deny_args of '\(cli.name)'", "deny", "argument '\(a)' matches '\(d.source)'")
                 return .deny(Denial(.argsNotAllowed, "argument '\(a)' is forbidden for \(cli.name) by deny_args '\(d.source)'", rule: rule.name))
             }
         }
         let matchArgs = cli.splitEquals ? args.flatMap(Self.splitEquals) : args
         guard let shape = cli.args.first(where: { s in s.count == matchArgs.count && zip(s, matchArgs).allSatisfy { $0.matches($1) } }) else {
-            note("args of '\(cli.name)'", "deny", "\(matchArgs) fit none of the allowed shapes \(cli.args.map { $0.map(\.source) })")
+            note(.arguments, "args of '\(cli.name)'", "deny", "\(matchArgs) fit none of the allowed shapes \(cli.args.map { $0.map(\.source) })")
             return .deny(Denial(.argsNotAllowed, "arguments \(matchArgs) fit none of the argument shapes allowed for \(cli.name) (line \(cli.line))", rule: rule.name))
         }
-        note("args of '\(cli.name)'", "match", "\(matchArgs) fit \(shape.map(\.source))")
+        note(.arguments, "args of '\(cli.name)'", "match", "\(matchArgs) fit \(shape.map(\.source))")
 
         var argv = [cli.path] + args
         var stdinTask: String?, envTask: (String, String)?
@@ -162,11 +154,11 @@ public struct PolicyEngine: Sendable {
             case .stdin: stdinTask = task
             case .environment(let name): envTask = (name, task)
             case .none:
-                note("task", "deny", "'\(cli.name)' takes no task")
+                note(.arguments, "task", "deny", "'\(cli.name)' takes no task")
                 return .deny(Denial(.argsNotAllowed, "'\(cli.name)' takes no task text in this policy (task: none)", rule: rule.name))
             }
         }
-        note("policy", "allow", "by rule '\(rule.name)'")
+        note(.policy, "policy", "allow", "by rule '\(rule.name)'")
         return .allow(PolicyMatch(rule: rule, cli: cli, argv: argv, cwd: cwd, env: cli.env, stdinTask: stdinTask, envTask: envTask))
     }
 

@@ -15,7 +15,7 @@ public enum Files {
         let dir = (path as NSString).deletingLastPathComponent
         let tmp = "\(dir)/.\((path as NSString).lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode)
-        guard fd >= 0 else { throw OperatorError("cannot create \(tmp): \(errnoText())") }
+        guard fd >= 0 else { throw OperatorError.unusable("cannot create \(tmp): \(errnoText())") }
         var ok = false
         defer { if !ok { unlink(tmp) } }
         // The umask may have narrowed the mode; that is fine. Widening is what we must never do.
@@ -25,20 +25,20 @@ public enum Files {
             if n < 0 {
                 if errno == EINTR { continue }
                 let e = errnoText(); close(fd)
-                throw OperatorError("cannot write \(path): \(e)")
+                throw OperatorError.unusable("cannot write \(path): \(e)")
             }
             written += n
         }
-        guard fsync(fd) == 0 else { let e = errnoText(); close(fd); throw OperatorError("cannot sync \(path): \(e)") }
+        guard fsync(fd) == 0 else { let e = errnoText(); close(fd); throw OperatorError.unusable("cannot sync \(path): \(e)") }
         close(fd)
         if exclusive {
             // link() fails if the target exists: no window in which another writer's file could be replaced.
             guard link(tmp, path) == 0 else {
-                throw OperatorError(errno == EEXIST ? "\(path) already exists; refusing to overwrite it" : "cannot create \(path): \(errnoText())")
+                throw errno == EEXIST ? OperatorError("\(path) already exists; refusing to overwrite it") : OperatorError.unusable("cannot create \(path): \(errnoText())")
             }
             unlink(tmp)
         } else {
-            guard rename(tmp, path) == 0 else { throw OperatorError("cannot replace \(path): \(errnoText())") }
+            guard rename(tmp, path) == 0 else { throw OperatorError.unusable("cannot replace \(path): \(errnoText())") }
         }
         ok = true
         syncDirectory(dir)
@@ -52,7 +52,7 @@ public enum Files {
     /// Reads a whole file, refusing one larger than `limit` bytes (reading stops as soon as it is over).
     public static func read(_ path: String, limit: Int) throws(OperatorError) -> [UInt8] {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw OperatorError("cannot read \(path): \(errnoText())") }
+        guard fd >= 0 else { throw OperatorError.unusable("cannot read \(path): \(errnoText())") }
         defer { close(fd) }
         let out = try readAll(fd, name: path, limit: limit)
         if out.count > limit { throw OperatorError("\(path) is larger than \(limit) bytes; refusing to read it") }
@@ -62,13 +62,13 @@ public enum Files {
     /// Reads `count` bytes at offset `from` (fewer if the file is shorter).
     public static func read(_ path: String, from offset: Int, count: Int) throws(OperatorError) -> [UInt8] {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw OperatorError("cannot read \(path): \(errnoText())") }
+        guard fd >= 0 else { throw OperatorError.unusable("cannot read \(path): \(errnoText())") }
         defer { close(fd) }
         var out = [UInt8](repeating: 0, count: count)
         var got = 0
         while got < count {
             let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + got, count - got, off_t(offset + got)) }
-            if n < 0 { if errno == EINTR { continue }; throw OperatorError("cannot read \(path): \(errnoText())") }
+            if n < 0 { if errno == EINTR { continue }; throw OperatorError.unusable("cannot read \(path): \(errnoText())") }
             if n == 0 { break }
             got += n
         }
@@ -82,7 +82,7 @@ public enum Files {
     public static func readInput(_ path: String?, limit: Int) throws(OperatorError) -> [UInt8] {
         guard let path, path != "-" else { return try readAll(0, name: "standard input", limit: limit) }
         let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw OperatorError("cannot read \(path): \(errnoText())") }
+        guard fd >= 0 else { throw OperatorError.unusable("cannot read \(path): \(errnoText())") }
         defer { close(fd) }
         return try readAll(fd, name: path, limit: limit)
     }
@@ -93,7 +93,7 @@ public enum Files {
         var buf = [UInt8](repeating: 0, count: 65536)
         while out.count <= limit {
             let n = buf.withUnsafeMutableBytes { posixRead(fd, $0.baseAddress!, $0.count) }
-            if n < 0 { if errno == EINTR { continue }; throw OperatorError("cannot read \(name): \(errnoText())") }
+            if n < 0 { if errno == EINTR { continue }; throw OperatorError.unusable("cannot read \(name): \(errnoText())") }
             if n == 0 { break }
             out.append(contentsOf: buf[0..<n])
         }
@@ -103,13 +103,13 @@ public enum Files {
     /// Refuses a secret file that others could read, or that belongs to someone else.
     public static func checkPrivate(_ path: String) throws(OperatorError) {
         var st = stat()
-        guard lstat(path, &st) == 0 else { throw OperatorError("cannot open \(path): \(errnoText())") }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { throw OperatorError("\(path) is not a regular file (a symlink or device is refused)") }
+        guard lstat(path, &st) == 0 else { throw OperatorError.unusable("cannot open \(path): \(errnoText())") }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw OperatorError.unusable("\(path) is not a regular file (a symlink or device is refused)") }
         guard st.st_uid == geteuid() else {
-            throw OperatorError("\(path) is owned by uid \(st.st_uid), not by you (uid \(geteuid())); refusing to use it")
+            throw OperatorError.unusable("\(path) is owned by uid \(st.st_uid), not by you (uid \(geteuid())); refusing to use it")
         }
         guard st.st_mode & 0o077 == 0 else {
-            throw OperatorError(String(format: "%@ has mode %o, so other users can read or change it; run 'chmod 600 %@' and check that the key has not leaked", path, Int(st.st_mode & 0o777), path))
+            throw OperatorError.unusable(String(format: "%@ has mode %o, so other users can read or change it; run 'chmod 600 %@' and check that the key has not leaked", path, Int(st.st_mode & 0o777), path))
         }
     }
 
@@ -117,13 +117,13 @@ public enum Files {
     /// writable by others is tolerated with the sticky bit (as /tmp), where others cannot replace our files.
     public static func checkNotWritableByOthers(_ path: String) throws(OperatorError) {
         var st = stat()
-        guard stat(path, &st) == 0 else { throw OperatorError("cannot open \(path): \(errnoText())") }
+        guard stat(path, &st) == 0 else { throw OperatorError.unusable("cannot open \(path): \(errnoText())") }
         if (st.st_mode & S_IFMT) == S_IFDIR, st.st_mode & S_ISVTX != 0, st.st_uid == 0 || st.st_uid == geteuid() { return }
         guard st.st_uid == geteuid() || st.st_uid == 0 else {
-            throw OperatorError("\(path) is owned by uid \(st.st_uid), neither you (uid \(geteuid())) nor root; refusing to trust it: if it is yours, run 'chown \(geteuid()) \(path)', else remove it")
+            throw OperatorError.unusable("\(path) is owned by uid \(st.st_uid), neither you (uid \(geteuid())) nor root; refusing to trust it: if it is yours, run 'chown \(geteuid()) \(path)', else remove it")
         }
         guard st.st_mode & 0o022 == 0 else {
-            throw OperatorError(String(format: "%@ has mode %o, so other users can change it; run 'chmod go-w %@'", path, Int(st.st_mode & 0o777), path))
+            throw OperatorError.unusable(String(format: "%@ has mode %o, so other users can change it; run 'chmod go-w %@'", path, Int(st.st_mode & 0o777), path))
         }
     }
 
@@ -147,7 +147,7 @@ public enum Files {
     }
 
     public static func makeDirectory(_ path: String, mode: mode_t) throws(OperatorError) {
-        guard mkdir(path, mode) == 0 || errno == EEXIST else { throw OperatorError("cannot create \(path): \(errnoText())") }
+        guard mkdir(path, mode) == 0 || errno == EEXIST else { throw OperatorError.unusable("cannot create \(path): \(errnoText())") }
     }
 
     public static func modificationTime(_ path: String) -> Int64? {

@@ -11,7 +11,16 @@ public struct GatewayFailure: Error, CustomStringConvertible, Sendable, Equatabl
 /// An operator's command could not be carried out (a refused enrollment, a missing file).
 /// The message is one sentence that names what is wrong and what to do.
 public struct OperatorError: Error, CustomStringConvertible, Sendable, Equatable {
+    public enum Kind: Sendable, Equatable {
+        /// The command was turned down (a fingerprint that does not match, a name already bound): exit 1.
+        case refused
+        /// This machine's files cannot be used (no home, an unreadable or unwritable file): exit 2, like any
+        /// gateway that cannot decide.
+        case unusable
+    }
     public let message: String
-    public init(_ message: String) { self.message = message }
+    public let kind: Kind
+    public init(_ message: String, kind: Kind = .refused) { self.message = message; self.kind = kind }
+    public static func unusable(_ message: String) -> OperatorError { OperatorError(message, kind: .unusable) }
     public var description: String { message }
 }

@@ -117,7 +117,14 @@ struct PolicyCLITests {
         let out = try TestSupport.spawngate(["policy", "explain", "--home", s.vps, "-"], stdin: env)
         #expect(out.status == 0, "\(out.stdout)\(out.stderr)")
         let lines = out.stdout.split(separator: "\n")
-        #expect(lines.first?.hasPrefix("signature, audience, window: ok: signed by mac-laptop") == true)
+        // One line per stage of the pipeline, as `check --dry-run` runs them.
+        #expect(lines.first?.hasPrefix("signature: ok: signed by mac-laptop") == true)
+        #expect(lines.contains { $0.hasPrefix("audience: ok: addressed to vps-broker") })
+        #expect(lines.contains { $0.hasPrefix("window: ok: ") })
+        #expect(lines.contains { $0.hasPrefix("binary of 'claude': ok: ") })
+        #expect(lines.contains { $0.hasPrefix("sandbox 'standard': ok: ") })
+        #expect(lines.contains { $0.hasPrefix("replay: ok: ") })
+        #expect(lines.contains { $0 == "audit: skipped: a dry run consumes no nonce, rate token or lease, and writes nothing" })
         #expect(lines.contains { $0.hasPrefix("allow rule 'laptop' (line 6): match") })
         #expect(lines.last?.hasPrefix("decision: allow by rule laptop: argv [\"\(real)/bin/claude\", \"--\", \"Implement the plan\"]") == true)
         // The binary made writable after the policy was written: explain shows the deny.

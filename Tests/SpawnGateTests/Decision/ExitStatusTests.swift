@@ -1,0 +1,68 @@
+import Foundation
+import Testing
+@testable import SpawnGate
+
+/// One vocabulary for outcomes: each reason code's exit status, stage and pre-authentication status, and the
+/// one mapping from an error to an exit status that every command uses.
+@Suite("Exit statuses")
+struct ExitStatusTests {
+    /// PRODUCT.md: 0 allowed, 1 denied (malformed input included), 2 the gateway cannot decide.
+    @Test func everyReasonHasItsContractStatus() {
+        let cannotDecide: Set<ReasonCode> = [.internalError, .auditUnavailable]
+        for r in ReasonCode.allCases {
+            let want: CommandStatus = r == .allowed ? .allowed : cannotDecide.contains(r) ? .cannotDecide : .denied
+            #expect(r.exitStatus == want, "\(r)")
+            #expect(r.isGatewayFailure == cannotDecide.contains(r))
+        }
+    }
+
+    /// The refusals the server charges to a source's pre-authentication allowance (docs/attacks.md).
+    @Test func unauthenticatedReasons() {
+        #expect(Set(ReasonCode.allCases.filter(\.unauthenticated)) ==
+                [.malformed, .badSignature, .unknownKey, .revokedKey, .wrongAudience, .replay, .expired, .notYetValid, .ttlTooLong])
+    }
+
+    @Test func policyReasonsComeFromTheStages() {
+        #expect(PolicyEngine.policyReasons == [.remoteSpawnDisabled, .noMatchingRule, .deniedByRule, .cliNotAllowed,
+                                               .argsNotAllowed, .cwdNotAllowed, .envNotAllowed])
+        #expect(ReasonCode.allowed.stage == nil)
+        #expect(ReasonCode.replay.stage == .replay && ReasonCode.badSignature.stage == .signature)
+    }
+
+    @Test func errorsMapToOneStatus() {
+        #expect(CommandStatus(for: OperatorError("a fingerprint that does not match")) == .denied)
+        #expect(CommandStatus(for: OperatorError.unusable("no identity")) == .cannotDecide)
+        #expect(CommandStatus(for: GatewayFailure("state store")) == .cannotDecide)
+        #expect(CommandStatus(for: Denial(.malformed, "x")) == .denied)
+        #expect(CommandStatus(for: Denial(.auditUnavailable, "x")) == .cannotDecide)
+        #expect(CommandStatus(for: RemoteError(.unboundDenial, "x")) == .denied)
+        #expect(CommandStatus(for: RemoteError(.unreachable, "x")) == .cannotDecide)
+        struct Unknown: Error {}
+        #expect(CommandStatus(for: Unknown()) == .cannotDecide, "an unknown failure must never look like an answer")
+    }
+
+    /// A home without an identity is the same error whichever command meets it: this machine cannot act (2).
+    /// `sign` and `key show` used to say 1 while `verify` and `spawn` said 2.
+    @Test func theSameErrorGivesTheSameStatusEverywhere() throws {
+        let dir = TestSupport.tempDir("exit")
+        let nowhere = dir + "/nowhere"
+        let runs: [[String]] = [
+            ["sign", "--to", "x", "--name", "n", "--cli", "c"], ["verify", "-"], ["check", "-"], ["check", "--dry-run", "-"],
+            ["policy", "explain", "-"], ["key", "show"], ["spawn", "n", "c", "--broker", "x"], ["hook", "pre-spawn"], ["exec", "-"],
+        ]
+        for args in runs {
+            let out = try TestSupport.spawngate(args + ["--home", nowhere], stdin: Array("{}".utf8))
+            #expect(out.status == 2, "\(args): \(out.status) \(out.stdout) \(out.stderr)")
+            #expect(out.stderr.contains("spawngate init") || out.stdout.contains("spawngate init"), "\(args) says what to do: \(out.stderr)")
+        }
+        // A refusal stays 1: a fingerprint that does not match.
+        #expect(try TestSupport.spawngate(["init", "--name", "vps", "--home", dir + "/vps"]).status == 0)
+        #expect(try TestSupport.spawngate(["init", "--name", "lap", "--home", dir + "/lap"]).status == 0)
+        let wrong = try TestSupport.spawngate(["key", "enroll", "lap", "--file", dir + "/lap/identity.pub", "--fingerprint",
+                                               "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "--home", dir + "/vps"])
+        #expect(wrong.status == 1, "\(wrong.stderr)")
+        // Bad flags: argument-parser's 64, in every command.
+        #expect(try TestSupport.spawngate(["check", "--no-such-flag"]).status == 64)
+        #expect(try TestSupport.spawngate(["key", "enroll"]).status == 64)
+    }
+}
