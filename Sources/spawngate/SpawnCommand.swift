@@ -6,8 +6,10 @@ import SpawnGate
 struct BrokerOption: ParsableArguments {
     @Option(help: ArgumentHelp("The target broker, as named in peers.yaml ('spawngate peer list').", valueName: "target"))
     var broker: String?
+    /// Longer than a target may take to answer a relay worker's start (up to 20 s for the broker to run the
+    /// launcher, then the rule's startup check), so a slow start is answered, not abandoned.
     @Option(help: ArgumentHelp("Seconds to wait for the target's gateway.", valueName: "seconds"))
-    var timeout: Double = 10
+    var timeout: Double = 30
 
     func validate() throws {
         guard timeout > 0, timeout <= 300 else { throw ValidationError("--timeout must be between 0 and 300 seconds") }

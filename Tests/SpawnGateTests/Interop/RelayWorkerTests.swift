@@ -36,7 +36,7 @@ struct RelayWorkerTests {
         }
 
         func spawn() throws -> TestSupport.Output {
-            try laptop(["spawn", "coder", "claude", "Implement the plan", "--broker", "vps-broker", "--cwd", relay.project])
+            try laptop(["spawn", "coder", "claude", "Implement the plan", "--broker", "vps-broker", "--cwd", relay.project, "--timeout", "60"])
         }
 
         /// The probe's records: it runs with a scrubbed environment, so under `<cwd>/.probe/pid-N/`.
