@@ -37,7 +37,10 @@ install -d "$root/share/bash-completion/completions" "$root/share/zsh/site-funct
 
 if [ -n "${MANDIR_SRC:-}" ] && ls "$MANDIR_SRC"/*.1 >/dev/null 2>&1; then
   install -d "$root/share/man/man1"
-  install -m 0644 "$MANDIR_SRC"/*.1 "$root/share/man/man1/"
+  # "spawngate serve.1" (the server's command name has a space) becomes spawngate-serve.1, the program's name.
+  for page in "$MANDIR_SRC"/*.1; do
+    name=$(basename "$page"); install -m 0644 "$page" "$root/share/man/man1/${name// /-}"
+  done
 fi
 
 echo "installed spawngate $("$bin" --version) into $root"
