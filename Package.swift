@@ -1,4 +1,5 @@
-// swift-tools-version: 6.1
+// swift-tools-version: 6.2
+// 6.2, not less: Hummingbird 2.28, swift-service-lifecycle 2.13 and swift-prometheus 2.4 declare 6.2.
 import PackageDescription
 
 let package = Package(

@@ -26,7 +26,8 @@ struct Serve: AsyncParsableCommand {
             SIGTERM stops serving; agents keep running and are found again at the next start.
             Without --listen or --socket, listens on 127.0.0.1:7717. Port 0 picks a free port; the address is \
             printed on standard output ("listening on …").
-            """)
+            """,
+        version: SpawnGateVersion.current)
     @Option(name: .long, help: ArgumentHelp("The broker's home directory (default: $SPAWNGATE_HOME, else ~/.spawngate).", valueName: "dir"))
     var home: String?
     @Option(help: ArgumentHelp("Address to listen on, e.g. 100.101.102.103:7717 (a Tailscale address) or 127.0.0.1:0.", valueName: "host:port"))
