@@ -28,12 +28,13 @@ struct HandoffCommand: ParsableCommand {
 
     func validate() throws {
         guard target.broker != nil else { throw ValidationError("handoff needs --broker TARGET: the peer whose gateway takes the agent over") }
-        guard target.timeout <= 15 else { throw ValidationError("--timeout must be at most 15 seconds for a handoff") }
+        guard target.timeout <= 60 else { throw ValidationError("--timeout must be at most 60 seconds for a handoff") }
     }
 
     func run() throws {
         var handoff = Handoff(name: name, target: target.broker!, cwd: cwd, force: force, timeout: target.timeout)
-        handoff.runningWithin = max(2, target.timeout)
+        // How long the new agent may take to show as running there (a relay worker's start included).
+        handoff.runningWithin = max(2, min(target.timeout, 20))
         let moved: Handoff.Moved
         do { moved = try handoff.run(home: home.resolved) } catch {
             if json, let r = error.receipt { print(String(decoding: r.payload, as: UTF8.self)) }
