@@ -259,4 +259,4 @@ expect 0 "$BIN" key revoke mac-laptop --home "$VPS"
 expect 1 "$BIN" check --home "$VPS" "$WORK/request3.json"
 expect 1 "$BIN" spawn coder claude --broker vps-broker --cwd "$SRV/app" --home "$LAPTOP"
 
-printf '\n\033[1mdemo complete:\033[0m enrollment, a signed request decided and audited, and tampering, misaddressing, replay, a mismatched broker spawn and revocation refused, approved agents run in their sandboxes (standard, and strict where bubblewrap works), listed and released, and an agent started from the laptop on the VPS through two gateways with a verified receipt.\n'
+printf '\n\033[1mdemo complete:\033[0m enrollment, a signed request decided and audited, and tampering, misaddressing, replay, a mismatched broker spawn and revocation refused, approved agents run in their sandboxes (standard, and strict where bubblewrap works), listed and released, and an agent started from the laptop on the VPS through two gateways with a verified receipt, also as a real Agent Relay worker inside the sandbox when the broker is installed.\n'

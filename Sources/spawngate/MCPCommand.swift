@@ -20,16 +20,5 @@ struct MCPCommand: ParsableCommand {
     @Argument(parsing: .captureForPassthrough, help: ArgumentHelp("Options of the server: see 'spawngate mcp --help'.", valueName: "options"))
     var arguments: [String] = []
 
-    func run() throws {
-        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        let directory = n > 0 ? (String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) as NSString).deletingLastPathComponent : "."
-        let server = directory + "/spawngate-mcp"
-        var argv: [UnsafeMutablePointer<CChar>?] = ([server] + arguments).map { strdup($0) } + [nil]
-        execv(server, &argv)
-        let why = String(cString: strerror(errno))
-        for a in argv { free(a) }
-        printError("cannot run \(server) (\(why)): 'spawngate mcp' is that program; install it next to spawngate (swift build puts both in .build/debug)")
-        throw Exit.cannotDecide
-    }
+    func run() throws { try execSibling("spawngate-mcp", as: "mcp", arguments) }
 }

@@ -18,16 +18,20 @@ struct Serve: ParsableCommand {
     @Argument(parsing: .captureForPassthrough, help: ArgumentHelp("Options of the gateway: see 'spawngate serve --help'.", valueName: "options"))
     var arguments: [String] = []
 
-    func run() throws {
-        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        let directory = n > 0 ? (String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) as NSString).deletingLastPathComponent : "."
-        let server = directory + "/spawngate-serve"
-        var argv: [UnsafeMutablePointer<CChar>?] = ([server] + arguments).map { strdup($0) } + [nil]
-        execv(server, &argv)
-        let why = String(cString: strerror(errno))
-        for a in argv { free(a) }
-        printError("cannot run \(server) (\(why)): 'spawngate serve' is that program; install it next to spawngate (swift build puts both in .build/debug)")
-        throw Exit.cannotDecide
-    }
+    func run() throws { try execSibling("spawngate-serve", as: "serve", arguments) }
+}
+
+/// Replaces this process with `program`, installed next to this binary, with `arguments` (`serve` and `mcp`
+/// keep the network stack and the MCP SDK out of the `spawngate` every hook call starts).
+func execSibling(_ program: String, as command: String, _ arguments: [String]) throws -> Never {
+    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+    let directory = n > 0 ? (String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) as NSString).deletingLastPathComponent : "."
+    let path = directory + "/" + program
+    var argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
+    execv(path, &argv)
+    let why = String(cString: strerror(errno))
+    for a in argv { free(a) }
+    printError("cannot run \(path) (\(why)): 'spawngate \(command)' is that program; install it next to spawngate (swift build puts both in .build/debug)")
+    throw Exit.cannotDecide
 }
