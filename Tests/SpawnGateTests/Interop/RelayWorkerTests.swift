@@ -20,9 +20,14 @@ struct RelayWorkerTests {
 
         init(_ version: RealRelay.Version, rule: [String], cli: [String] = [], agent: String) throws {
             relay = try RealRelay(version)
-            g = try Gateway(rule: ["spawner: agent-relay"] + rule, cli: cli, now: SystemClock().now())
+            // Outside /tmp, which strict replaces with a private one: the CLI and the probe it becomes must be
+            // visible inside the sandbox wherever the repository itself lives.
+            g = try Gateway(rule: ["spawner: agent-relay"] + rule, cli: cli, now: SystemClock().now(), base: "/var/tmp")
+            let probe = g.dir + "/bin/relay-probe.sh"
+            try FileManager.default.copyItem(atPath: RealRelay.probe, toPath: probe)
+            chmod(probe, 0o755)
             // The CLI is a script that runs `agent` first, then becomes the probe (which records what it was given).
-            try g.script(agent + "\nexec \(RealRelay.probe) \"$@\"")
+            try g.script(agent + "\nexec \(probe) \"$@\"")
             let policy = try String(contentsOfFile: g.vps.policyFile, encoding: .utf8)
             try policy.replacingOccurrences(of: "\(g.app)/**", with: "\(relay.project)/**")
                 .write(toFile: g.vps.policyFile, atomically: true, encoding: .utf8)
@@ -47,7 +52,7 @@ struct RelayWorkerTests {
             }
         }
 
-        func stop() { serve.kill(); relay.stop() }
+        func stop() { serve.kill(); relay.stop(); try? FileManager.default.removeItem(atPath: g.dir) }
     }
 
     /// Every process's command line on this machine, for credentials that must appear on none.
