@@ -96,7 +96,6 @@ final class StderrCopier: @unchecked Sendable {
     private let fd: Int32
     private let lock = NSLock()
     private var last: [UInt8] = []
-    private var thread: Thread?
     private let done = DispatchSemaphore(value: 0)
 
     init(from fd: Int32) { self.fd = fd }
@@ -119,7 +118,6 @@ final class StderrCopier: @unchecked Sendable {
             close(fd)
             done.signal()
         }
-        thread = t
         t.start()
     }
 

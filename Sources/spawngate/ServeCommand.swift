@@ -24,9 +24,7 @@ struct Serve: ParsableCommand {
 /// Replaces this process with `program`, installed next to this binary, with `arguments` (`serve` and `mcp`
 /// keep the network stack and the MCP SDK out of the `spawngate` every hook call starts).
 func execSibling(_ program: String, as command: String, _ arguments: [String]) throws -> Never {
-    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-    let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-    let directory = n > 0 ? (String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) as NSString).deletingLastPathComponent : "."
+    let directory = Files.readLink("/proc/self/exe").map { ($0 as NSString).deletingLastPathComponent } ?? "."
     let path = directory + "/" + program
     var argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
     execv(path, &argv)

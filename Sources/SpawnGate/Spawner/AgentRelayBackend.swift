@@ -30,12 +30,6 @@ public struct AgentRelayConnection: Sendable, Equatable {
         throw GatewayFailure("no Agent Relay broker found for \(cwd): neither .agent-relay/connection.json (v6) nor .agentworkforce/relay/connection.json (v14) exists there or above; start the broker ('agent-relay up', or 'agent-relay-broker init') in the project directory, or set AGENT_RELAY_STATE_DIR")
     }
 
-    /// The file at a known path (``find(cwd:environment:)`` chooses it).
-    public static func file(cwd: String, environment: [String: String]) -> String {
-        if let dir = environment["AGENT_RELAY_STATE_DIR"], !dir.isEmpty { return dir + "/connection.json" }
-        return cwd + "/.agent-relay/connection.json"
-    }
-
     public static func load(_ path: String, layout: String = "v6") throws(GatewayFailure) -> AgentRelayConnection {
         let bytes: [UInt8]
         do { bytes = try Files.read(path, limit: 64 * 1024) } catch {

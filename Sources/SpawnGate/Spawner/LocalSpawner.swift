@@ -217,9 +217,7 @@ public struct LocalSpawner: Sendable {
             throw GatewayFailure("cannot open the approved working directory \(path): \(why); refusing to start")
         }
         #if os(Linux)
-        var buf = [CChar](repeating: 0, count: 4097)
-        let n = readlink("/proc/self/fd/\(fd)", &buf, 4096)
-        let named = n > 0 ? String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : ""
+        let named = Files.readLink("/proc/self/fd/\(fd)") ?? ""
         guard named == path else {
             close(fd)
             throw GatewayFailure("the approved working directory \(path) is now \(named.isEmpty ? "unnamed" : named) (it was moved after the decision); refusing to start")

@@ -61,13 +61,7 @@ public enum SandboxSupport {
     /// Whether process `pid` runs in this process's pid namespace. Unknown (pid 0, gone, unreadable): false.
     public static func sharesPidNamespace(with pid: Int32) -> Bool {
         #if os(Linux)
-        guard pid > 0 else { return false }
-        func link(_ path: String) -> String? {
-            var buf = [CChar](repeating: 0, count: 256)
-            let n = readlink(path, &buf, 255)
-            return n > 0 ? String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : nil
-        }
-        guard let ours = link("/proc/self/ns/pid"), let theirs = link("/proc/\(pid)/ns/pid") else { return false }
+        guard pid > 0, let ours = Files.readLink("/proc/self/ns/pid"), let theirs = Files.readLink("/proc/\(pid)/ns/pid") else { return false }
         return ours == theirs
         #else
         return pid > 0

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import SpawnGate
 
@@ -20,9 +21,21 @@ struct HTTPClientTests {
         #expect(throws: GatewayFailure.self) { try HTTPClient.parse(Array("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nshort\r\n".utf8)) }
     }
 
-    /// `AGENT_RELAY_STATE_DIR` wins over the cwd's `.agent-relay/`, as in Agent Relay's own client.
-    @Test func theBrokerIsFoundWhereAgentRelayLooks() {
-        #expect(AgentRelayConnection.file(cwd: "/srv/app", environment: [:]) == "/srv/app/.agent-relay/connection.json")
-        #expect(AgentRelayConnection.file(cwd: "/srv/app", environment: ["AGENT_RELAY_STATE_DIR": "/run/relay"]) == "/run/relay/connection.json")
+    /// `AGENT_RELAY_STATE_DIR` wins; else the nearest project directory at or above the cwd with either
+    /// version's connection file (v6 `.agent-relay/`, v14 `.agentworkforce/relay/`).
+    @Test func theBrokerIsFoundWhereAgentRelayLooks() throws {
+        let dir = TestSupport.tempDir("relay-lookup")
+        let fm = FileManager.default
+        func write(_ path: String, port: Int) throws {
+            try fm.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try #"{"url":"http://127.0.0.1:\#(port)","api_key":"k"}"#.write(toFile: path, atomically: true, encoding: .utf8)
+        }
+        try write(dir + "/.agentworkforce/relay/connection.json", port: 1)
+        try write(dir + "/app/.agent-relay/connection.json", port: 2)
+        try write(dir + "/state/connection.json", port: 3)
+        try fm.createDirectory(atPath: dir + "/app/sub", withIntermediateDirectories: true)
+        #expect(try AgentRelayConnection.find(cwd: dir + "/app/sub", environment: [:]).url.port == 2)
+        #expect(try AgentRelayConnection.find(cwd: dir + "/other", environment: [:]).layout == "v14")
+        #expect(try AgentRelayConnection.find(cwd: dir + "/app", environment: ["AGENT_RELAY_STATE_DIR": dir + "/state"]).url.port == 3)
     }
 }

@@ -1,0 +1,58 @@
+import Foundation
+import Testing
+@testable import SpawnGate
+
+/// The relay launcher's single-use tickets: good once, for a minute, only in a broker's worker, and redeemed only
+/// while the key, the policy and the binary still allow the request.
+@Suite("Launch tickets")
+struct LaunchTicketTests {
+    static func issued(_ g: Gateway) throws -> (DecisionPipeline, AuthorizedSpawn, String) {
+        let p = try g.pipeline()
+        let spawn = try #require(p.decide(g.envelope()).authorized)
+        let (secret, hash) = LaunchTicket.mint()
+        try p.state.issueTicket(hash: hash, for: spawn, now: g.clock.now())
+        return (p, spawn, secret)
+    }
+
+    @Test func aTicketIsGoodOnceWithinItsLifetime() throws {
+        let g = try Gateway(rule: ["spawner: agent-relay", "sandbox: standard"])
+        let (p, spawn, secret) = try Self.issued(g)
+        let now = g.clock.now()
+        #expect(try p.state.redeemTicket(secret, now: now + LaunchTicket.lifetime + 1) == nil, "expired")
+        #expect(try p.state.redeemTicket("not-the-ticket", now: now) == nil)
+        #expect(try p.state.redeemTicket(secret, now: now + 1)?.requestID == spawn.request.requestID)
+        #expect(try p.state.redeemTicket(secret, now: now + 2) == nil, "used")
+    }
+
+    /// What changed between the decision and the launch counts: a policy reload that no longer allows the
+    /// request, and a revoked key.
+    @Test func redeemingChecksAgainWhatCouldHaveChanged() throws {
+        let g = try Gateway(rule: ["spawner: agent-relay", "sandbox: standard"])
+        let (p, _, secret) = try Self.issued(g)
+        let ticket = try #require(try p.state.redeemTicket(secret, now: g.clock.now()))
+        if case .failure(let e) = p.redeem(ticket) { Issue.record("a fresh ticket redeems: \(e.message)") }
+
+        let policyText = try String(contentsOfFile: g.vps.policyFile, encoding: .utf8)
+        try policyText.replacingOccurrences(of: "cwd: [\(g.app)/**]", with: "cwd: [\(g.dir)/elsewhere/**]")
+            .write(toFile: g.vps.policyFile, atomically: true, encoding: .utf8)
+        guard case .failure(let changed) = try g.pipeline().redeem(ticket) else { Issue.record("the new policy must win"); return }
+        #expect(changed.message.contains("no longer allowed"), "\(changed.message)")
+
+        try g.writePolicy(rule: ["spawner: agent-relay", "sandbox: standard"])
+        try g.vps.keyStore.revoke(name: "mac-laptop")
+        guard case .failure(let revoked) = try g.pipeline().redeem(ticket) else { Issue.record("a revoked key must win"); return }
+        #expect(revoked.message.contains("revoked"), "\(revoked.message)")
+    }
+
+    /// The ticket travels on the broker's command line: a process that is not the broker's worker (here, the test
+    /// runner's child) cannot use it, and the failure is reported to the waiting gateway with the slot freed.
+    @Test func onlyABrokersWorkerMayLaunch() throws {
+        let g = try Gateway(rule: ["spawner: agent-relay", "sandbox: standard", "max_concurrent: 1"], now: SystemClock().now())
+        let (p, spawn, secret) = try Self.issued(g)
+        let out = try TestSupport.spawngate(["launch", "--home", g.vps.root, "--ticket", secret])
+        #expect(out.status == 2)
+        #expect(out.stderr.contains("must be started by an Agent Relay broker's worker"), "\(out.stderr)")
+        #expect(try p.state.launchReport(spawn.request.requestID).failure?.contains("broker") == true)
+        #expect(try p.decide(g.envelope(), mode: .dryRun).reason == .allowed, "the slot is free again")
+    }
+}
