@@ -99,7 +99,7 @@ public final class Gateway: @unchecked Sendable {
     public func spawn(body: [UInt8], source: String) async -> WireAnswer {
         let started = ContinuousClock.now
         let p = pipeline
-        let outcome = await committer.commit(opened(body, by: p) { p.prepare($0) }, through: p)
+        let outcome = await committer.commit(opened(body, by: p) { p.prepare($0, source: .of(connection: source)) }, through: p)
         // Starting forks, waits for the exec and records the agent (an fsync): off the cooperative pool.
         let answer = await offPool { [self] in start(outcome, source: source, pipeline: p) }
         metrics.observe(duration: ContinuousClock.now - started)
@@ -112,7 +112,7 @@ public final class Gateway: @unchecked Sendable {
             return .error(400, "GET /v1/agents needs a signed control request, base64url, in the Spawngate-Request header ('spawngate agents --broker' sends one)")
         }
         let p = pipeline
-        let outcome = await committer.commit(p.prepareControl(envelope, expecting: .agents), through: p)
+        let outcome = await committer.commit(p.prepareControl(envelope, expecting: .agents, source: .of(connection: source)), through: p)
         guard let control = outcome.control else { return controlDenial(outcome.decision, source: source, pipeline: p) }
         limiter.refund(source)
         let agents = await offPool { [agentService] in (try? agentService.listed(broker: control.broker)) ?? [] }
@@ -129,7 +129,7 @@ public final class Gateway: @unchecked Sendable {
             return .error(400, "GET /v1/logs needs a signed control request, base64url, in the Spawngate-Request header ('spawngate logs --broker' sends one)")
         }
         let p = pipeline
-        let outcome = await committer.commit(p.prepareControl(envelope, expecting: .logs), through: p)
+        let outcome = await committer.commit(p.prepareControl(envelope, expecting: .logs, source: .of(connection: source)), through: p)
         guard let control = outcome.control, let name = control.request.name else {
             return controlDenial(outcome.decision, source: source, pipeline: p)
         }
@@ -181,7 +181,7 @@ public final class Gateway: @unchecked Sendable {
     /// `POST /v1/release`: stops the requester's own agents of that name (TERM, then KILL after the grace).
     public func release(body: [UInt8], source: String, grace: Double = Supervisor.grace) async -> WireAnswer {
         let p = pipeline
-        let outcome = await committer.commit(opened(body, by: p) { p.prepareControl($0, expecting: .release) }, through: p)
+        let outcome = await committer.commit(opened(body, by: p) { p.prepareControl($0, expecting: .release, source: .of(connection: source)) }, through: p)
         guard let control = outcome.control else { return controlDenial(outcome.decision, source: source, pipeline: p) }
         limiter.refund(source)
         // Stopping waits up to the grace period: off the cooperative pool.
@@ -309,7 +309,7 @@ public final class Gateway: @unchecked Sendable {
     private func receipt(_ decision: Decision, started: Receipt.Started?, extra: [(String, JSONWriter.Value)] = [],
                          sealTo fingerprint: Fingerprint?, pipeline p: DecisionPipeline) -> WireAnswer {
         var sealKey: PublicKey?
-        if let fingerprint, case .enrolled(_, let key)? = try? p.verifier.keys.lookup(fingerprint) { sealKey = key }
+        if let fingerprint, case .enrolled(_, let key, _)? = try? p.verifier.keys.lookup(fingerprint) { sealKey = key }
         var sent = decision
         if sealKey == nil || Self.internalReasons.contains(decision.reason) {
             let reference = decision.requestID ?? "ref-" + Sodium.randomBytes(8).hex

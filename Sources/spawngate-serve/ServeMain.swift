@@ -69,6 +69,12 @@ struct Serve: AsyncParsableCommand {
             Console.error("cannot serve: \(error.message)")
             throw ExitCode(2)
         }
+        if let address, let keys = try? gateway.home.keyStore.entries() {
+            let listen = address.host.contains(":") ? "[\(address.host)]:\(address.port)" : "\(address.host):\(address.port)"
+            for f in SpawnGate.Doctor.sourceBinding(gateway.pipeline.policy, keys: keys, listen: listen) where f.severity == .warn {
+                Console.error("warning: \(f.subject) \(f.message)")
+            }
+        }
         // A daemon must hear TERM, INT and HUP whatever mask it inherited (a test runner's, a supervisor's).
         var signals = sigset_t()
         sigemptyset(&signals)

@@ -17,7 +17,12 @@ struct Agents: ParsableCommand {
 
     func run() throws {
         if let broker = target.broker {
-            let (_, list) = try remoteAction { try target.remote(home.resolved, target: broker).agents() }
+            let (answer, list) = try remoteAction { try target.remote(home.resolved, target: broker).agents() }
+            // A refusal is not an empty listing: say it, and exit as every refused command does.
+            guard answer.receipt.allowed else {
+                printLine("refused by \(broker): \(answer.receipt.reason.rawValue): \(answer.receipt.detail)")
+                throw Exit.of(answer.receipt.reason)
+            }
             if json { print(String(decoding: JSONWriter.encode(.array(list)), as: UTF8.self)); return }
             guard !list.isEmpty else { print("no agents of this broker on \(broker)"); return }
             func field(_ v: JSONValue, _ k: String) -> String {

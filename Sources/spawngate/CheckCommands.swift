@@ -37,11 +37,21 @@ struct Check: ParsableCommand {
     @Argument(help: ArgumentHelp("The envelope file, or - for standard input.", valueName: "file")) var file: String?
     @Flag(help: "Decide against the current state without consuming the nonce, a rate token or a lease, and without writing the audit log.")
     var dryRun = false
+    @Option(help: ArgumentHelp("With --dry-run: decide as if the request came from this place (an IP address, 'local' or 'workspace'), to try sources: bindings. Default: local.", valueName: "place"))
+    var source: String?
+
+    func validate() throws {
+        if let source {
+            guard dryRun else { throw ValidationError("--source needs --dry-run: a recorded decision's source is where it really came from (here: local).") }
+            guard RequestSource(recorded: source) != nil else { throw ValidationError("--source must be an IP address, 'local' or 'workspace'; got '\(source)'.") }
+        }
+    }
 
     func run() throws {
         let pipeline = try openPipeline(home)
         let input = try exiting { try Files.readInput(file, limit: Envelope.maxSize) }
-        try finish(pipeline.decide(input, mode: dryRun ? .dryRun : .commit))
+        let from = source.flatMap { RequestSource(recorded: $0) } ?? .local
+        try finish(pipeline.decide(input, mode: dryRun ? .dryRun : .commit, source: from))
     }
 }
 

@@ -11,10 +11,12 @@ struct Doctor: ParsableCommand {
             machine lacks). Each problem line says what to do.
             """)
     @OptionGroup var home: HomeOption
+    @Option(help: ArgumentHelp("The address 'serve --listen' uses: beyond loopback, warn about allow rules whose brokers may send from any address (no sources: and no 'key bind').", valueName: "host:port"))
+    var listen: String?
 
     func run() throws {
         let findings = SpawnGate.Doctor.examine(home.resolved, from: FileManager.default.currentDirectoryPath,
-                                                environment: ProcessInfo.processInfo.environment)
+                                                environment: ProcessInfo.processInfo.environment, listen: listen)
         for f in findings { print(f.line) }
         let failed = findings.filter { $0.severity == .fail }.count
         let warned = findings.filter { $0.severity == .warn }.count

@@ -5,7 +5,7 @@ import SpawnGate
 struct Key: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show this broker's key; enroll, list and revoke other brokers' keys.",
-        subcommands: [Show.self, Enroll.self, List.self, Revoke.self, Request.self, Pending.self, Accept.self, Reject.self])
+        subcommands: [Show.self, Enroll.self, List.self, Bind.self, Revoke.self, Request.self, Pending.self, Accept.self, Reject.self])
 
     struct Request: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -70,14 +70,17 @@ struct Key: ParsableCommand {
         @OptionGroup var home: HomeOption
         @Argument(help: ArgumentHelp("The requesting broker's name.", valueName: "name")) var name: String
         @Option(help: ArgumentHelp("The fingerprint you were given out of band: SHA256:…", valueName: "fingerprint")) var fingerprint: String
+        @Option(help: sourcesHelp) var sources: String?
 
         func validate() throws {
             guard Fingerprint(fingerprint) != nil else { throw ValidationError("'--fingerprint' must look like SHA256: followed by 43 base64 characters.") }
+            _ = try parsedSources(sources)
         }
 
         func run() throws {
             try operatorAction {
-                let entry = try PendingKeys(home: home.resolved).accept(name: name, fingerprint: Fingerprint(fingerprint)!, now: SystemClock().now())
+                let entry = try PendingKeys(home: home.resolved).accept(name: name, fingerprint: Fingerprint(fingerprint)!, now: SystemClock().now(),
+                                                                        sources: try parsedSources(sources))
                 print("enrolled \(entry.name) (\(entry.key.fingerprint)), requested from \(entry.source)")
             }
         }
@@ -132,8 +135,10 @@ struct Key: ParsableCommand {
         @Option(help: ArgumentHelp("A file holding the key line (e.g. the broker's identity.pub).", valueName: "file")) var file: String?
         @Option(help: ArgumentHelp("The fingerprint you were given out of band: SHA256:…", valueName: "fingerprint")) var fingerprint: String
         @Flag(name: .customLong("re-enroll"), help: "Trust again a key or name that was revoked.") var reEnroll = false
+        @Option(help: sourcesHelp) var sources: String?
 
         func validate() throws {
+            _ = try parsedSources(sources)
             guard (key == nil) != (file == nil) else { throw ValidationError("Give the key with exactly one of --key or --file.") }
             guard Fingerprint(fingerprint) != nil else {
                 throw ValidationError("'--fingerprint' must look like SHA256: followed by 43 base64 characters (as 'spawngate key show' or 'ssh-keygen -lf' print it).")
@@ -150,8 +155,9 @@ struct Key: ParsableCommand {
                 }
                 let parsed: PublicKey
                 do { parsed = try PublicKey.parseLine(text).key } catch let e as OperatorError { throw OperatorError("\(file ?? "--key"): \(e.message)") }
-                try home.resolved.keyStore.enroll(name: name, key: parsed, expected: Fingerprint(fingerprint)!, reEnroll: reEnroll)
-                print("enrolled \(name) \(parsed.fingerprint)")
+                let places = try parsedSources(sources)
+                try home.resolved.keyStore.enroll(name: name, key: parsed, expected: Fingerprint(fingerprint)!, reEnroll: reEnroll, sources: places)
+                print("enrolled \(name) \(parsed.fingerprint)" + (places.map { ", accepted only from \($0.map(\.source).joined(separator: ", "))" } ?? ""))
             }
         }
     }
@@ -167,16 +173,47 @@ struct Key: ParsableCommand {
                 let fmt = ISO8601DateFormatter()
                 for e in entries {
                     let date = fmt.string(from: Date(timeIntervalSince1970: TimeInterval(e.date)))
+                    let places: [String]? = e.sources?.map(\.source)
                     if json {
-                        print(String(decoding: JSONWriter.object([
+                        var sources = JSONWriter.Value.null
+                        if let places { sources = .strings(places) }
+                        let fields: [(String, JSONWriter.Value)] = [
                             ("name", .string(e.name)), ("fingerprint", .string(e.key.fingerprint.description)),
-                            ("status", .string(e.status.rawValue)), ("date", .string(date))]), as: UTF8.self))
+                            ("status", .string(e.status.rawValue)), ("date", .string(date)), ("sources", sources)]
+                        print(String(decoding: JSONWriter.object(fields), as: UTF8.self))
                     } else {
                         // The name is a file name in keys/, which anyone who could write there chose.
-                        print("\(TerminalText.escaped(e.name))\t\(e.key.fingerprint)\t\(e.status.rawValue)\t\(date)")
+                        print("\(TerminalText.escaped(e.name))\t\(e.key.fingerprint)\t\(e.status.rawValue)\t\(date)\t\(places?.joined(separator: ",") ?? "any source")")
                     }
                 }
                 if entries.isEmpty && !json { printError("no brokers enrolled yet; use 'spawngate key enroll'") }
+            }
+        }
+    }
+
+    struct Bind: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Accept an enrolled broker's requests only from the places given (its tailnet address, say).",
+            discussion: """
+                Writes from="…" before the key in keys/NAME.pub, as OpenSSH's authorized_keys does. A request signed \
+                by the key from anywhere else is refused with source_not_allowed, whatever the rules say; a rule's \
+                own sources: narrows it further. --clear accepts the key from anywhere again.
+                """)
+        @OptionGroup var home: HomeOption
+        @Argument(help: ArgumentHelp("The enrolled broker.", valueName: "name")) var name: String
+        @Option(help: sourcesHelp) var sources: String?
+        @Flag(help: "Remove the binding: accept the key from any place again.") var clear = false
+
+        func validate() throws {
+            guard (sources == nil) != !clear else { throw ValidationError("Give exactly one of --sources or --clear.") }
+            _ = try parsedSources(sources)
+        }
+
+        func run() throws {
+            try operatorAction {
+                let places = try parsedSources(sources)
+                try home.resolved.keyStore.bind(name: name, sources: places)
+                print(places.map { "\(name) is accepted only from \($0.map(\.source).joined(separator: ", "))" } ?? "\(name) is accepted from any place")
             }
         }
     }
@@ -194,5 +231,18 @@ struct Key: ParsableCommand {
                 print("revoked \(name)")
             }
         }
+    }
+}
+
+let sourcesHelp = ArgumentHelp(
+    "Accept this broker's requests only from these places: addresses or networks (100.64.0.7, 100.64.0.0/10, fd7a:115c:a1e0::/48), 'local' or 'workspace', separated by commas.",
+    valueName: "list")
+
+/// `--sources` as patterns; a bad entry is a usage error that names it.
+func parsedSources(_ text: String?) throws -> [SourcePattern]? {
+    guard let text else { return nil }
+    switch SourcePattern.parseList(text) {
+    case .success(let p): return p
+    case .failure(let why): throw ValidationError("--sources: \(why.description).")
     }
 }

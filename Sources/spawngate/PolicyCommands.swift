@@ -71,8 +71,13 @@ struct PolicyCommand: ParsableCommand {
         @Option(help: ArgumentHelp("The model requested.", valueName: "model")) var model: String?
         @Option(help: ArgumentHelp("The task text.", valueName: "text")) var task: String?
         @Flag(help: "Resolve paths as text, as embedded tests do.") var lexical = false
+        @Option(help: ArgumentHelp("Explain as if the request came from this place (an IP address, 'local' or 'workspace'). Default: local.", valueName: "place"))
+        var source: String?
 
         func validate() throws {
+            if let source, RequestSource(recorded: source) == nil {
+                throw ValidationError("--source must be an IP address, 'local' or 'workspace'; got '\(source)'.")
+            }
             if envelope == nil {
                 guard from != nil, cli != nil else { throw ValidationError("Give an envelope, or describe a request with at least --from and --cli.") }
             } else if from != nil || cli != nil || cwd != nil || !args.isEmpty || model != nil || task != nil {
@@ -82,7 +87,8 @@ struct PolicyCommand: ParsableCommand {
 
         func run() throws {
             let home = home.resolved
-            guard let envelope else { return try explainFlags(home) }
+            let place = source.flatMap { RequestSource(recorded: $0) } ?? .local
+            guard let envelope else { return try explainFlags(home, source: place) }
             // A traced dry run of the one decision pipeline: what `check --dry-run` decides, stage by stage.
             let pipeline: DecisionPipeline
             do { pipeline = try DecisionPipeline.open(home: home, policyFile: policy, resolver: lexical ? .lexical : .filesystem) } catch {
@@ -90,7 +96,7 @@ struct PolicyCommand: ParsableCommand {
                 throw Exit.of(.internalError)
             }
             let bytes = try exiting { try Files.readInput(envelope, limit: Envelope.maxSize) }
-            let outcome = pipeline.decide(bytes, mode: .dryRun, trace: true)
+            let outcome = pipeline.decide(bytes, mode: .dryRun, trace: true, source: place)
             for s in outcome.trace?.steps ?? [] { printLine(s.description) }
             let d = outcome.decision
             if let spawn = d.spawn {
@@ -103,9 +109,9 @@ struct PolicyCommand: ParsableCommand {
 
         /// A request described by flags has no signature, window or nonce: the stages that need none are
         /// explained, and the rest is said to be unchecked.
-        private func explainFlags(_ home: Home) throws {
+        private func explainFlags(_ home: Home, source: RequestSource) throws {
             let loaded = try PolicyCommand.load(policy ?? home.policyFile, orExit: Exit.cannotDecide)
-            let request = PolicyRequest(broker: from!, cli: cli!, cwd: cwd, args: args, model: model, task: task)
+            let request = PolicyRequest(broker: from!, cli: cli!, cwd: cwd, args: args, model: model, task: task, source: source)
             let engine = PolicyEngine(policy: loaded, resolver: lexical ? .lexical : .filesystem)
             let (result, trace) = DecisionPipeline.explain(request, engine: engine, machine: !lexical)
             for s in trace.steps { printLine(s.description) }

@@ -11,11 +11,13 @@ public struct AuthorizedSpawn: Sendable {
     /// The envelope exactly as verified, and when: what a launch ticket carries to ``DecisionPipeline/redeem(_:)``.
     public let envelope: [UInt8]
     public let decidedAt: Int64
+    /// Where the request came from (a launch ticket keeps it for the re-check at redemption).
+    public let source: RequestSource
 
     fileprivate init(request: VerifiedRequest, match: PolicyMatch, decision: Decision, leaseID: String?,
-                     envelope: [UInt8], decidedAt: Int64) {
+                     envelope: [UInt8], decidedAt: Int64, source: RequestSource) {
         self.request = request; self.match = match; self.decision = decision; self.leaseID = leaseID
-        self.envelope = envelope; self.decidedAt = decidedAt
+        self.envelope = envelope; self.decidedAt = decidedAt; self.source = source
     }
 }
 
@@ -55,7 +57,7 @@ public struct DecisionPipeline: Sendable {
     /// that did not pass through them.
     public struct Pending: Sendable {
         fileprivate enum Grant: Sendable {
-            case spawn(VerifiedRequest, PolicyMatch, leaseID: String?, envelope: [UInt8], at: Int64)
+            case spawn(VerifiedRequest, PolicyMatch, leaseID: String?, envelope: [UInt8], at: Int64, source: RequestSource)
             case control(VerifiedControl)
         }
         fileprivate let decision: Decision
@@ -110,8 +112,11 @@ public struct DecisionPipeline: Sendable {
     /// use, which must equal the signed ones.
     /// With `trace`, the outcome carries every stage it ran: `policy explain` is a traced dry run, so it
     /// cannot disagree with `check --dry-run`.
-    public func decide(_ envelope: [UInt8], mode: Mode = .commit, brokerSpawn: [String: JSONValue]? = nil, trace: Bool = false) -> Outcome {
-        commit([prepare(envelope, mode: mode, brokerSpawn: brokerSpawn, trace: trace)])[0]
+    /// `source`: where the request came from (`serve` passes the connection's address; the hook, `check` and
+    /// `exec` are local unless `check --source` says otherwise).
+    public func decide(_ envelope: [UInt8], mode: Mode = .commit, brokerSpawn: [String: JSONValue]? = nil, trace: Bool = false,
+                       source: RequestSource = .local) -> Outcome {
+        commit([prepare(envelope, mode: mode, brokerSpawn: brokerSpawn, trace: trace, source: source)])[0]
     }
 
     /// The stages after authentication that read no state: policy, then (with `machine`) the binary and the
@@ -156,7 +161,8 @@ public struct DecisionPipeline: Sendable {
     /// Everything before the state store: signature, audience and window, the broker's fields, policy, binary and
     /// sandbox checks. Pure but for the key store, path canonicalization and a stat of the binary, so a server runs
     /// it on many threads at once and commits the results together.
-    public func prepare(_ envelope: [UInt8], mode: Mode = .commit, brokerSpawn: [String: JSONValue]? = nil, trace tracing: Bool = false) -> Pending {
+    public func prepare(_ envelope: [UInt8], mode: Mode = .commit, brokerSpawn: [String: JSONValue]? = nil, trace tracing: Bool = false,
+                        source: RequestSource = .local) -> Pending {
         var trace = TraceRecorder(tracing)
         func traced(_ p: Pending) -> Pending { var p = p; p.trace = trace.steps; return p }
         let verification: Verification
@@ -194,7 +200,7 @@ public struct DecisionPipeline: Sendable {
         }
 
         let match: PolicyMatch
-        switch Self.authorize(PolicyRequest(request), engine: engine, missingLayers: missingLayers, trace: &trace) {
+        switch Self.authorize(PolicyRequest(request, source: source), engine: engine, missingLayers: missingLayers, trace: &trace) {
         case .failure(let d): return deny(d)
         case .success(let m): match = m
         }
@@ -219,7 +225,7 @@ public struct DecisionPipeline: Sendable {
                              policy: policy.hash,
                              spawn: .init(argv: match.argv, cwd: match.cwd, env: match.env, sandbox: rule.sandbox.rawValue))
         return traced(Pending(decision: allow, nonce: nonce, cwd: match.cwd, argv: match.argv, effects: effects, mode: mode,
-                              grant: .spawn(request, match, leaseID: leaseID, envelope: envelope, at: now)))
+                              grant: .spawn(request, match, leaseID: leaseID, envelope: envelope, at: now, source: source)))
     }
 
     /// Turns a redeemed launch ticket back into the authorization it was issued for, for the launcher a relay
@@ -235,9 +241,13 @@ public struct DecisionPipeline: Sendable {
         guard case .verified(let request) = verification, request.requestID == ticket.requestID else {
             return .failure(GatewayFailure("the ticket's request no longer verifies (\(Decision(verification, policy: policy.hash).detail))"))
         }
+        // The source the decision saw, so sources: on rules and keys are checked alike at redemption.
+        guard let recorded = ticket.source, let source = RequestSource(recorded: recorded) else {
+            return .failure(GatewayFailure("the ticket does not say where its request came from (issued before this version?); it was not started, send the request again"))
+        }
         var noTrace = TraceRecorder(false)
         let match: PolicyMatch
-        switch Self.authorize(PolicyRequest(request), engine: engine, missingLayers: missingLayers, trace: &noTrace) {
+        switch Self.authorize(PolicyRequest(request, source: source), engine: engine, missingLayers: missingLayers, trace: &noTrace) {
         case .failure(let d):
             return .failure(GatewayFailure("this request is no longer allowed (\(d.reason.rawValue): \(d.detail)); it was not started"))
         case .success(let m) where m.rule.name != ticket.rule:
@@ -249,7 +259,7 @@ public struct DecisionPipeline: Sendable {
                              policy: policy.hash,
                              spawn: .init(argv: match.argv, cwd: match.cwd, env: match.env, sandbox: match.rule.sandbox.rawValue))
         return .success(AuthorizedSpawn(request: request, match: match, decision: allow, leaseID: ticket.leaseID,
-                                         envelope: ticket.envelope, decidedAt: ticket.decidedAt))
+                                         envelope: ticket.envelope, decidedAt: ticket.decidedAt, source: source))
     }
 
     /// What a control request (`agents`, `release`) came to: a decision, and the verified request when allowed.
@@ -262,15 +272,16 @@ public struct DecisionPipeline: Sendable {
     /// is sealed to the requester, so a replay shows the replayer nothing). A release acts: its nonce is consumed and
     /// its line appended to the audit log, in one transaction, before any agent is stopped. Either one reaches only
     /// the requesting broker's own agents; the caller filters by ``VerifiedControl/broker``.
-    public func decideControl(_ envelope: [UInt8], mode: Mode = .commit) -> ControlOutcome {
-        let outcome = commit([prepareControl(envelope, mode: mode)])[0]
+    public func decideControl(_ envelope: [UInt8], mode: Mode = .commit, source: RequestSource = .local) -> ControlOutcome {
+        let outcome = commit([prepareControl(envelope, mode: mode, source: source)])[0]
         return ControlOutcome(decision: outcome.decision, control: outcome.control)
     }
 
     /// ``decideControl(_:mode:)`` before the state store.
     /// `expecting`: the operation the endpoint serves. A signed request for another one is refused as malformed
     /// before anything is recorded or done (a `logs` request posted to the release endpoint stops nothing).
-    public func prepareControl(_ envelope: [UInt8], expecting: ControlRequest.Operation? = nil, mode: Mode = .commit) -> Pending {
+    public func prepareControl(_ envelope: [UInt8], expecting: ControlRequest.Operation? = nil, mode: Mode = .commit,
+                               source: RequestSource = .local) -> Pending {
         let verification: ControlVerification
         do { verification = try verifier.verifyControl(envelope) } catch { return cannotDecide(.internalError, error.message, mode: mode) }
         switch verification {
@@ -279,6 +290,11 @@ public struct DecisionPipeline: Sendable {
             return Pending(decision: Decision(reason: d.reason, detail: d.detail, requestID: rid, broker: broker,
                                               fingerprint: fp?.description, rule: nil, policy: policy.hash), mode: mode)
         case .verified(let c):
+            if let bound = c.keySources, !bound.admits(source) {
+                return Pending(decision: Decision(reason: .sourceNotAllowed, detail: "\(c.broker)'s key is accepted only from \(bound.listed), and this request came from \(source)",
+                                                  requestID: c.requestID, broker: c.broker, fingerprint: c.fingerprint.description,
+                                                  rule: nil, policy: policy.hash), mode: mode)
+            }
             if let expecting, c.request.op != expecting {
                 return Pending(decision: Decision(reason: .malformed, detail: "this endpoint takes '\(expecting.rawValue)' requests; the signed request is for '\(c.request.op.rawValue)'",
                                                   requestID: c.requestID, broker: c.broker, fingerprint: c.fingerprint.description,
@@ -391,9 +407,9 @@ public struct DecisionPipeline: Sendable {
     private func outcome(_ p: Pending, _ final: Decision) -> Outcome {
         guard final.allowed else { return Outcome(decision: final, authorized: nil, control: nil) }
         switch p.grant {
-        case .spawn(let request, let match, let leaseID, let envelope, let at)? where p.mode == .commit && !p.settled:
+        case .spawn(let request, let match, let leaseID, let envelope, let at, let source)? where p.mode == .commit && !p.settled:
             return Outcome(decision: final, authorized: AuthorizedSpawn(request: request, match: match, decision: final, leaseID: leaseID,
-                                                                        envelope: envelope, decidedAt: at),
+                                                                        envelope: envelope, decidedAt: at, source: source),
                            control: nil)
         case .control(let c)?:
             return Outcome(decision: final, authorized: nil, control: c)

@@ -12,6 +12,8 @@ public enum TraceStage: String, Sendable, CaseIterable {
     case request
     /// Policy-wide switches and the working directory.
     case policy
+    /// The places the key (`from=`) or a rule (`sources:`) accepts the broker's requests from.
+    case source
     /// One deny or allow rule.
     case rule
     /// Model, deny_args, argument shapes, task placement.

@@ -24,6 +24,9 @@ public enum ReasonCode: String, CaseIterable, Sendable, Codable {
     /// Allowed, but the agent did not start or died within its rule's startup check (exit status and last output
     /// in the receipt). Nothing is running.
     case startFailed = "start_failed"
+    /// Signed by an enrolled key, but sent from a place its key (`from=`) or the rule (`sources:`) does not
+    /// accept it from.
+    case sourceNotAllowed = "source_not_allowed"
 
     /// The stage that refuses with this code (nil for `allowed`, which no stage refuses with). Exhaustive, so a
     /// new code cannot be added without saying where it comes from.
@@ -38,6 +41,7 @@ public enum ReasonCode: String, CaseIterable, Sendable, Codable {
         case .noMatchingRule, .deniedByRule, .cliNotAllowed, .cwdNotAllowed: .rule
         case .argsNotAllowed, .envNotAllowed: .arguments
         case .replay: .replay
+        case .sourceNotAllowed: .source
         case .rateLimited: .rate
         case .concurrencyLimit: .concurrency
         case .auditUnavailable: .audit
@@ -57,7 +61,7 @@ public enum ReasonCode: String, CaseIterable, Sendable, Codable {
         case .startFailed: .denied
         case .malformed, .badSignature, .unknownKey, .revokedKey, .wrongAudience, .expired, .notYetValid, .ttlTooLong,
              .replay, .remoteSpawnDisabled, .noMatchingRule, .deniedByRule, .cliNotAllowed, .argsNotAllowed,
-             .cwdNotAllowed, .envNotAllowed, .rateLimited, .concurrencyLimit: .denied
+             .cwdNotAllowed, .envNotAllowed, .rateLimited, .concurrencyLimit, .sourceNotAllowed: .denied
         }
     }
 
@@ -68,6 +72,8 @@ public enum ReasonCode: String, CaseIterable, Sendable, Codable {
     public var unauthenticated: Bool {
         switch self {
         case .malformed, .badSignature, .unknownKey, .revokedKey, .wrongAudience, .replay, .expired, .notYetValid, .ttlTooLong: true
+        // From a place the broker does not send from: a captured request resent from elsewhere, or a stolen key.
+        case .sourceNotAllowed: true
         case .allowed, .remoteSpawnDisabled, .noMatchingRule, .deniedByRule, .cliNotAllowed, .argsNotAllowed, .cwdNotAllowed,
              .envNotAllowed, .rateLimited, .concurrencyLimit, .auditUnavailable, .internalError, .startFailed: false
         }
@@ -79,7 +85,7 @@ public enum ReasonCode: String, CaseIterable, Sendable, Codable {
     /// Reasons the policy stage can give (embedded policy tests may expect only these).
     public var givenByPolicy: Bool {
         switch stage {
-        case .policy?, .rule?, .arguments?: true
+        case .policy?, .rule?, .arguments?, .source?: true
         default: false
         }
     }

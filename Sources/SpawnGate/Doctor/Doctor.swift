@@ -76,7 +76,8 @@ public enum Doctor {
     }
 
     /// The policy: loads, its tests pass, its binaries are safe, and every profile it asks for can run here.
-    public static func policy(_ home: Home, missing: (SandboxProfile) -> [String] = { SandboxSupport.missing(for: $0) }) -> [Finding] {
+    public static func policy(_ home: Home, listen: String? = nil,
+                              missing: (SandboxProfile) -> [String] = { SandboxSupport.missing(for: $0) }) -> [Finding] {
         guard Files.exists(home.policyFile) else { return [] }  // reported with the files
         let policy: Policy
         switch PolicyLoader.load(home.policyFile) {
@@ -108,6 +109,31 @@ public enum Doctor {
         }
         for profile in seen.sorted(by: { $0.rawValue < $1.rawValue }) {
             out.append(Finding(severity: .ok, subject: "sandbox \(profile.rawValue)", message: "every layer it needs works here"))
+        }
+        if let listen, let keys = try? home.keyStore.entries() { out += sourceBinding(policy, keys: keys, listen: listen) }
+        return out
+    }
+
+    /// On a listener beyond loopback, each allow rule should say where its brokers' requests come from (its own
+    /// `sources:`, or every broker it names has a key bound with `key bind`): otherwise a stolen key works from
+    /// any address that reaches the port. `serve` prints the same warnings when it starts.
+    public static func sourceBinding(_ policy: Policy, keys: [KeyStore.Entry], listen: String) -> [Finding] {
+        let host = listen.hasPrefix("[") ? String(listen.dropFirst().prefix { $0 != "]" }) : String(listen[..<(listen.lastIndex(of: ":") ?? listen.endIndex)])
+        if host == "localhost" || IPAddress(host)?.isLoopback == true { return [] }
+        let bound = Set(keys.filter { $0.status == .enrolled && $0.sources != nil }.map(\.name))
+        var out: [Finding] = []
+        for rule in policy.rules where rule.effect == .allow && rule.sources == nil {
+            let unbound: [String]
+            switch rule.brokers {
+            case .any: unbound = ["every broker (\"*\")"]
+            case .named(let names): unbound = names.subtracting(bound).sorted()
+            }
+            guard !unbound.isEmpty else { continue }
+            out.append(Finding(severity: .warn, subject: "rule \(rule.name)",
+                               message: "takes requests from \(unbound.joined(separator: ", ")) at any address that reaches \(listen); name where they come from with sources: [ADDRESS] in the rule, or 'spawngate key bind NAME --sources ADDRESS' (refused requests get source_not_allowed)"))
+        }
+        if out.isEmpty, policy.rules.contains(where: { $0.effect == .allow }) {
+            out.append(Finding(severity: .ok, subject: "sources", message: "every allow rule's brokers are bound to the places their requests come from"))
         }
         return out
     }
@@ -144,7 +170,8 @@ public enum Doctor {
         return out
     }
 
-    public static func examine(_ home: Home, from: String? = nil, environment: [String: String] = [:]) -> [Finding] {
-        layers() + files(home) + policy(home) + relay(home, from: from, environment: environment)
+    /// `listen`: the address `serve` listens on (doctor's --listen), to check source binding against it.
+    public static func examine(_ home: Home, from: String? = nil, environment: [String: String] = [:], listen: String? = nil) -> [Finding] {
+        layers() + files(home) + policy(home, listen: listen) + relay(home, from: from, environment: environment)
     }
 }

@@ -89,9 +89,12 @@ public struct VerifiedControl: Sendable, Equatable {
     public let fingerprint: Fingerprint
     public let payload: [UInt8]
     public let requestID: String
+    /// The places the signing key is bound to (`from=`).
+    public let keySources: [SourcePattern]?
 
-    init(request: ControlRequest, broker: String, fingerprint: Fingerprint, payload: [UInt8]) {
+    init(request: ControlRequest, broker: String, fingerprint: Fingerprint, payload: [UInt8], keySources: [SourcePattern]?) {
         self.request = request; self.broker = broker; self.fingerprint = fingerprint; self.payload = payload
+        self.keySources = keySources
         self.requestID = Sodium.sha256(payload).hex
     }
 }

@@ -50,9 +50,12 @@ public struct VerifiedRequest: Sendable, Equatable {
     public let fingerprint: Fingerprint
     public let payload: [UInt8]
     public let requestID: String
+    /// The places the signing key is bound to (`from=`), checked with the request's source by the policy stage.
+    public let keySources: [SourcePattern]?
 
-    fileprivate init(request: SpawnRequest, broker: String, fingerprint: Fingerprint, payload: [UInt8]) {
+    fileprivate init(request: SpawnRequest, broker: String, fingerprint: Fingerprint, payload: [UInt8], keySources: [SourcePattern]?) {
         self.request = request
+        self.keySources = keySources
         self.broker = broker
         self.fingerprint = fingerprint
         self.payload = payload
@@ -87,8 +90,8 @@ public struct RequestVerifier: Sendable {
     public func verify(_ bytes: [UInt8]) throws(GatewayFailure) -> Verification {
         switch try authenticate(bytes, as: SpawnRequest.self) {
         case .denied(let d, let rid, let broker, let fp): return .denied(d, requestID: rid, broker: broker, fingerprint: fp)
-        case .authentic(let request, let name, let kid, let payload):
-            return .verified(VerifiedRequest(request: request, broker: name, fingerprint: kid, payload: payload))
+        case .authentic(let request, let name, let kid, let payload, let sources):
+            return .verified(VerifiedRequest(request: request, broker: name, fingerprint: kid, payload: payload, keySources: sources))
         }
     }
 
@@ -97,13 +100,13 @@ public struct RequestVerifier: Sendable {
     public func verifyControl(_ bytes: [UInt8]) throws(GatewayFailure) -> ControlVerification {
         switch try authenticate(bytes, as: ControlRequest.self) {
         case .denied(let d, let rid, let broker, let fp): return .denied(d, requestID: rid, broker: broker, fingerprint: fp)
-        case .authentic(let request, let name, let kid, let payload):
-            return .verified(VerifiedControl(request: request, broker: name, fingerprint: kid, payload: payload))
+        case .authentic(let request, let name, let kid, let payload, let sources):
+            return .verified(VerifiedControl(request: request, broker: name, fingerprint: kid, payload: payload, keySources: sources))
         }
     }
 
     private enum Authentication<P: SignedPayload> {
-        case authentic(P, name: String, kid: Fingerprint, payload: [UInt8])
+        case authentic(P, name: String, kid: Fingerprint, payload: [UInt8], sources: [SourcePattern]?)
         case denied(Denial, requestID: String?, broker: String?, fingerprint: Fingerprint?)
     }
 
@@ -119,11 +122,11 @@ public struct RequestVerifier: Sendable {
             .denied(Denial(reason, detail), requestID: requestID, broker: broker, fingerprint: envelope.kid)
         }
 
-        let name: String, key: PublicKey
+        let name: String, key: PublicKey, sources: [SourcePattern]?
         switch try keys.lookup(envelope.kid) {
         case .unknown: return deny(.unknownKey, "key \(envelope.kid) is not enrolled here; the operator enrolls it with 'spawngate key enroll'")
         case .revoked(let n): return deny(.revokedKey, "key \(envelope.kid) of \(n) has been revoked", broker: n)
-        case .enrolled(let n, let k): (name, key) = (n, k)
+        case .enrolled(let n, let k, let s): (name, key, sources) = (n, k, s)
         }
         guard key.isValidSignature(envelope.signature, domain: P.domain, message: envelope.payload) else {
             return deny(.badSignature, "the signature does not verify with the key of \(name) (\(envelope.kid)) over the payload as received", broker: name)
@@ -154,6 +157,6 @@ public struct RequestVerifier: Sendable {
         guard request.exp + window.clockSkew >= now else {
             return deny(.expired, "the request expired \(now - request.exp)s ago (clock_skew \(window.clockSkew)s)", broker: name)
         }
-        return .authentic(request, name: name, kid: envelope.kid, payload: envelope.payload)
+        return .authentic(request, name: name, kid: envelope.kid, payload: envelope.payload, sources: sources)
     }
 }

@@ -96,7 +96,7 @@ public struct PendingKeys: Sendable {
 
     /// Enrolls the pending key of `name` whose fingerprint is `fingerprint` (learned out of band), with every check
     /// `key enroll` makes, and forgets the requests for that name.
-    public func accept(name: String, fingerprint: Fingerprint, now: Int64) throws(OperatorError) -> Entry {
+    public func accept(name: String, fingerprint: Fingerprint, now: Int64, sources: [SourcePattern]? = nil) throws(OperatorError) -> Entry {
         let candidates = list(now: now).filter { $0.name == name }
         guard !candidates.isEmpty else {
             throw OperatorError("no enrollment request from '\(name)' is pending; 'spawngate key pending' lists them (they expire after a day)")
@@ -105,7 +105,7 @@ public struct PendingKeys: Sendable {
             let seen = candidates.map(\.key.fingerprint.description).joined(separator: ", ")
             throw OperatorError("no pending key of '\(name)' has the fingerprint \(fingerprint) (pending: \(seen)); a request swapped on the way is refused: compare the fingerprint with \(name)'s operator again, and reject the others")
         }
-        try home.keyStore.enroll(name: name, key: match.key, expected: fingerprint)
+        try home.keyStore.enroll(name: name, key: match.key, expected: fingerprint, sources: sources)
         for c in candidates { unlink(c.file) }
         return match
     }

@@ -28,10 +28,13 @@ public struct KeyStore: Sendable {
         public let date: Int64
         /// The file the entry was read from.
         public let file: String
+        /// The places this broker's requests are accepted from (`from="…"` before the key, as in OpenSSH's
+        /// authorized_keys); nil when the key is not bound.
+        public var sources: [SourcePattern]? = nil
     }
 
     public enum Lookup: Sendable, Equatable {
-        case enrolled(name: String, key: PublicKey)
+        case enrolled(name: String, key: PublicKey, sources: [SourcePattern]? = nil)
         case revoked(name: String)
         case unknown
     }
@@ -78,10 +81,12 @@ public struct KeyStore: Sendable {
             let text: [UInt8]
             do { text = try Files.read(path, limit: PublicKey.maxLineLength + 2) } catch { throw GatewayFailure(error.message) }
             do {
-                let (key, _) = try PublicKey.parseLine(String(decoding: text, as: UTF8.self))
+                let (sources, line) = try Self.splitBinding(String(decoding: text, as: UTF8.self))
+                let (key, _) = try PublicKey.parseLine(line)
                 // Revoked files may carry "@<time>" so that a name revoked twice keeps both keys refused.
                 let name = String(file.dropLast(4).split(separator: "@", maxSplits: 1).first ?? "")
-                out.append(Entry(name: name, key: key, status: status, date: Files.modificationTime(path) ?? 0, file: path))
+                out.append(Entry(name: name, key: key, status: status, date: Files.modificationTime(path) ?? 0, file: path,
+                                 sources: sources))
             } catch {
                 throw GatewayFailure("\(path) is not a valid key line (\(error.message)); fix or remove it, the key store must be intact to decide anything")
             }
@@ -93,12 +98,51 @@ public struct KeyStore: Sendable {
     public func lookup(_ fingerprint: Fingerprint) throws(GatewayFailure) -> Lookup {
         let all = try entries()
         if let r = all.first(where: { $0.status == .revoked && $0.key.fingerprint == fingerprint }) { return .revoked(name: r.name) }
-        if let e = all.first(where: { $0.status == .enrolled && $0.key.fingerprint == fingerprint }) { return .enrolled(name: e.name, key: e.key) }
+        if let e = all.first(where: { $0.status == .enrolled && $0.key.fingerprint == fingerprint }) {
+            return .enrolled(name: e.name, key: e.key, sources: e.sources)
+        }
         return .unknown
     }
 
-    /// Trusts `key` as broker `name`, after the operator compared its fingerprint out of band.
-    public func enroll(name: String, key: PublicKey, expected: Fingerprint, reEnroll: Bool = false) throws(OperatorError) {
+    /// The one key option a file in keys/ may carry: `from="100.64.0.7,fd7a::/48" ssh-ed25519 AAAA… name`, the
+    /// places the broker's requests are accepted from. Any other option is an error, never ignored: a key file
+    /// someone wrote with `command=` or `no-pty` in mind must not be read as an unrestricted key.
+    static func splitBinding(_ text: String) throws(OperatorError) -> (sources: [SourcePattern]?, line: String) {
+        guard text.hasPrefix("from=") else { return (nil, text) }
+        let rest = text.dropFirst("from=".count)
+        guard rest.first == "\"", let close = rest.dropFirst().firstIndex(of: "\""),
+              rest[rest.index(after: close)...].first == " " else {
+            throw OperatorError("from= must be a quoted list followed by a space and the key: from=\"100.64.0.7\" ssh-ed25519 AAAA… name")
+        }
+        let list = String(rest[rest.index(after: rest.startIndex)..<close])
+        switch SourcePattern.parseList(list) {
+        case .success(let places): return (places, String(rest[rest.index(after: close)...].dropFirst()))
+        case .failure(let why): throw OperatorError("from=\"\(list.prefix(200))\": \(why.description)")
+        }
+    }
+
+    static func fileLine(_ key: PublicKey, name: String, sources: [SourcePattern]?) -> String {
+        let binding = sources.map { "from=\"\($0.map(\.source).joined(separator: ","))\" " } ?? ""
+        return binding + key.line(comment: name) + "\n"
+    }
+
+    /// Binds an enrolled broker's key to `sources` (nil: unbinds it), replacing its file atomically.
+    public func bind(name: String, sources: [SourcePattern]?) throws(OperatorError) {
+        try Home.validateBrokerName(name)
+        if let sources, sources.isEmpty { throw OperatorError("give at least one address or network; to unbind the key use --clear") }
+        let all: [Entry]
+        do { all = try entries() } catch { throw OperatorError(error.message) }
+        guard let e = all.first(where: { $0.name == name && $0.status == .enrolled }) else {
+            throw OperatorError("no enrolled broker named '\(name)'; see 'spawngate key list'")
+        }
+        try Files.writeAtomically(e.file, Array(Self.fileLine(e.key, name: name, sources: sources).utf8), mode: 0o644)
+    }
+
+    /// Trusts `key` as broker `name`, after the operator compared its fingerprint out of band. With `sources`,
+    /// its requests are accepted only from those places.
+    public func enroll(name: String, key: PublicKey, expected: Fingerprint, reEnroll: Bool = false,
+                       sources: [SourcePattern]? = nil) throws(OperatorError) {
+        if let sources, sources.isEmpty { throw OperatorError("give at least one address or network with --sources, or leave it out") }
         try Home.validateBrokerName(name)
         try key.requireFingerprint(expected, before: "enroll", from: name)
         let all: [Entry]
@@ -117,7 +161,7 @@ public struct KeyStore: Sendable {
             }
         }
         let path = "\(home.keysDir)/\(name).pub"
-        try Files.writeAtomically(path, Array((key.line(comment: name) + "\n").utf8), mode: 0o644, exclusive: true)
+        try Files.writeAtomically(path, Array(Self.fileLine(key, name: name, sources: sources).utf8), mode: 0o644, exclusive: true)
         // Only after the new enrollment is durable does a revocation record of this same key go; records of
         // other keys once bound to the name stay, so those keys remain refused.
         for old in all where reEnroll && old.status == .revoked && old.name == name && old.key == key {

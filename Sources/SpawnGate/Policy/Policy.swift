@@ -82,6 +82,9 @@ public struct Rule: Sendable {
     public let clis: Set<String>?
     /// nil only on a deny rule that did not say (it then applies everywhere).
     public let cwd: [PathPattern]?
+    /// Where requests this rule applies to must come from (`sources:`); nil means anywhere. On an allow rule a
+    /// request from elsewhere is refused with `source_not_allowed`; a deny rule applies only to these places.
+    public let sources: [SourcePattern]?
     public let rate: Rate?
     public let burst: Int64
     public let maxConcurrent: Int64?
@@ -116,14 +119,23 @@ public struct PolicyRequest: Sendable, Equatable {
     public var args: [String]
     public var model: String?
     public var task: String?
+    /// Where the request came from. nil only when a launch ticket is redeemed: the decision that issued it
+    /// checked the source, and the launcher's own place says nothing about the requester's.
+    public var source: RequestSource?
+    /// The places the signing key is bound to (its `from=` in keys/), when it is bound.
+    public var keySources: [SourcePattern]?
 
-    public init(broker: String, cli: String, cwd: String?, args: [String] = [], model: String? = nil, task: String? = nil) {
+    public init(broker: String, cli: String, cwd: String?, args: [String] = [], model: String? = nil, task: String? = nil,
+                source: RequestSource? = .local, keySources: [SourcePattern]? = nil) {
         self.broker = broker; self.cli = cli; self.cwd = cwd; self.args = args; self.model = model; self.task = task
+        self.source = source; self.keySources = keySources
     }
 
-    public init(_ verified: VerifiedRequest) {
+    /// Every caller says where the request came from: there is no default for a verified request.
+    public init(_ verified: VerifiedRequest, source: RequestSource?) {
         let r = verified.request
-        self.init(broker: verified.broker, cli: r.cli, cwd: r.cwd, args: r.args ?? [], model: r.model, task: r.task)
+        self.init(broker: verified.broker, cli: r.cli, cwd: r.cwd, args: r.args ?? [], model: r.model, task: r.task,
+                  source: source, keySources: verified.keySources)
     }
 }
 

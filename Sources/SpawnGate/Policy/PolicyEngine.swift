@@ -19,7 +19,7 @@ public enum PolicyOutcome: Sendable {
 
 /// Evaluates a request against a policy. Pure: no I/O but the path canonicalization the resolver does.
 ///
-/// Order: remote spawn enabled → cwd resolvable → deny rules (any match denies; a deny rule that cannot be
+/// Order: remote spawn enabled → the key's bound places → cwd resolvable → deny rules (any match denies; a deny rule that cannot be
 /// evaluated denies too) → CLI defined → allow rules in file order (first full match) → arguments → task.
 public struct PolicyEngine: Sendable {
     /// Reasons the policy stage can give (embedded tests may expect only these).
@@ -55,6 +55,14 @@ public struct PolicyEngine: Sendable {
             note(.policy, "accept_remote_spawn", "deny", "is false or missing, so every request is refused")
             return .deny(Denial(.remoteSpawnDisabled, "this broker does not accept remote spawns (accept_remote_spawn is not true)"))
         }
+        // A key bound to places (`from=` in keys/) is refused everywhere else, whatever the rules say.
+        if let bound = q.keySources, let source = q.source {
+            guard bound.admits(source) else {
+                note(.source, "key of '\(q.broker)'", "deny", "bound to \(bound.listed); the request came from \(source)")
+                return .deny(Denial(.sourceNotAllowed, "\(q.broker)'s key is accepted only from \(bound.listed), and this request came from \(source)"))
+            }
+            note(.source, "key of '\(q.broker)'", "ok", "bound to \(bound.listed); the request came from \(source)")
+        }
         guard let requested = q.cwd else {
             note(.policy, "cwd", "deny", "the request names no working directory")
             return .deny(Denial(.cwdNotAllowed, "the request names no working directory; every spawn needs one the policy allows"))
@@ -70,6 +78,18 @@ public struct PolicyEngine: Sendable {
         for i in policy.denyIndex.candidates(q.broker) {
             let r = policy.rules[i]
             guard r.appliesTo(cli: q.cli) else { note(.rule, ruleLabel(r), "skipped", "does not name cli '\(q.cli)'"); continue }
+            // A deny rule with sources applies only to requests from there. At a ticket's redemption the source is
+            // not known, and a deny rule that cannot be evaluated denies.
+            if let places = r.sources {
+                guard let source = q.source else {
+                    note(.rule, ruleLabel(r), "deny", "cannot be evaluated (the request's source is not known here), and a deny rule that cannot be evaluated denies")
+                    return .deny(Denial(.deniedByRule, "deny rule '\(r.name)' could not be evaluated because the request's source is not known, so it denies", rule: r.name))
+                }
+                guard places.admits(source) else {
+                    note(.rule, ruleLabel(r), "skipped", "the request came from \(source), not from \(places.listed)")
+                    continue
+                }
+            }
             if let pats = r.cwd {
                 guard case .success(let path) = resolved else {
                     note(.rule, ruleLabel(r), "deny", "cannot be evaluated (the cwd cannot be resolved), and a deny rule that cannot be evaluated denies")
@@ -114,7 +134,15 @@ public struct PolicyEngine: Sendable {
                 if bestRank < 2 { best = Denial(.cwdNotAllowed, "\(cwd) is not a working directory rule '\(r.name)' allows", rule: r.name); bestRank = 2 }
                 continue
             }
-            note(.rule, ruleLabel(r), "match", "broker, cli and cwd match")
+            if let places = r.sources, let source = q.source, !places.admits(source) {
+                note(.rule, ruleLabel(r), "no match", "the request came from \(source), and the rule takes requests only from \(places.listed)")
+                if bestRank < 3 {
+                    best = Denial(.sourceNotAllowed, "rule '\(r.name)' takes \(q.broker)'s requests only from \(places.listed), and this one came from \(source)", rule: r.name)
+                    bestRank = 3
+                }
+                continue
+            }
+            note(.rule, ruleLabel(r), "match", r.sources == nil ? "broker, cli and cwd match" : "broker, cli, cwd and source match")
             matched = r
             break
         }

@@ -72,10 +72,10 @@ public enum PolicyLoader {
     static let topKeys = ["version", "accept_remote_spawn", "max_ttl", "clock_skew", "hook_users", "clis", "rules", "tests"]
     static let cliKeys = ["path", "sha256", "args", "deny_args", "env", "task", "model_flag", "split_equals", "writable", "protected"]
     static let ruleKeys = ["name", "effect", "brokers", "clis", "cwd", "rate", "burst", "max_concurrent", "sandbox",
-                           "max_runtime", "limits", "spawner", "network", "startup_check"]
+                           "max_runtime", "limits", "spawner", "network", "startup_check", "sources"]
     static let limitKeys = ["cpu", "memory", "open_files", "processes", "file_size"]
     static let testKeys = ["request", "expect", "rule"]
-    static let requestKeys = ["from", "cli", "cwd", "args", "model", "task"]
+    static let requestKeys = ["from", "cli", "cwd", "args", "model", "task", "source"]
 
     private static func build(_ root: Node, _ r: inout YAMLNodeReader, file: String, hash: String) -> Policy? {
         guard let top = r.mapping(root, "the policy", allowed: topKeys, required: ["version"]) else { return nil }
@@ -330,6 +330,18 @@ public enum PolicyLoader {
         } else if effect == .allow {
             r.error(node, "\(label) needs 'cwd': an allow rule must name the directories agents may work in")
         }
+        // Where the rule's requests must come from; an empty list matches nothing, like every list here.
+        var sources: [SourcePattern]?
+        if let v = m["sources"], let items = r.stringItems(v.value, "\(label): sources") {
+            var pats: [SourcePattern] = []
+            for (c, node) in items {
+                switch SourcePattern.parse(c) {
+                case .success(let sp): pats.append(sp)
+                case .failure(let why): r.error(node, "\(label): sources: \(why)")
+                }
+            }
+            sources = pats
+        }
         var rate: Rate?
         if let v = m["rate"], let s = r.string(v.value, "\(label): rate") {
             rate = Rate.parse(s)
@@ -382,7 +394,7 @@ public enum PolicyLoader {
             }
         }
         guard r.diagnostics.count == start || !r.diagnostics[start...].contains(where: { $0.severity == .error }), !name.isEmpty else { return nil }
-        return Rule(name: name, effect: effect, brokers: brokers, clis: ruleCLIs, cwd: cwd, rate: rate, burst: burst,
+        return Rule(name: name, effect: effect, brokers: brokers, clis: ruleCLIs, cwd: cwd, sources: sources, rate: rate, burst: burst,
                     maxConcurrent: maxConcurrent, sandbox: sandbox, maxRuntime: maxRuntime, limits: limits, spawner: spawner,
                     network: network, startupCheck: startupCheck, line: node.mark?.line ?? 0)
     }
@@ -402,6 +414,15 @@ public enum PolicyLoader {
             request.args = q["args"].flatMap { r.stringList($0.value, "\(p).request.args") } ?? []
             request.model = q["model"].flatMap { r.string($0.value, "\(p).request.model") }
             request.task = q["task"].flatMap { r.string($0.value, "\(p).request.task") }
+            if let v = q["source"], let s = r.string(v.value, "\(p).request.source") {
+                if s == "local" || s == "workspace" {
+                    request.source = s == "local" ? .local : .workspace
+                } else if let a = IPAddress(s) {
+                    request.source = .address(a)
+                } else {
+                    r.error(v.value, "\(p).request.source: '\(s)' is not an IP address, 'local' or 'workspace'")
+                }
+            }
         }
         var expect = ReasonCode.allowed
         if let v = m["expect"], let s = r.string(v.value, "\(p).expect") {

@@ -13,6 +13,9 @@ public struct LaunchTicket: Sendable {
     public let decidedAt: Int64
     public let rule: String
     public let leaseID: String?
+    /// Where the request that issued it came from ("local", "workspace" or an address), so that redemption
+    /// re-checks the policy with the same source; nil for a ticket from before the column existed.
+    public var source: String? = nil
 
     /// A new ticket's secret (what the broker is given) and its hash (what is stored).
     public static func mint() -> (secret: String, hash: String) {
@@ -40,10 +43,10 @@ extension StateStore {
         do {
             try write { db in
                 try db.execute(sql: """
-                    INSERT INTO ticket (hash, request_id, envelope, decided_at, rule, lease_id, expires_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?)
+                    INSERT INTO ticket (hash, request_id, envelope, decided_at, rule, lease_id, expires_at, source)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                     """, arguments: [hash, spawn.request.requestID, Data(spawn.envelope), spawn.decidedAt,
-                                     spawn.match.rule.name, spawn.leaseID, now + LaunchTicket.lifetime])
+                                     spawn.match.rule.name, spawn.leaseID, now + LaunchTicket.lifetime, spawn.source.description])
                 try db.execute(sql: "DELETE FROM ticket WHERE expires_at < ?", arguments: [now - 86400])
             }
         } catch { throw Self.failure(error) }
@@ -60,7 +63,7 @@ extension StateStore {
                     return nil
                 }
                 return LaunchTicket(requestID: row["request_id"], envelope: [UInt8](row["envelope"] as Data), decidedAt: row["decided_at"],
-                                    rule: row["rule"], leaseID: row["lease_id"])
+                                    rule: row["rule"], leaseID: row["lease_id"], source: row["source"])
             }
         } catch { throw Self.failure(error) }
     }

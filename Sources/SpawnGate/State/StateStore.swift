@@ -96,6 +96,10 @@ public final class StateStore: Sendable {
                 CREATE TABLE agent_request (request_id TEXT PRIMARY KEY NOT NULL, payload BLOB NOT NULL) WITHOUT ROWID;
                 """)
         }
+        // Where a ticket's request came from, so its redemption re-checks the sources of rules and keys alike.
+        m.registerMigration("v6-source") { db in
+            try db.execute(sql: "ALTER TABLE ticket ADD COLUMN source TEXT")
+        }
         return m
     }
 

@@ -63,6 +63,8 @@ struct ExplainAgreementTests {
         Case(.cliNotAllowed) { g in g.envelope(request(g, cli: "codex")) },
         Case(.argsNotAllowed) { g in g.envelope(request(g, args: ["--dangerous"])) },
         Case(.cwdNotAllowed) { g in g.envelope(request(g, cwd: "/etc")) },
+        // Both commands decide as the hook does: from this machine, which the rule's sources do not name.
+        Case(.sourceNotAllowed, rule: ["sources: [10.0.0.0/8]"]) { g in g.envelope(request(g)) },
         Case(.rateLimited, rule: ["rate: 1/hour", "burst: 1"]) { g in
             let first = try g.pipeline().decide(g.envelope(request(g))).reason
             #expect(first == .allowed)

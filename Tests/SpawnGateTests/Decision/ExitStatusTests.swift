@@ -19,12 +19,13 @@ struct ExitStatusTests {
     /// The refusals the server charges to a source's pre-authentication allowance (docs/attacks.md).
     @Test func unauthenticatedReasons() {
         #expect(Set(ReasonCode.allCases.filter(\.unauthenticated)) ==
-                [.malformed, .badSignature, .unknownKey, .revokedKey, .wrongAudience, .replay, .expired, .notYetValid, .ttlTooLong])
+                [.malformed, .badSignature, .unknownKey, .revokedKey, .wrongAudience, .replay, .expired, .notYetValid, .ttlTooLong,
+                 .sourceNotAllowed])
     }
 
     @Test func policyReasonsComeFromTheStages() {
         #expect(PolicyEngine.policyReasons == [.remoteSpawnDisabled, .noMatchingRule, .deniedByRule, .cliNotAllowed,
-                                               .argsNotAllowed, .cwdNotAllowed, .envNotAllowed])
+                                               .argsNotAllowed, .cwdNotAllowed, .envNotAllowed, .sourceNotAllowed])
         #expect(ReasonCode.allowed.stage == nil)
         #expect(ReasonCode.replay.stage == .replay && ReasonCode.badSignature.stage == .signature)
     }
