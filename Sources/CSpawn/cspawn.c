@@ -118,14 +118,13 @@ static int init_main(void *arg) {
     struct child_args *args = arg;
     int ep = args->ep;
     const cspawn_spec *s = args->spec;
-    // Not readable or traceable by the agent (same uid): this process still holds a copy of the gateway's memory.
-    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-    // A relay worker's agent is its launcher's: when the broker kills the launcher, the whole agent goes too.
-    if (s->die_with_parent && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) report(ep, CSPAWN_NAMESPACE);
-    // In `ps` it still shows the gateway's command line (it never execs); its name says what it is.
-    prctl(PR_SET_NAME, "spawngate-init", 0, 0, 0);
     if (s->new_userns) {
-        // Map our own uid and gid only: the agent keeps its identity and gains nothing outside.
+        // Map our own uid and gid only: the agent keeps its identity and gains nothing outside. A non-dumpable
+        // process's /proc files belong to root, so a gateway that is not root (itself non-dumpable, which this
+        // copy inherits) could not write its maps: dumpable only while writing them, as runc does. Nothing of ours
+        // can reach this process meanwhile: agents live in pid namespaces of their own, and anything else of the
+        // gateway's uid outside them can read the identity key file anyway.
+        prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
         char map[64], *p;
         if (write_file("/proc/self/setgroups", "deny") != 0 && errno != ENOENT) report(ep, CSPAWN_NAMESPACE);
         p = put_uint(map, args->uid); *p++ = ' '; p = put_uint(p, args->uid); *p++ = ' '; *p++ = '1'; *p = 0;
@@ -133,6 +132,12 @@ static int init_main(void *arg) {
         p = put_uint(map, args->gid); *p++ = ' '; p = put_uint(p, args->gid); *p++ = ' '; *p++ = '1'; *p = 0;
         if (write_file("/proc/self/gid_map", map) != 0) report(ep, CSPAWN_NAMESPACE);
     }
+    // Not readable or traceable by the agent (same uid): this process still holds a copy of the gateway's memory.
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) report(ep, CSPAWN_NAMESPACE);
+    // A relay worker's agent is its launcher's: when the broker kills the launcher, the whole agent goes too.
+    if (s->die_with_parent && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) report(ep, CSPAWN_NAMESPACE);
+    // In `ps` it still shows the gateway's command line (it never execs); its name says what it is.
+    prctl(PR_SET_NAME, "spawngate-init", 0, 0, 0);
     // A /proc of the agent's own namespace, in a mount namespace of its own: the agent sees its processes (pids
     // as it knows them) and none of the host's, the gateway's command line and descriptors included.
     if (mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) report(ep, CSPAWN_NAMESPACE);

@@ -185,6 +185,54 @@ struct ContainmentTests {
     }
 }
 
+extension ContainmentTests {
+    static let nobody = "65534"
+    static func asNobody(_ command: [String], environment: [String: String] = ["PATH": "/usr/bin:/bin"]) throws -> TestSupport.Output {
+        try TestSupport.run("/usr/bin/setpriv", ["--reuid", nobody, "--regid", nobody, "--clear-groups"] + command, environment: environment)
+    }
+
+    /// T54: a gateway that is not root gets the same containment, through a user namespace: the agent's setsid and
+    /// background children end with it, it sees only its own processes, and it cannot stop a process of its own
+    /// uid outside its tree nor write outside its cwd. The same script run as that user outside the sandbox does
+    /// stop the victim. (The other containment tests run the gateway as root, which needs no user namespace.)
+    @Test(.enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"), "needs root to become another user"))
+    func containmentHoldsForAGatewayThatIsNotRoot() throws {
+        let victim = Process()
+        victim.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+        victim.arguments = ["--reuid", Self.nobody, "--regid", Self.nobody, "--clear-groups", "/bin/sleep", "304.5"]
+        try victim.run()
+        defer { kill(victim.processIdentifier, SIGCONT); kill(victim.processIdentifier, SIGKILL); victim.waitUntilExit() }
+        let pid = victim.processIdentifier
+        let g = try DecisionCLITests.live(["sandbox: standard"])
+        let attack = """
+            setsid sh -c 'exec sleep 304.25' </dev/null >/dev/null 2>&1 &
+            sleep 304.75 </dev/null >/dev/null 2>&1 &
+            kill -STOP \(pid) 2>/dev/null && echo KILLED
+            touch \(g.dir)/outside.txt 2>/dev/null && echo WROTE-OUTSIDE
+            echo "procs $(ls /proc | grep -c '^[0-9]')"
+            exit 0
+            """
+        try g.script(attack)
+        let request = g.dir + "/request.json"
+        try DecisionCLITests.write(g.envelope(), request)
+        let chown = try TestSupport.run("/bin/chown", ["-R", "\(Self.nobody):\(Self.nobody)", g.dir])
+        #expect(chown.status == 0, "\(chown.stderr)")
+
+        let exec = try Self.asNobody([TestSupport.binary, "exec", request, "--home", g.vps.root])
+        #expect(exec.status == 0, "\(exec.stdout) \(exec.stderr)")
+        #expect(!exec.stdout.contains("KILLED") && !exec.stdout.contains("WROTE-OUTSIDE"), "\(exec.stdout)")
+        let procs = exec.stdout.split(separator: "\n").first { $0.hasPrefix("procs ") }.flatMap { Int($0.dropFirst(6)) } ?? 99
+        #expect(procs <= 8, "the agent sees only its own processes (init, shell, its two sleeps, the command substitution, ls, grep): \(exec.stdout)")
+        #expect(TestSupport.gone("sleep 304.25") && TestSupport.gone("sleep 304.75"), "the agent's children outlived it")
+        #expect(Self.state(pid) != "T", "the victim is not stopped")
+
+        // Outside the sandbox, the same user stops the victim: the test can fail.
+        let control = try Self.asNobody(["/bin/sh", "-c", "kill -STOP \(pid) 2>/dev/null && echo KILLED"])
+        #expect(control.stdout.contains("KILLED"), "\(control.stdout) \(control.stderr)")
+        #expect(Self.state(pid) == "T")
+    }
+}
+
 /// A flag shared with a racing thread.
 final class Atomic<T: Sendable>: @unchecked Sendable {
     private let lock = NSLock()
