@@ -195,15 +195,17 @@ extension ContainmentTests {
     /// background children end with it, it sees only its own processes, and it cannot stop a process of its own
     /// uid outside its tree nor write outside its cwd. The same script run as that user outside the sandbox does
     /// stop the victim. (The other containment tests run the gateway as root, which needs no user namespace.)
-    @Test(.enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"), "needs root to become another user"))
-    func containmentHoldsForAGatewayThatIsNotRoot() throws {
+    @Test(.enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"), "needs root to become another user"),
+          arguments: ["standard", "strict"])
+    func containmentHoldsForAGatewayThatIsNotRoot(profile: String) throws {
         let victim = Process()
         victim.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
         victim.arguments = ["--reuid", Self.nobody, "--regid", Self.nobody, "--clear-groups", "/bin/sleep", "304.5"]
         try victim.run()
         defer { kill(victim.processIdentifier, SIGCONT); kill(victim.processIdentifier, SIGKILL); victim.waitUntilExit() }
         let pid = victim.processIdentifier
-        let g = try DecisionCLITests.live(["sandbox: standard"])
+        // Outside /tmp, which strict replaces with its own.
+        let g = try Gateway(rule: ["sandbox: \(profile)"], now: SystemClock().now(), base: "/var/tmp")
         let attack = """
             setsid sh -c 'exec sleep 304.25' </dev/null >/dev/null 2>&1 &
             sleep 304.75 </dev/null >/dev/null 2>&1 &
