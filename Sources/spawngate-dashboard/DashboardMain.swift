@@ -48,7 +48,8 @@ struct Dashboard: AsyncParsableCommand {
     func run() async throws {
         let address = listen.flatMap { try? ListenAddress.parse($0).get() } ?? DashboardServer.defaultListen
         let home = Home.resolve(home)
-        do { _ = try home.loadIdentity() } catch {
+        let identity: Identity
+        do { identity = try home.loadIdentity() } catch {
             Console.error("cannot start the dashboard: \(error.message)")
             throw ExitCode(2)
         }
@@ -68,7 +69,7 @@ struct Dashboard: AsyncParsableCommand {
         pthread_sigmask(SIG_UNBLOCK, &signals, nil)
         server.onListening = { url in
             Console.write(1, url + "\n")
-            Console.error("spawngate dashboard: open the URL above in a browser on this machine; it holds this start's secret, so do not share it. Ctrl-C stops the dashboard.")
+            Console.error("dashboard of \(identity.name): open the URL above in a browser on this machine; it holds this start's secret, so do not share it. Ctrl-C stops the dashboard.")
         }
         do { try await server.run() } catch {
             Console.error("cannot serve the dashboard: \(error)")

@@ -22,7 +22,7 @@ public enum BrokerDirectory {
         let identity = try home.loadIdentity()
         let target = broker ?? identity.name
         if target == identity.name, (try PeerList.load(home.peersFile)).peer(target) == nil {
-            throw OperatorError("no broker was named, and this machine's own gateway is not in \(home.peersFile). To start agents here through it, add it as a peer under this broker's own name: spawngate peer add \(identity.name) --url http://127.0.0.1:7717 --key \"$(cat \(home.identityPub))\" --fingerprint \(identity.key.publicKey.fingerprint) (and enroll that key in its own keys/ so its policy can name \(identity.name))")
+            throw OperatorError("\(broker == nil ? "no broker was named" : "'\(target)' is this broker"), and this machine's own gateway is not in \(home.peersFile). To start agents here through it, add it as a peer under this broker's own name: spawngate peer add \(identity.name) --url http://127.0.0.1:7717 --key \"$(cat \(home.identityPub))\" --fingerprint \(identity.key.publicKey.fingerprint) (and enroll that key in its own keys/ so its policy can name \(identity.name))")
         }
         return try RemoteGateway.to(target, home: home, timeout: timeout)
     }

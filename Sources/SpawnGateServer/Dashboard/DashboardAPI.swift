@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOCore
+import ServiceLifecycle
 import SpawnGate
 
 /// The dashboard's routes. Nothing here decides anything: a spawn or release is signed with this broker's key and
@@ -13,6 +14,9 @@ struct DashboardAPI: Sendable {
     let timeout: Double
     let logger: Logger
     let gate = Offload(limit: 16)
+    let streams = StreamSlots(limit: 4)
+    /// How often a live-update stream looks at the state.
+    static let eventInterval: Duration = .seconds(2)
 
     /// The largest request body read (a spawn's task included).
     static let bodyLimit = 64 * 1024
@@ -26,6 +30,7 @@ struct DashboardAPI: Sendable {
         // Browsers ask for it on their own; there is none (an answer keeps the page's console clean).
         router.get("/favicon.ico") { _, _ in Response(status: .noContent) }
         router.get("/api/state") { _, _ in await state() }
+        router.get("/api/events") { _, _ in events() }
         router.post("/api/spawn") { request, _ in
             switch await Self.body(request) {
             case .refused(let answer): return answer
@@ -48,10 +53,16 @@ struct DashboardAPI: Sendable {
 
     /// Everything the page shows: brokers (this one first) with their agents, recent decisions, the policy.
     func state() async -> Response {
+        let (status, value) = await snapshot()
+        return Self.json(status, value)
+    }
+
+    /// The state as an HTTP status and its JSON (an `error` object when it cannot be had).
+    func snapshot() async -> (Int, JSONValue) {
         let probe = min(timeout, 3)
         let identity: Identity, brokers: [BrokerDirectory.Status]
         do { (identity, brokers) = try await BrokerDirectory.list(home: home, probe: probe, offload: gate) } catch {
-            return Self.error(500, "cannot read this broker's home: \(error.message)")
+            return (500, .object(["error": .string("cannot read this broker's home: \(error.message)")]))
         }
         let home = self.home
         // This broker's own agents on each broker that answers, all at once.
@@ -93,11 +104,46 @@ struct DashboardAPI: Sendable {
             rows.append(.object(row))
         }
         let local = await gate.run(deadline: 10) { [home] in (Self.decisions(home), Self.policy(home)) }
-        guard case .done(let (decisions, policy)) = local else { return Self.error(503, "busy: this broker's audit log and policy could not be read in time") }
-        return Self.json(200, .object([
+        guard case .done(let (decisions, policy)) = local else {
+            return (503, .object(["error": .string("busy: this broker's audit log and policy could not be read in time")]))
+        }
+        return (200, .object([
             "self": .string(identity.name), "fingerprint": .string(identity.key.publicKey.fingerprint.description),
             "brokers": .array(rows), "decisions": decisions, "policy": policy,
         ]))
+    }
+
+    /// Live updates as server-sent events: the state (`event: state`, or `event: error`) each time it changes,
+    /// looked at every `eventInterval`, and a comment line now and then so a dead client is noticed. At most
+    /// `streams.limit` at once (429 beyond: the page then polls); each ends when its client goes away and at
+    /// graceful shutdown, so SIGTERM is never held up by an open page.
+    func events() -> Response {
+        guard streams.take() else {
+            return Self.error(429, "at most \(streams.limit) live-update streams at once; the page polls instead")
+        }
+        let api = self
+        var headers = HTTPFields()
+        headers[.contentType] = "text/event-stream"
+        return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+            defer { api.streams.release() }
+            var last: [UInt8] = [], quiet = 0
+            try await writer.write(ByteBuffer(string: ": spawngate dashboard\n\n"))
+            while !Task.isCancelled && !Task.isShuttingDownGracefully {
+                let (status, value) = await api.snapshot()
+                let event = Array("event: \(status == 200 ? "state" : "error")\ndata: ".utf8) + JSONWriter.encode(value) + Array("\n\n".utf8)
+                if event != last {
+                    try await writer.write(ByteBuffer(bytes: event))
+                    last = event; quiet = 0
+                } else if quiet >= 5 {
+                    try await writer.write(ByteBuffer(string: ": still here\n\n"))
+                    quiet = 0
+                } else {
+                    quiet += 1
+                }
+                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: Self.eventInterval) }
+            }
+            try await writer.finish(nil)
+        })
     }
 
     /// The last decisions of this broker's own gateway (its audit log), newest first.
@@ -275,4 +321,14 @@ struct DashboardAPI: Sendable {
         headers[.contentType] = type
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
     }
+}
+
+/// Live-update streams open at once.
+final class StreamSlots: @unchecked Sendable {
+    let limit: Int
+    private let lock = NSLock()
+    private var open = 0
+    init(limit: Int) { self.limit = limit }
+    func take() -> Bool { lock.withLock { guard open < limit else { return false }; open += 1; return true } }
+    func release() { lock.withLock { open -= 1 } }
 }

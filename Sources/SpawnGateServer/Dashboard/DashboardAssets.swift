@@ -188,12 +188,12 @@ enum DashboardAssets {
           else { const first = s.brokers.find((b) => b.configured); if (first) select.value = first.name; }
         }
 
-        let refreshing = false;
+        let refreshing = false, streaming = false;
         async function refresh() {
           if (refreshing) return;
           refreshing = true;
           const status = document.getElementById("status");
-          try { render(await api("/api/state")); status.textContent = "updated " + new Date().toLocaleTimeString(); status.className = "dim"; }
+          try { render(await api("/api/state")); if (!streaming) { status.textContent = "updated " + new Date().toLocaleTimeString(); status.className = "dim"; } }
           catch (e) { status.textContent = e.message; status.className = "bad"; }
           finally { refreshing = false; }
         }
@@ -231,6 +231,40 @@ enum DashboardAssets {
           refresh();
         }
 
+        // Live updates: the server-sent events of /api/events, read through fetch (EventSource cannot send the
+        // secret's header). When the stream is refused or ends, the page polls once and tries again 3 s later.
+        async function live() {
+          const status = document.getElementById("status");
+          for (;;) {
+            try {
+              const r = await fetch("/api/events", { headers: { "X-Spawngate-Secret": secret }, cache: "no-store" });
+              if (!r.ok || !r.body) throw new Error("live updates refused (HTTP " + r.status + ")");
+              streaming = true;
+              const reader = r.body.getReader(), decoder = new TextDecoder();
+              let buffer = "";
+              for (;;) {
+                const { value, done } = await reader.read();
+                if (done) break;
+                buffer += decoder.decode(value, { stream: true });
+                let end;
+                while ((end = buffer.indexOf("\\n\\n")) >= 0) {
+                  const block = buffer.slice(0, end).split("\\n");
+                  buffer = buffer.slice(end + 2);
+                  const kind = (block.find((l) => l.startsWith("event: ")) || "").slice(7);
+                  const data = block.filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\\n");
+                  if (!data) continue;
+                  const s = JSON.parse(data);
+                  if (kind === "state") { render(s); status.textContent = "live, " + new Date().toLocaleTimeString(); status.className = "dim"; }
+                  else { status.textContent = s.error; status.className = "bad"; }
+                }
+              }
+            } catch (e) { status.textContent = e.message; status.className = "bad"; }
+            streaming = false;
+            await refresh();
+            await new Promise((resolve) => setTimeout(resolve, 3000));
+          }
+        }
+
         document.addEventListener("DOMContentLoaded", () => {
           const dialog = document.getElementById("spawn-dialog");
           document.getElementById("spawn-open").addEventListener("click", () => { document.getElementById("spawn-result").textContent = ""; dialog.showModal(); });
@@ -238,7 +272,7 @@ enum DashboardAssets {
           document.getElementById("spawn-form").addEventListener("submit", spawn);
           if (!secret) { document.getElementById("status").textContent = "no secret: open the URL that 'spawngate dashboard' printed"; return; }
           refresh();
-          setInterval(refresh, 3000);
+          live();
         });
 
         """

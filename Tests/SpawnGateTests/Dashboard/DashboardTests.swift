@@ -116,6 +116,38 @@ final class DashboardProcess {
     }
 }
 
+/// A connection kept open, read as it comes (a live-update stream).
+final class OpenStream {
+    let fd: Int32
+    var received = ""
+    init(port: UInt16, _ request: String) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = port.bigEndian
+        var tv = timeval(tv_sec: 0, tv_usec: 200_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        let connected = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        try #require(connected == 0)
+        let bytes = Array(request.utf8)
+        try #require(bytes.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) } == bytes.count)
+    }
+    deinit { close(fd) }
+
+    /// Reads until `marker` has arrived (true), the peer closes or `seconds` pass (false).
+    func read(until marker: String, within seconds: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while !received.contains(marker) && Date() < deadline {
+            let n = Glibc.read(fd, &buffer, buffer.count)
+            if n == 0 { return received.contains(marker) }
+            if n > 0 { received += String(decoding: buffer[0..<n], as: UTF8.self) }
+        }
+        return received.contains(marker)
+    }
+}
+
 /// Headless Chromium (Debian's `chromium`) driven over the DevTools pipe by Tests/Interop/browser.py.
 enum Browser {
     static let chromium = "/usr/bin/chromium"
@@ -170,6 +202,8 @@ struct DashboardTests {
         let running = "tr[data-broker=\"mini-pc\"][data-agent=\"coder\"][data-state=\"running\"]"
         let out = try Browser.run(d.url, [
             Browser.wait("document.querySelectorAll('#spawn-broker option').length === 2 && document.querySelectorAll('#decisions tbody tr').length >= 3"),
+            // Updated by the live-update stream (server-sent events), not by reloading.
+            Browser.wait("document.getElementById('status').textContent.startsWith('live, ')"),
             Browser.eval("[...document.querySelectorAll('#spawn-broker option')].map(o => o.value)"),
             Browser.eval("location.hash"),
             Browser.eval("""
@@ -196,22 +230,23 @@ struct DashboardTests {
             Browser.eval("[document.querySelectorAll('img').length, document.title, document.querySelector('#decisions tbody').textContent.includes('<img src=x onerror=')]"),
             Browser.eval("document.getElementById('policy-status').textContent + ' | ' + document.getElementById('policy-tests').textContent"),
         ])
-        try #require(out.count == 13, "\(out)")
-        #expect(out[1] as? [String] == ["vps-broker", "mini-pc"], "this broker first, then the other: \(out[1])")
-        #expect(out[2] as? String == "", "the secret is taken out of the address bar")
-        #expect(out[3] as? String == "mini-pc")
-        let result = out[4] as? String ?? "\(out[4])"
+        try #require(out.count == 14, "\(out)")
+        #expect(out[1] as? Bool == true, "no live update arrived: \(out[1])")
+        #expect(out[2] as? [String] == ["vps-broker", "mini-pc"], "this broker first, then the other: \(out[2])")
+        #expect(out[3] as? String == "", "the secret is taken out of the address bar")
+        #expect(out[4] as? String == "mini-pc")
+        let result = out[5] as? String ?? "\(out[5])"
         #expect(result.hasPrefix("started coder on mini-pc: pid ") && result.contains("receipt verified"), "\(result) \(d.stderr) \(m.miniServe.stderr)")
-        let row = out[5] as? String ?? "\(out[5])"
+        let row = out[6] as? String ?? "\(out[6])"
         #expect(row.contains("mini-pc") && row.contains("coder") && row.contains(g.app) && row.contains("running"), "\(row)")
-        #expect(out[6] as? Bool == false, "the dialog closed")
-        #expect((out[7] as? Int ?? 0) > 1000, "a screenshot was taken")
-        #expect(out[9] as? String == "released coder on mini-pc (receipt verified)", "\(out[9])")
-        let shown = out[10] as? [Any] ?? []
+        #expect(out[7] as? Bool == false, "the dialog closed")
+        #expect((out[8] as? Int ?? 0) > 1000, "a screenshot was taken")
+        #expect(out[10] as? String == "released coder on mini-pc (receipt verified)", "\(out[10])")
+        let shown = out[11] as? [Any] ?? []
         #expect(shown.first as? Int == 0 && shown.dropFirst().first as? String == "spawngate dashboard" && shown.last as? Bool == true, "\(shown)")
-        let policyText = out[11] as? String ?? ""
+        let policyText = out[12] as? String ?? ""
         #expect(policyText.hasPrefix("ok ") && policyText.contains("2 test(s) passed, 0 failed") && policyText.contains("ok: mac-laptop claude"), "\(policyText)")
-        let problems = ((out[12] as? [String: Any])?["problems"] as? [String]) ?? []
+        let problems = ((out[13] as? [String: Any])?["problems"] as? [String]) ?? []
         #expect(problems.isEmpty, "the page logged errors (a CSP violation, a failed load): \(problems)")
 
         // What mini-pc itself says: started by vps-broker's signed request under its rule, then released.
@@ -377,6 +412,41 @@ struct DashboardTests {
             #expect(out.status == 64 && out.stderr.contains("loopback only"), "\(listen): \(out.status) \(out.stderr)")
             #expect(out.stdout.isEmpty)
         }
+    }
+
+    /// Live updates: server-sent events with the secret only, at most four streams at once, and none of them
+    /// holds up SIGTERM (graceful shutdown ends them).
+    @Test func liveUpdatesAreBoundedAndEndAtShutdown() throws {
+        let l = try Laptop()
+        defer { l.stop() }
+        let d = l.d
+        func request(_ secret: String?) -> String {
+            "GET /api/events HTTP/1.1\r\nHost: \(d.authority)\r\n" + (secret.map { "X-Spawngate-Secret: \($0)\r\n" } ?? "") + "\r\n"
+        }
+        let refused = try OpenStream(port: d.port, request(nil))
+        #expect(refused.read(until: "\r\n\r\n", within: 5) && refused.received.hasPrefix("HTTP/1.1 401"), "\(refused.received)")
+        var open: [OpenStream] = []
+        for _ in 0..<4 {
+            let s = try OpenStream(port: d.port, request(d.secret))
+            #expect(s.read(until: "event: state\ndata: {", within: 15), "\(s.received)")
+            open.append(s)
+        }
+        let first = open[0].received
+        #expect(first.hasPrefix("HTTP/1.1 200") && first.lowercased().contains("content-type: text/event-stream"), "\(first)")
+        #expect(first.contains("\"brokers\":[") && first.contains("\"name\":\"vps-broker\""), "\(first)")
+        let fifth = try OpenStream(port: d.port, request(d.secret))
+        #expect(fifth.read(until: "\r\n\r\n", within: 5) && fifth.received.hasPrefix("HTTP/1.1 429"), "\(fifth.received)")
+
+        // A change reaches an open stream without asking: a new decision on this broker's own log shows up.
+        #expect(!open[1].received.contains("\"reason\":\"malformed\""))
+        let checked = try TestSupport.spawngate(["check", "--home", l.r.laptopHome], stdin: Array("junk".utf8))
+        #expect(checked.status == 1, "\(checked.stdout) \(checked.stderr)")
+        #expect(open[1].read(until: "\"reason\":\"malformed\"", within: 15), "the new decision was not pushed: \(open[1].received.suffix(300))")
+
+        Glibc.kill(d.process.processIdentifier, SIGTERM)
+        for _ in 0..<500 where d.process.isRunning { usleep(10_000) }
+        #expect(!d.process.isRunning, "four open streams held up SIGTERM for 5 s")
+        if !d.process.isRunning { #expect(d.process.terminationStatus == 0, "\(d.stderr)") }
     }
 
     /// SIGTERM stops it through the service group's graceful shutdown.
