@@ -10,6 +10,7 @@ let package = Package(
         .executable(name: "spawngate", targets: ["spawngate"]),
         .executable(name: "spawngate-serve", targets: ["spawngate-serve"]),
         .executable(name: "spawngate-mcp", targets: ["spawngate-mcp"]),
+        .executable(name: "spawngate-dashboard", targets: ["spawngate-dashboard"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
@@ -79,6 +80,15 @@ let package = Package(
             dependencies: [
                 "SpawnGate",
                 .product(name: "MCP", package: "swift-sdk"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        // `spawngate dashboard`, execed like spawngate-serve: a loopback page served with the same network stack.
+        .executableTarget(
+            name: "spawngate-dashboard",
+            dependencies: [
+                "SpawnGate",
+                "SpawnGateServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

@@ -182,39 +182,16 @@ struct GatewayTools: Sendable {
     }
 
     private func brokers() async -> CallTool.Result {
-        let identity: Identity, peers: PeerList
-        do { identity = try home.loadIdentity(); peers = try PeerList.load(home.peersFile) } catch {
+        let identity: Identity, brokers: [BrokerDirectory.Status]
+        do { (identity, brokers) = try await BrokerDirectory.list(home: home, probe: min(timeout, 5), offload: gate) } catch {
             return Self.error("cannot send: \(error.message)")
         }
-        let probe = min(timeout, 5)
-        // One health check per peer, each on its own thread with a deadline, together: the slowest bounds the call.
-        let answers = await withTaskGroup(of: (String, String?).self) { group in
-            for p in peers.peers {
-                group.addTask {
-                    let answer = await gate.run(deadline: probe + 1) { () -> String? in
-                        do {
-                            let r = try HTTPClient.exchange(try RemoteGateway.endpoint(p), method: "GET", path: "/healthz", timeout: probe)
-                            return r.status == 200 ? nil : "HTTP \(r.status)"
-                        } catch let e as RemoteError { return e.message } catch { return "\(error)" }
-                    }
-                    switch answer {
-                    case .done(let problem): return (p.name, problem)
-                    case .timedOut: return (p.name, "no answer within \(Int(probe + 1)) s")
-                    case .busy(let why): return (p.name, why)
-                    }
-                }
-            }
-            var out: [String: String?] = [:]
-            for await (name, problem) in group { out[name] = problem }
-            return out
-        }
         var rows: [Value] = [], lines: [String] = []
-        for p in peers.peers.sorted(by: { $0.name < $1.name }) {
-            let problem = answers[p.name] ?? "not checked"
+        for b in brokers {
+            let p = b.peer
             rows.append(["name": .string(p.name), "url": .string(p.url), "fingerprint": .string(p.key.fingerprint.description),
-                         "answers": .bool(problem == nil), "detail": problem.map { .string($0) } ?? .null,
-                         "self": .bool(p.name == identity.name)])
-            lines.append("\(p.name)\(p.name == identity.name ? " (this broker)" : ""): \(p.url), \(p.key.fingerprint), \(problem.map { "not answering: \($0)" } ?? "answers /healthz")")
+                         "answers": .bool(b.answers), "detail": b.problem.map { .string($0) } ?? .null, "self": .bool(b.isSelf)])
+            lines.append("\(p.name)\(b.isSelf ? " (this broker)" : ""): \(p.url), \(p.key.fingerprint), \(b.problem.map { "not answering: \($0)" } ?? "answers /healthz")")
         }
         let text = lines.isEmpty
             ? "no brokers in \(home.peersFile); add one with 'spawngate peer add NAME --url http://HOST:PORT --key \"ssh-ed25519 …\" --fingerprint SHA256:…'"
@@ -258,44 +235,22 @@ struct GatewayTools: Sendable {
     /// The gateway for `broker`; nil or this broker's own name: this machine's own gateway, which must be a peer
     /// under this broker's name.
     private func remote(_ broker: String?) throws(ToolFailure) -> RemoteGateway {
-        let identity: Identity
-        do { identity = try home.loadIdentity() } catch { throw ToolFailure("cannot send: \(error.message)") }
-        let target = broker ?? identity.name
-        do {
-            if target == identity.name, (try PeerList.load(home.peersFile)).peer(target) == nil {
-                throw ToolFailure("cannot send: no broker was named, and this machine's own gateway is not in \(home.peersFile). To start agents here through it, add it as a peer under this broker's own name: spawngate peer add \(identity.name) --url http://127.0.0.1:7717 --key \"$(cat \(home.identityPub))\" --fingerprint \(identity.key.publicKey.fingerprint) (and enroll that key in its own keys/ so its policy can name \(identity.name))")
-            }
-            return try RemoteGateway.to(target, home: home, timeout: timeout)
-        } catch let e as ToolFailure { throw e } catch let e as OperatorError { throw ToolFailure("cannot send: \(e.message)") } catch {
-            throw ToolFailure("cannot send: \(error)")
+        do { return try BrokerDirectory.remote(broker, home: home, timeout: timeout) } catch {
+            throw ToolFailure("cannot send: \(error.message)")
         }
     }
 
     /// One exchange with `remote` off the message loop, within its timeout plus a margin.
     private func exchange<T: Sendable>(_ remote: RemoteGateway, _ work: @escaping @Sendable () throws(RemoteError) -> T) async throws(ToolFailure) -> T {
-        let deadline = remote.timeout * 2 + 1
-        let outcome = await gate.run(deadline: deadline) { () -> Result<T, RemoteError> in
-            do throws(RemoteError) { return .success(try work()) } catch { return .failure(error) }
-        }
-        switch outcome {
-        case .done(.success(let value)): return value
-        case .done(.failure(let e)):
-            if e.kind == .unboundDenial { throw ToolFailure(e.message) }
-            throw ToolFailure("no verified answer from \(remote.peer.name): \(e.message)")
-        case .timedOut: throw ToolFailure("no verified answer from \(remote.peer.name): it did not answer within \(Int(deadline)) s")
-        case .busy(let why): throw ToolFailure("busy: \(why)")
+        switch await BrokerDirectory.exchange(remote, offload: gate, work) {
+        case .success(let value): return value
+        case .failure(let f): throw ToolFailure(f.message)
         }
     }
 
     /// The receipt's facts, for structured content.
     static func facts(_ r: VerifiedReceipt, broker: String) -> [String: Value] {
-        var f: [String: Value] = ["broker": .string(broker), "decision": .string(r.allowed ? "allow" : "deny"),
-                                  "reason": .string(r.reason.rawValue), "detail": .string(r.detail),
-                                  "request_id": r.requestID.map { .string($0) } ?? .null, "rule": r.rule.map { .string($0) } ?? .null]
-        if let s = r.started { f["pid"] = .int(Int(s.pid)); f["started_at"] = .int(Int(s.startedAt)); f["layers"] = .array(s.layers.map { .string($0) }) }
-        if case .object(let spawn)? = r.members["spawn"], case .string(let p)? = spawn["sandbox"] { f["sandbox"] = .string(p) }
-        for k in ["exit_status", "output", "spawner"] { if let v = r.members[k] { f[k] = value(v) } }
-        return f
+        r.facts(broker: broker).mapValues(value)
     }
 
     static func denial(_ r: VerifiedReceipt, broker: String, facts: [String: Value], suffix: String = "") -> CallTool.Result {
@@ -384,51 +339,6 @@ struct Arguments {
         case .string, .data: "a string"
         case .array: "an array"
         case .object: "an object"
-        }
-    }
-}
-
-/// Runs blocking work (sockets, SQLite, git) on a thread of its own, never on the cooperative pool that runs the
-/// MCP message loop, and gives up waiting after a deadline. The caller awaits a continuation, so no unstructured
-/// task is made; work given up on finishes on its thread (each of its steps has a timeout) and keeps its slot
-/// until then, so at most `limit` threads ever run.
-final class Offload: @unchecked Sendable {
-    enum Outcome<T: Sendable>: Sendable { case done(T), timedOut, busy(String) }
-
-    private let lock = NSLock()
-    private var running = 0
-    let limit: Int
-
-    init(limit: Int) { self.limit = limit }
-
-    func run<T: Sendable>(deadline seconds: Double, _ work: @escaping @Sendable () -> T) async -> Outcome<T> {
-        let admitted: Bool = lock.withLock {
-            guard running < limit else { return false }
-            running += 1
-            return true
-        }
-        guard admitted else { return .busy("\(limit) calls to gateways are still in flight; try again when one has finished") }
-        return await withCheckedContinuation { (continuation: CheckedContinuation<Outcome<T>, Never>) in
-            let once = Once(continuation)
-            let thread = Thread { [self] in
-                let value = work()
-                lock.withLock { running -= 1 }
-                once.resume(.done(value))
-            }
-            thread.stackSize = 1 << 20
-            thread.start()
-            DispatchQueue.global().asyncAfter(deadline: .now() + seconds) { once.resume(.timedOut) }
-        }
-    }
-
-    /// Resumes a continuation exactly once: whichever of the work and the deadline comes first.
-    private final class Once<T: Sendable>: @unchecked Sendable {
-        private let lock = NSLock()
-        private var continuation: CheckedContinuation<Outcome<T>, Never>?
-        init(_ c: CheckedContinuation<Outcome<T>, Never>) { continuation = c }
-        func resume(_ value: Outcome<T>) {
-            let c: CheckedContinuation<Outcome<T>, Never>? = lock.withLock { defer { continuation = nil }; return continuation }
-            c?.resume(returning: value)
         }
     }
 }

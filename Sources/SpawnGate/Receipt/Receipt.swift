@@ -105,3 +105,21 @@ public struct ReceiptError: Error, Sendable, Equatable, CustomStringConvertible 
     public init(_ message: String) { self.message = message }
     public var description: String { message }
 }
+
+extension VerifiedReceipt {
+    /// The receipt's facts as every surface reports them (the MCP tools' structured content, the dashboard's
+    /// answers): broker, decision, reason, detail, request_id, rule; on a start pid, started_at, layers, sandbox;
+    /// and exit_status, output, spawner when the target sent them.
+    public func facts(broker: String) -> [String: JSONValue] {
+        var f: [String: JSONValue] = ["broker": .string(broker), "decision": .string(allowed ? "allow" : "deny"),
+                                      "reason": .string(reason.rawValue), "detail": .string(detail),
+                                      "request_id": requestID.map { .string($0) } ?? .null, "rule": rule.map { .string($0) } ?? .null]
+        if let s = started {
+            f["pid"] = .number(String(s.pid)); f["started_at"] = .number(String(s.startedAt)); f["layers"] = .array(s.layers.map { .string($0) })
+        }
+        if case .object(let spawn)? = members["spawn"], case .string(let p)? = spawn["sandbox"] { f["sandbox"] = .string(p) }
+        for k in ["exit_status", "output", "spawner"] { if let v = members[k] { f[k] = v } }
+        return f
+    }
+}
+
