@@ -26,7 +26,8 @@ swift-version:
 #   pkg-config      how SwiftPM finds libsodium
 #   openssh-client  ssh-keygen, which the tests use to cross-check fingerprints and key files
 #   python3 + cryptography  the independent wire-format implementation the interop tests run
-APT_PACKAGES := libsodium-dev libsqlite3-dev libseccomp-dev bubblewrap pkg-config openssh-client python3
+#   openssl         the relay guard's TLS test makes its own certificate authority with it
+APT_PACKAGES := libsodium-dev libsqlite3-dev libseccomp-dev bubblewrap pkg-config openssh-client python3 openssl
 
 deps: swift-version
 	@bash scripts/install-deps.sh $(APT_PACKAGES)
