@@ -132,10 +132,13 @@ struct RealRelayTests {
     func aMessageReachesThePTY(_ version: RealRelay.Version) throws {
         try withRelay(version) { relay in
             let (record, _, _) = try spawnProbe(relay, name: "listener", task: "Wait for mail", cwd: TestSupport.tempDir("relay-cwd"))
+            let started = Date()
             try relay.sendDM(from: "tester", to: "listener", text: "hello from tester \(version)")
             _ = try RealRelay.waitFor("the DM in listener's terminal", within: 30) {
                 record.input.contains("hello from tester \(version)") ? true : nil
             }
+            print(String(format: "[real-relay] %@: DM posted to Relaycast → typed into the agent's terminal (no guard) in %.3f s",
+                         version.rawValue, Date().timeIntervalSince(started)))
             #expect(record.input.contains("Relay message from tester"))
         }
     }
