@@ -146,18 +146,23 @@ final class DropAuditor: @unchecked Sendable {
     let gateway: Gateway
     let burst: Int
     let window: Duration
+    /// The time, for the window (tests move it instead of sleeping).
+    let now: @Sendable () -> ContinuousClock.Instant
     private let lock = NSLock()
-    private var windowStart = ContinuousClock.now
+    private var windowStart: ContinuousClock.Instant
     private var inWindow = 0
     private var suppressed = 0
     private(set) var total = 0
 
-    init(gateway: Gateway, burst: Int, window: Duration) { self.gateway = gateway; self.burst = burst; self.window = window }
+    init(gateway: Gateway, burst: Int, window: Duration, now: @escaping @Sendable () -> ContinuousClock.Instant = { ContinuousClock.now }) {
+        self.gateway = gateway; self.burst = burst; self.window = window; self.now = now
+        windowStart = now()
+    }
 
     func dropped(_ denial: Denial) async {
         let (record, summary): (Bool, Int) = lock.withLock {
             total += 1
-            let now = ContinuousClock.now
+            let now = self.now()
             var summary = 0
             if now - windowStart >= window {
                 summary = suppressed

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 @testable import SpawnGate
 @testable import SpawnGateServer
+import Logging
 
 /// What the guard does to each frame, without processes.
 @Suite("Relay guard: frames and workspace messages")
@@ -79,6 +80,31 @@ struct GuardFilterTests {
         for bad in ["http://api.relaycast.dev", "http://100.64.0.2:80", "ftp://127.0.0.1", "https://x/path", "https://u:p@x", "nonsense"] {
             #expect((try? RelayUpstream.parse(bad).get()) == nil, "\(bad)")
         }
+    }
+}
+
+/// The audit cap on dropped frames: a key holder flooding spawn frames cannot turn each into an fsynced line.
+@Suite("Relay guard: audit lines for dropped frames are bounded")
+struct DropAuditorTests {
+    @Test("at most `burst` lines per window, then one line counting the rest")
+    func floodIsSummarised() async throws {
+        let dir = TestSupport.tempDir("drops")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (home, _) = try TestSupport.makeHome("vps-broker", in: dir)
+        let gateway = try SpawnGateServer.Gateway(home: home, logger: .init(label: "test"))
+        final class Clock: @unchecked Sendable { var t = ContinuousClock.now }
+        let clock = Clock()
+        let auditor = DropAuditor(gateway: gateway, burst: 3, window: .seconds(10), now: { clock.t })
+        let spawn = Denial(.deniedByRule, "an agent.spawn_requested event was dropped", rule: "relay-guard")
+        for _ in 0..<50 { await auditor.dropped(spawn) }
+        func lines() throws -> [String] { try String(contentsOfFile: home.auditLog, encoding: .utf8).split(separator: "\n").map(String.init) }
+        #expect(try lines().count == 3, "only the burst is written")
+        clock.t = clock.t.advanced(by: .seconds(11))
+        await auditor.dropped(spawn)
+        let after = try lines()
+        #expect(after.count == 5, "the summary and the next drop")
+        #expect(after[3].contains("47 more frames were dropped by the relay guard without a line each"), "\(after[3])")
+        #expect(auditor.total == 51)
     }
 }
 
