@@ -46,6 +46,9 @@ struct PeerCommand: ParsableCommand {
         }
 
         static func fetchKey(url: String, peer: String) throws -> PublicKey {
+            if RemoteGateway.relayTarget(url) != nil {
+                throw OperatorError("\(peer) is reached through the Agent Relay workspace (\(url)), so its key cannot be fetched over HTTP; pass it with --key (its operator prints it with 'spawngate key show')")
+            }
             let endpoint: HTTPClient.Endpoint
             do { endpoint = try RemoteGateway.endpoint(url: url, name: peer) } catch { throw OperatorError(error.message) }
             let response: HTTPClient.Response

@@ -6,9 +6,11 @@ import Testing
 import Glibc
 #endif
 
-/// The guard as a process, with the real brokers and the Relaycast stand-in.
-@Suite("Relay guard: real brokers, the workspace, TLS", .serialized,
-       .enabled(if: RealRelay.Version.allInstalled, "the Agent Relay broker binaries are missing from .build-relay/; run `make relay`"))
+extension RealRelayTests {
+/// The guard as a process, with the real brokers and the Relaycast stand-in. Nested in RealRelayTests so that it
+/// runs serially with it (its traits apply here too): two cores cannot run three suites of real brokers at once
+/// and still meet the brokers' start-up windows.
+@Suite("Relay guard: real brokers, the workspace, TLS")
 struct RelayGuardTests {
     /// The user's story over the workspace only: the VPS runs its broker behind its relay guard and no `serve`
     /// (no HTTP port); the laptop runs a relay guard (with the workspace key) and `spawn --broker vps-broker` to
@@ -85,10 +87,10 @@ struct RelayGuardTests {
         let script = """
             set -e
             cd "$1"
-            openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=spawngate-test-ca 2>/dev/null
-            openssl req -x509 -newkey rsa:2048 -nodes -keyout other-ca.key -out other-ca.pem -days 2 -subj /CN=other-ca 2>/dev/null
+            openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=spawngate-test-ca 2>/dev/null
+            openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout other-ca.key -out other-ca.pem -days 2 -subj /CN=other-ca 2>/dev/null
             for n in localhost wrong.example; do
-              openssl req -newkey rsa:2048 -nodes -keyout $n.key -out $n.csr -subj /CN=$n 2>/dev/null
+              openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout $n.key -out $n.csr -subj /CN=$n 2>/dev/null
               printf 'subjectAltName=DNS:%s\\n' $n > $n.ext
               openssl x509 -req -in $n.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $n.pem -days 2 -extfile $n.ext 2>/dev/null
             done
@@ -205,4 +207,5 @@ struct RelayGuardTests {
         print(String(format: "[relay-guard] graceful shutdown with the broker connected took %.2f s", Date().timeIntervalSince(started)))
         #expect(!FileManager.default.fileExists(atPath: home.root + "/relay-guard.json"))
     }
+}
 }
