@@ -27,7 +27,8 @@ swift-version:
 #   openssh-client  ssh-keygen, which the tests use to cross-check fingerprints and key files
 #   python3 + cryptography  the independent wire-format implementation the interop tests run
 #   chromium        headless, for the dashboard's browser test (driven over the DevTools pipe, Tests/Interop/)
-APT_PACKAGES := libsodium-dev libsqlite3-dev libseccomp-dev bubblewrap pkg-config openssh-client python3 chromium
+#   openssl         the relay guard's TLS test makes its own certificate authority with it
+APT_PACKAGES := libsodium-dev libsqlite3-dev libseccomp-dev bubblewrap pkg-config openssh-client python3 chromium openssl
 
 deps: swift-version
 	@bash scripts/install-deps.sh $(APT_PACKAGES)

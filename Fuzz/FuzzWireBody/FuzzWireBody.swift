@@ -2,7 +2,8 @@ import SpawnGate
 
 /// Bodies on the wire between gateways: a request body as `serve` opens it, and a receipt as `spawn --broker`
 /// checks it. The first byte picks the path; the second path signs the input with the target's key first, so the
-/// receipt's payload parser (reached only after a valid signature) is fuzzed too.
+/// receipt's payload parser (reached only after a valid signature) is fuzzed too. A fourth path reads workspace
+/// messages (`RelayWire`), which arrive from anyone in an Agent Relay workspace.
 enum Keys {
     static let gateway = try! SigningKey(seed: [UInt8](repeating: 7, count: 32))
     static let target = try! SigningKey(seed: [UInt8](repeating: 9, count: 32))
@@ -12,7 +13,7 @@ enum Keys {
 public func fuzzWireBody(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     guard size > 0 else { return 0 }
     let bytes = Array(UnsafeBufferPointer(start: data + 1, count: size - 1))
-    switch data[0] % 4 {
+    switch data[0] % 5 {
     case 0:
         if case .success(let envelope) = SealedBody.open(bytes, with: Keys.gateway) { _ = Envelope.parse(envelope) }
     case 1:
@@ -23,6 +24,10 @@ public func fuzzWireBody(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         }
     case 2:
         _ = Receipt.verify(bytes, from: Keys.target.publicKey, requestID: nil)
+    case 3:
+        // A workspace message (relay: peers), as a relay guard's mailbox reads every one it sees.
+        _ = RelayWire.parse(String(decoding: bytes, as: UTF8.self))
+        _ = RelayWire.parse(RelayWire.prefix + String(decoding: bytes, as: UTF8.self))
     default:
         // The pieces on their own: a base64url text and a box that is not sealed to this key.
         _ = Base64.urlDecode(String(decoding: bytes, as: UTF8.self))

@@ -231,6 +231,16 @@ public final class Gateway: @unchecked Sendable {
         return (200, outcome.decision)
     }
 
+    /// Records a refusal that no request stands behind (a frame the relay guard dropped): an audit line, durable
+    /// before this returns, like every decision.
+    @discardableResult
+    public func refuse(_ denial: Denial) async -> Decision {
+        let p = pipeline
+        let d = await committer.commit(p.prepareRefusal(denial), through: p).decision
+        metrics.count(d.reason)
+        return d
+    }
+
     /// The envelope in a sealed body, prepared by `prepare`; a body that does not open is a recorded refusal.
     private func opened(_ body: [UInt8], by p: DecisionPipeline,
                         _ prepare: ([UInt8]) -> DecisionPipeline.Pending) -> DecisionPipeline.Pending {

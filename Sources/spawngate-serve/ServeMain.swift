@@ -42,6 +42,11 @@ struct Serve: AsyncParsableCommand {
 
     static func main() async {
         ProcessHardening.apply()
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        if arguments.first == "relay-guard" {
+            await RelayGuardMain.main(Array(arguments.dropFirst()))
+            return
+        }
         await main(nil)
     }
 

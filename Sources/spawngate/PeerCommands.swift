@@ -18,7 +18,7 @@ struct PeerCommand: ParsableCommand {
                 """)
         @OptionGroup var home: HomeOption
         @Argument(help: ArgumentHelp("The target broker's name, as requests address it (--to / --broker).", valueName: "name")) var name: String
-        @Option(help: ArgumentHelp("The gateway's address, e.g. http://100.101.102.103:7717.", valueName: "url")) var url: String
+        @Option(help: ArgumentHelp("The gateway's address, e.g. http://100.101.102.103:7717, or relay:NAME to reach it through the Agent Relay workspace (needs 'spawngate relay guard' on both machines).", valueName: "url")) var url: String
         @Option(help: ArgumentHelp("Its identity key as one OpenSSH line: 'ssh-ed25519 AAAA… name' (default: fetched from the gateway).", valueName: "line")) var key: String?
         @Option(help: ArgumentHelp("The fingerprint you were given out of band: SHA256:…", valueName: "fingerprint")) var fingerprint: String
 
@@ -46,6 +46,9 @@ struct PeerCommand: ParsableCommand {
         }
 
         static func fetchKey(url: String, peer: String) throws -> PublicKey {
+            if RemoteGateway.relayTarget(url) != nil {
+                throw OperatorError("\(peer) is reached through the Agent Relay workspace (\(url)), so its key cannot be fetched over HTTP; pass it with --key (its operator prints it with 'spawngate key show')")
+            }
             let endpoint: HTTPClient.Endpoint
             do { endpoint = try RemoteGateway.endpoint(url: url, name: peer) } catch { throw OperatorError(error.message) }
             let response: HTTPClient.Response

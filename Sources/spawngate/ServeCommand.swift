@@ -33,3 +33,26 @@ func execSibling(_ program: String, as command: String, _ arguments: [String]) t
     printError("cannot run \(path) (\(why)): 'spawngate \(command)' is that program; install it next to spawngate (swift build puts both in .build/debug)")
     throw Exit.cannotDecide
 }
+
+/// `spawngate relay guard …` runs `spawngate-serve relay-guard …`: the guard needs the network stack.
+struct RelayCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "relay",
+        abstract: "Agent Relay integration: the guard between the local broker and Relaycast.",
+        subcommands: [RelayGuardCommand.self])
+}
+
+struct RelayGuardCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "guard",
+        abstract: "Stand between the local Agent Relay broker and Relaycast: messaging passes, spawns and terminals do not.",
+        discussion: """
+            Runs spawngate-serve (installed next to spawngate); 'spawngate relay guard --help' lists its options \
+            (--home, --upstream, --listen, --ca-file).
+            """,
+        helpNames: [])
+    @Argument(parsing: .captureForPassthrough, help: ArgumentHelp("Options of the guard: see 'spawngate relay guard --help'.", valueName: "options"))
+    var arguments: [String] = []
+
+    func run() throws { try execSibling("spawngate-serve", as: "relay guard", ["relay-guard"] + arguments) }
+}

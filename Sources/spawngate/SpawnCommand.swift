@@ -25,6 +25,7 @@ struct BrokerOption: ParsableArguments {
         }
         var remote = RemoteGateway(peer: peer, identity: identity)
         remote.timeout = timeout
+        remote.relayGuard = RelayGuardFile.load(home)
         return remote
     }
 }

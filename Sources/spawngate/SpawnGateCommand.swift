@@ -16,7 +16,7 @@ struct SpawnGateCommand: AsyncParsableCommand {
             Exit codes of verify/check: 0 allowed, 1 denied, 2 the gateway cannot decide, 64 usage error.
             """,
         version: SpawnGateVersion.current,
-        subcommands: [Init.self, Key.self, Sign.self, Verify.self, Check.self, Exec.self, Serve.self, Spawn.self, Agents.self, Release.self, Doctor.self, PeerCommand.self, Hook.self, Audit.self, PolicyCommand.self, Logs.self, Launch.self, HandoffCommand.self, MCPCommand.self, DashboardCommand.self])
+        subcommands: [Init.self, Key.self, Sign.self, Verify.self, Check.self, Exec.self, Serve.self, Spawn.self, Agents.self, Release.self, Doctor.self, PeerCommand.self, Hook.self, Audit.self, PolicyCommand.self, Logs.self, Launch.self, HandoffCommand.self, MCPCommand.self, DashboardCommand.self, RelayCommand.self])
 
     static func main() async {
         ProcessHardening.apply()

@@ -41,6 +41,11 @@ Control API for tests (same port, no auth: it is loopback-only and lives as long
                                     answers {"sent_to": [socket ids]}
   POST /_standin/message            {from, to | channel, text}: post a message as agent `from` (registered on the
                                     fly), exactly as if that agent had called the message API
+  GET  /_standin/dms                every direct message so far, unredacted: [{from, to, text}] (a test captures one
+                                    to replay it)
+
+--tls-cert FILE --tls-key FILE serve HTTPS and WSS instead (a test's own certificate authority); the first line then
+says `listening on https://localhost:PORT`.
 
 --log FILE appends the same records as JSON lines: {t, kind: http|ws_open|ws_in|ws_out|ws_close, …}. Header values
 that carry secrets (Authorization, X-API-Key, Cookie) and token query parameters are never written, and token
@@ -107,6 +112,7 @@ class StandIn:
         self.seq = {}             # agent name -> last delivery seq on the node socket
         self.stream_enabled = False
         self.conversations = {}   # DM conversation id -> {participants, last}
+        self.dms = []             # every DM, unredacted, for /_standin/dms
 
     # ---------- log ----------
     def record(self, entry):
@@ -211,6 +217,7 @@ class StandIn:
             payload_type = "message.created"
         else:
             conv = conversation_id(sender["name"], to)
+            self.dms.append({"from": sender["name"], "to": to, "text": text})
             self.conversations[conv] = {"participants": sorted({sender["name"], to}), "last": base}
             ws_event = {"type": "dm.received", "conversation_id": conv, "message": base}
             recipients = [to]
@@ -544,6 +551,8 @@ class StandIn:
                          "workspace_id": self.workspace_id}
         if p == ["log"]:
             return 200, self.records
+        if p == ["dms"]:
+            return 200, self.dms
         if p == ["frames"]:
             return 200, [r for r in self.records if r["kind"] == "ws_in" and (not kind or r["socket_kind"] == kind)]
         if p == ["push"] and method == "POST":
@@ -629,11 +638,18 @@ async def main():
     ap = argparse.ArgumentParser(description="Relaycast stand-in for spawngate's tests (not Relaycast).")
     ap.add_argument("--log", help="append every request and socket frame to this JSON Lines file")
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--tls-cert", help="serve HTTPS/WSS with this certificate (PEM)")
+    ap.add_argument("--tls-key", help="the certificate's private key (PEM)")
     args = ap.parse_args()
     standin = StandIn(args.log)
-    server = await asyncio.start_server(standin.http, "127.0.0.1", args.port)
+    context = None
+    if args.tls_cert:
+        import ssl
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+    server = await asyncio.start_server(standin.http, "127.0.0.1", args.port, ssl=context)
     port = server.sockets[0].getsockname()[1]
-    print(f"listening on http://127.0.0.1:{port}", flush=True)
+    print(f"listening on https://localhost:{port}" if context else f"listening on http://127.0.0.1:{port}", flush=True)
     async with server:
         await server.serve_forever()
 

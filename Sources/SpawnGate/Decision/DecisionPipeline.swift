@@ -324,7 +324,7 @@ public struct DecisionPipeline: Sendable {
 
     public func prepareRefusal(_ denial: Denial, mode: Mode = .commit) -> Pending {
         Pending(decision: Decision(reason: denial.reason, detail: denial.detail, requestID: nil, broker: nil, fingerprint: nil,
-                                   policy: policy.hash), mode: mode)
+                                   rule: denial.rule, policy: policy.hash), mode: mode)
     }
 
     /// Failures inside the transaction that decide which reason the requester sees.

@@ -1,3 +1,4 @@
+import Foundation
 import CSpawn
 #if canImport(Glibc)
 import Glibc
@@ -166,9 +167,45 @@ public enum Doctor {
                 : "v14 or later: it answers 500 when a worker dies during start-up"
             out.append(Finding(severity: answers ? .ok : .warn, subject: "agent relay",
                                message: "\(connection.file): broker pid \(connection.pid.map(String.init) ?? "?") at \(connection.url.absoluteString), \(kind); its API \(answers ? "answers" : "does not answer (is it running?)")"))
+            if let pid = connection.pid { out.append(guardStatus(home, brokerPID: pid)) }
         }
         return out
     }
+
+    /// Whether the broker `brokerPID` reaches Relaycast only through a relay guard: read from the Relaycast URLs in
+    /// its environment (what it was started with), and from the guard answering at that address.
+    public static func guardStatus(_ home: Home, brokerPID: Int32) -> Finding {
+        let fix = "start 'spawngate relay guard', then restart the broker with RELAYCAST_BASE_URL, RELAY_BASE_URL and RELAYCAST_WS_URL pointing at it (README: \"Behind the relay guard\")"
+        guard let raw = try? Files.read("/proc/\(brokerPID)/environ", limit: 1 << 20) else {
+            return Finding(severity: .warn, subject: "relay guard", message: "cannot read broker pid \(brokerPID)'s environment (another user's process, or gone), so whether it is behind the guard is unknown")
+        }
+        var env: [String: String] = [:]
+        for entry in raw.split(separator: 0) {
+            let text = String(decoding: entry, as: UTF8.self)
+            if let eq = text.firstIndex(of: "=") { env[String(text[..<eq])] = String(text[text.index(after: eq)...]) }
+        }
+        guard let base = env["RELAYCAST_BASE_URL"] ?? env["RELAY_BASE_URL"], let u = URLComponents(string: base), let host = u.host else {
+            return Finding(severity: .warn, subject: "relay guard", message: "the broker is NOT behind the relay guard: it talks to the Relaycast cloud directly, so anyone holding the workspace key can start agents here, unchecked; \(fix)")
+        }
+        let loopback = host == "127.0.0.1" || host == "localhost" || host == "::1"
+        let health = loopback && u.scheme == "http"
+            ? try? HTTPClient.exchange(.tcp(host: host == "localhost" ? "127.0.0.1" : host, port: UInt16(u.port ?? 80)), method: "GET", path: "/_spawngate/v1/health", timeout: 2)
+            : nil
+        guard let health, health.status == 200, case .object(let o)? = try? StrictJSONReader.parse(health.body),
+              o["guard"] == .string("spawngate relay guard") else {
+            return Finding(severity: .warn, subject: "relay guard", message: "the broker is NOT behind the relay guard: its Relaycast is \(base), where no relay guard answers, so anyone holding the workspace key can start agents here, unchecked; \(fix)")
+        }
+        if let ws = env["RELAYCAST_WS_URL"], let w = URLComponents(string: ws), w.host != u.host || w.port != u.port {
+            return Finding(severity: .warn, subject: "relay guard", message: "the broker's HTTP goes through the relay guard at \(base), but its WebSocket URL \(ws) does not: spawn frames reach it unchecked; set RELAYCAST_WS_URL to the guard's address with ws:// and restart the broker")
+        }
+        var upstream = "?", mailbox = "?", name = "?"
+        if case .string(let v)? = o["upstream"] { upstream = v }
+        if case .string(let v)? = o["mailbox"] { mailbox = v }
+        if case .string(let v)? = o["name"] { name = v }
+        let mine = RelayGuardFile.load(home)?.url == base.trimmingCharacters(in: CharacterSet(charactersIn: "/")) ? "this home's" : "\(name)'s"
+        return Finding(severity: .ok, subject: "relay guard", message: "the broker is behind \(mine) relay guard at \(base), which forwards to \(upstream) and drops spawn and terminal frames; its workspace mailbox is \(mailbox)")
+    }
+
 
     /// `listen`: the address `serve` listens on (doctor's --listen), to check source binding against it.
     public static func examine(_ home: Home, from: String? = nil, environment: [String: String] = [:], listen: String? = nil) -> [Finding] {

@@ -74,9 +74,15 @@ public struct PeerList: Sendable, Equatable {
 
     /// nil when `url` is a usable gateway address: http(s), a host, a port, nothing after the authority.
     public static func urlProblem(_ url: String) -> String? {
+        if let target = RemoteGateway.relayTarget(url) {
+            do { try Home.validateBrokerName(target) } catch {
+                return "'\(url)' must be relay:NAME, NAME being the target broker's name in the Agent Relay workspace: \(error.message)"
+            }
+            return nil
+        }
         guard let u = URLComponents(string: url), let scheme = u.scheme, ["http", "https"].contains(scheme),
               let host = u.host, !host.isEmpty else {
-            return "'\(url)' must be an http:// or https:// URL with a host, like http://100.101.102.103:7717"
+            return "'\(url)' must be an http:// or https:// URL with a host, like http://100.101.102.103:7717, or relay:NAME (through the Agent Relay workspace)"
         }
         guard u.path.isEmpty || u.path == "/", u.query == nil, u.fragment == nil, u.user == nil else {
             return "'\(url)' must name only the gateway (scheme, host and port), with no path, query or credentials"

@@ -13,6 +13,8 @@ public struct RemoteGateway: Sendable {
     public var timeout: Double = 10
     public var ttl: Int64 = 60
     public var clock: any GateClock = SystemClock()
+    /// This home's running relay guard: how a peer whose url is `relay:NAME` is reached.
+    public var relayGuard: RelayGuardFile?
 
     public init(peer: Peer, identity: Identity) {
         self.peer = peer
@@ -90,12 +92,36 @@ public struct RemoteGateway: Sendable {
         return .tcp(host: bare, port: UInt16(u.port ?? 80))
     }
 
+    /// The workspace name a `relay:NAME` url reaches, else nil.
+    public static func relayTarget(_ url: String) -> String? {
+        url.hasPrefix("relay:") ? String(url.dropFirst("relay:".count)) : nil
+    }
+
     private func send(method: String, path: String, headers: [(String, String)], body: [UInt8], requestID: String,
                       kind: Receipt.Kind) throws(RemoteError) -> Answer {
-        let endpoint = try Self.endpoint(peer)
+        var endpoint: HTTPClient.Endpoint
+        var (method, path, headers, body) = (method, path, headers, body)
+        if let target = Self.relayTarget(peer.url) {
+            // Through the workspace: the same bytes, handed to this home's relay guard, which sends them to the
+            // target's gateway as a direct message and brings back its answer. The guard is trusted for nothing:
+            // the answer must still be a receipt signed by the peer's key for this very request.
+            guard let guardFile = relayGuard, let e = guardFile.endpoint else {
+                throw RemoteError(.unreachable, "\(peer.name) is reached through the Agent Relay workspace (url relay:\(target)), but no relay guard runs for this home; start 'spawngate relay guard' (see the README), then try again")
+            }
+            guard let op = RelayWire.Operation(path: path) else { throw RemoteError(.usage, "\(path) cannot be sent through the workspace") }
+            if body.isEmpty, let header = headers.first(where: { $0.0 == "Spawngate-Request" }) { body = Array(header.1.utf8) }
+            endpoint = e
+            method = "POST"
+            path = "/_spawngate/v1/relay?to=\(target)&op=\(op.rawValue)&timeout=\(Int(timeout.rounded(.up)))"
+            headers = [("Content-Type", "application/json")]
+        } else {
+            endpoint = try Self.endpoint(peer)
+        }
         let response: HTTPClient.Response
         do {
-            response = try HTTPClient.exchange(endpoint, method: method, path: path, headers: headers, body: body, timeout: timeout)
+            // Through a guard, give it a little longer than the wait it was told, so its own timeout answer arrives.
+            let wait = Self.relayTarget(peer.url) == nil ? timeout : timeout + 5
+            response = try HTTPClient.exchange(endpoint, method: method, path: path, headers: headers, body: body, timeout: wait)
         } catch {
             switch error {
             case .unreachable(let m): throw RemoteError(.unreachable, "\(peer.name) (\(peer.url)) is unreachable: \(m); is 'spawngate serve' running there, and is the address right in peers.yaml?")

@@ -132,10 +132,13 @@ struct RealRelayTests {
     func aMessageReachesThePTY(_ version: RealRelay.Version) throws {
         try withRelay(version) { relay in
             let (record, _, _) = try spawnProbe(relay, name: "listener", task: "Wait for mail", cwd: TestSupport.tempDir("relay-cwd"))
+            let started = Date()
             try relay.sendDM(from: "tester", to: "listener", text: "hello from tester \(version)")
             _ = try RealRelay.waitFor("the DM in listener's terminal", within: 30) {
                 record.input.contains("hello from tester \(version)") ? true : nil
             }
+            print(String(format: "[real-relay] %@: DM posted to Relaycast → typed into the agent's terminal (no guard) in %.3f s",
+                         version.rawValue, Date().timeIntervalSince(started)))
             #expect(record.input.contains("Relay message from tester"))
         }
     }
@@ -188,6 +191,74 @@ struct RealRelayTests {
                 #expect(output?["spawned"] as? Bool == true)
             }
         }
+    }
+
+    /// The same push as the open door above, with the broker behind `spawngate relay guard`: the frame reaches the
+    /// guard's socket to the broker and no further; it is an audited denial, and nothing starts. Messages still flow
+    /// both ways through the guard (a DM into an agent's terminal; the broker's own send out to Relaycast), an
+    /// unknown frame type on the control socket is dropped (fail closed), and v14's terminal socket never reaches
+    /// the upstream.
+    @Test("behind the relay guard, the same pushed spawn frame starts nothing and is audited; messages still flow", arguments: versions)
+    func aPushedSpawnFrameIsDroppedByTheGuard(_ version: RealRelay.Version) throws {
+        let dir = TestSupport.tempDir("guarded")
+        let (home, _) = try TestSupport.makeHome("vps-broker", in: dir)
+        var guardProcess: GuardProcess?
+        let relay = try RealRelay(version, via: { standin in
+            let g = try GuardProcess(home: home.root, upstream: standin)
+            guardProcess = g
+            return g.url
+        })
+        let g = try #require(guardProcess)
+        defer {
+            relay.stop()
+            #expect(g.stop() == 0, "the guard exits 0 on SIGTERM: \(g.stderr)")
+            #expect(relay.processes().isEmpty, "processes of the run survived stop()")
+        }
+        let kind = version == .v6 ? "ws" : "node"
+        let frame: [String: Any] = version == .v6
+            ? ["type": "agent.spawn_requested", "agent": ["name": "intruder", "cli": RealRelay.probe, "task": "Pushed task", "channel": NSNull(), "already_existed": false]]
+            : ["type": "action.invoke", "v": 1, "invocation_id": "inv_intruder", "action": "spawn:claude",
+               "input": ["name": "intruder", "cli": RealRelay.probe, "task": "Pushed task"]]
+        _ = try RealRelay.waitFor("the broker's \(kind) socket through the guard", within: 30) { try relay.push(["type": "pong"], kind: kind).isEmpty ? nil : true }
+        let reached = try relay.push(frame, kind: kind)
+        #expect(!reached.isEmpty, "the stand-in reached the guard's upstream socket")
+        let line = try g.waitForAudit("denied_by_rule", containing: version == .v6 ? "agent.spawn_requested" : "action.invoke 'spawn:claude'")
+        #expect(line["decision"] as? String == "deny" && line["rule"] as? String == "relay-guard", "\(line)")
+        // Relaycast's own spawn API (POST /v1/agents/spawn, any workspace-key holder) is dropped the same way.
+        let key = try relay.workspaceKey()
+        _ = try RealRelay.http("POST", relay.standinURL + "/v1/agents/spawn", json: ["name": "cloudy", "cli": RealRelay.probe, "task": "Cloud task"],
+                               headers: ["Authorization": "Bearer \(key)"])
+        if version == .v6 { try g.waitForAudit("denied_by_rule", containing: "name cloudy") }
+        // A frame type the guard does not know, on the control socket: dropped (fail closed), audited.
+        _ = try relay.push(["type": "agent.teleport_requested", "agent": ["name": "x"]], kind: kind)
+        try g.waitForAudit("denied_by_rule", containing: "'agent.teleport_requested'")
+        if version == .v14 {
+            try g.waitForAudit("denied_by_rule", containing: "remote-terminal socket")
+            let sockets = try RealRelay.http("GET", relay.standinURL + "/_standin/sockets").json as? [[String: Any]] ?? []
+            #expect(!sockets.contains { $0["kind"] as? String == "terminal" }, "no terminal socket reaches Relaycast: \(sockets)")
+        }
+        // The frames were dropped before the broker: once their lines are written, nothing of theirs can start.
+        let spawned = try RealRelay.http("GET", relay.url + "/api/spawned", headers: ["X-API-Key": relay.apiKey])
+        #expect(!spawned.text.contains("intruder") && !spawned.text.contains("cloudy"), "\(spawned.text)")
+        #expect(!FileManager.default.fileExists(atPath: relay.probe("intruder").dir), "the pushed agent never ran")
+        #expect(!FileManager.default.fileExists(atPath: relay.probe("cloudy").dir), "the cloud-spawned agent never ran")
+
+        // Messages in: a DM reaches a local agent's terminal through the guard.
+        let (record, _, _) = try spawnProbe(relay, name: "listener", task: "Wait for mail", cwd: TestSupport.tempDir("relay-cwd"))
+        let started = Date()
+        try relay.sendDM(from: "tester", to: "listener", text: "hello through the guard \(version)")
+        _ = try RealRelay.waitFor("the DM in listener's terminal", within: 30) {
+            record.input.contains("hello through the guard \(version)") ? true : nil
+        }
+        print(String(format: "[relay-guard] %@: DM posted to Relaycast → typed into the agent's terminal through the guard in %.3f s",
+                     version.rawValue, Date().timeIntervalSince(started)))
+        // Messages out: the broker's own send goes up through the guard to Relaycast.
+        let sent = try RealRelay.http("POST", relay.url + "/api/send", json: ["to": "tester", "text": "hello out \(version)"], headers: ["X-API-Key": relay.apiKey])
+        #expect((200..<300).contains(sent.status), "POST /api/send answered \(sent.status): \(sent.text)")
+        _ = try RealRelay.waitFor("the broker's message at Relaycast", within: 30) {
+            try relay.directMessages().contains { $0.text.contains("hello out \(version)") } ? true : nil
+        }
+        #expect(relay.nonLoopbackSockets().isEmpty, "the broker holds sockets to a host other than loopback")
     }
 
     /// Relaycast's own spawn API fans `agent.spawn_requested` out to every broker online: v6 acts on it; v14 has no

@@ -87,6 +87,8 @@ struct RelayWorkerTests {
         let doctor = try TestSupport.run(TestSupport.binary, ["doctor", "--home", m.g.vps.root])
         #expect(doctor.stdout.contains("agent relay") && doctor.stdout.contains(version == .v6 ? "the v6 kind" : "v14 or later")
                 && doctor.stdout.contains("its API answers"), "\(doctor.stdout)")
+        // Started straight against Relaycast (the stand-in), not behind the relay guard: doctor says it is an open door.
+        #expect(doctor.stdout.contains("relay guard: the broker is NOT behind the relay guard"), "\(doctor.stdout)")
         let lines = Self.commandLines()
         for secret in ["rk_live", "at_live", m.relay.apiKey] {
             #expect(!lines.contains { $0.contains(secret) }, "\(secret) on a command line")

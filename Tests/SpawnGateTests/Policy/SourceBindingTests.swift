@@ -33,6 +33,8 @@ struct SourceBindingTests {
         #expect(!(try #require(Self.pattern("local"))).matches(Self.address("127.0.0.1")), "loopback over TCP is an address, not the hook")
         #expect(![SourcePattern]().admits(.local), "an empty list matches nothing")
         #expect(!(try #require(Self.pattern("100.64.0.7"))).matches(RequestSource.of(connection: "garbage")))
+        // The relay guard's mailbox passes "relay:SENDER": a workspace message, whoever claims to send it.
+        #expect(RequestSource.of(connection: "relay:spawngate-mac-laptop") == .workspace)
     }
 
     @Test func aRuleTakesRequestsOnlyFromItsSources() throws {

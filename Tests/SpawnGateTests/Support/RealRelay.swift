@@ -51,7 +51,12 @@ final class RealRelay: @unchecked Sendable {
     private var broker: pid_t?
     private var stopped = false
 
-    init(_ version: Version, environment extra: [String: String] = [:]) throws {
+    /// The URL the broker uses as its Relaycast: the stand-in's, or a relay guard's in front of it.
+    private(set) var relaycastURL = ""
+
+    /// `via`, given the stand-in's URL, starts whatever the broker should talk to instead (a relay guard) and
+    /// answers its URL; the broker's RELAYCAST_BASE_URL, RELAY_BASE_URL and RELAYCAST_WS_URL then point there.
+    init(_ version: Version, environment extra: [String: String] = [:], via: ((String) throws -> String)? = nil) throws {
         self.version = version
         root = TestSupport.tempDir("relay-\(version)")
         project = root + "/project"
@@ -77,15 +82,21 @@ final class RealRelay: @unchecked Sendable {
             throw error
         }
 
+        let relaycast: String
+        do { relaycast = try via?(standinURL) ?? standinURL } catch {
+            Self.kill(s, within: 5)
+            throw error
+        }
+        relaycastURL = relaycast
         var env: [String: String] = [
             "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin",
             "HOME": home,
             "AGENT_RELAY_TELEMETRY_DISABLED": "1",
             "DO_NOT_TRACK": "1",
             "DISABLE_AUTOUPDATER": "1",
-            "RELAYCAST_BASE_URL": standinURL,
-            "RELAY_BASE_URL": standinURL,
-            "RELAYCAST_WS_URL": standinURL.replacingOccurrences(of: "http://", with: "ws://"),
+            "RELAYCAST_BASE_URL": relaycast,
+            "RELAY_BASE_URL": relaycast,
+            "RELAYCAST_WS_URL": relaycast.replacingOccurrences(of: "http://", with: "ws://"),
             "RELAY_BROKER_API_KEY": apiKey,
             "PROBE_DIR": probeDir,
             "RUST_LOG": "info",
@@ -117,6 +128,43 @@ final class RealRelay: @unchecked Sendable {
     }
 
     deinit { stop() }
+
+    /// Stops the stand-in (the upstream going away); ``startStandin()`` brings a new one back on the same port.
+    func stopStandin() {
+        if let s = standin { Self.kill(s, within: 5) }
+        standin = nil
+    }
+
+    func startStandin() throws {
+        let port = String(standinURL.split(separator: ":").last!)
+        let out = root + "/standin2"
+        try? FileManager.default.removeItem(atPath: out + ".out")
+        let s = try Self.start(["/usr/bin/env", "python3", Self.interop + "/relaycast_standin.py", "--log", standinLog, "--port", port],
+                               environment: ProcessInfo.processInfo.environment, cwd: root, output: out)
+        standin = s
+        _ = try Self.waitFor("the new stand-in's first line", within: 20) {
+            (try? String(contentsOfFile: out + ".out", encoding: .utf8))?.contains("listening on ") == true ? true : nil
+        }
+    }
+
+    /// The stand-in's workspace key (it keeps one workspace: any POST /v1/workspaces answers it).
+    func workspaceKey() throws -> String {
+        let ws = try Self.http("POST", standinURL + "/v1/workspaces", json: ["name": "tests"])
+        guard let key = ((ws.json as? [String: Any])?["data"] as? [String: Any])?["api_key"] as? String else { throw Failure("no workspace key") }
+        return key
+    }
+
+    /// Every direct message the stand-in carried, unredacted: (from, to, text).
+    func directMessages() throws -> [(from: String, to: String, text: String)] {
+        let list = try Self.http("GET", standinURL + "/_standin/dms").json as? [[String: Any]] ?? []
+        return list.map { ($0["from"] as? String ?? "", $0["to"] as? String ?? "", $0["text"] as? String ?? "") }
+    }
+
+    /// Posts `text` to `to` as the agent `from`, through the stand-in's control API.
+    func postMessage(from: String, to: String, text: String) throws {
+        let r = try Self.http("POST", standinURL + "/_standin/message", json: ["from": from, "to": to, "text": text])
+        guard r.status == 200 else { throw Failure("/_standin/message answered \(r.status): \(r.text)") }
+    }
 
     /// Stops the broker (its process group, then anything left that carries this run's marker, such as CLIs in their
     /// own PTY sessions) and the stand-in. Bounded: waits by polling, never longer than a few seconds per step.

@@ -34,6 +34,25 @@ struct PeersTests {
         #expect(list.peer("vps-broker")?.key == vps)
     }
 
+    /// A peer reached through the Agent Relay workspace: `relay:NAME`, whose key cannot be fetched, and which needs
+    /// this home's relay guard to be running.
+    @Test func relayPeers() throws {
+        let g = try Gateway()
+        let vps = try g.vps.loadIdentity().key.publicKey
+        let line = vps.line(comment: "vps-broker"), fp = vps.fingerprint.description
+        func laptop(_ args: [String]) throws -> TestSupport.Output {
+            try TestSupport.spawngate(args + ["--home", g.dir + "/mac-laptop"])
+        }
+        let bad = try laptop(["peer", "add", "vps-broker", "--url", "relay:../x", "--key", line, "--fingerprint", fp])
+        #expect(bad.status == 1 && bad.stderr.contains("must be relay:NAME"), "\(bad.stderr)")
+        let fetch = try laptop(["peer", "add", "vps-broker", "--url", "relay:vps-broker", "--fingerprint", fp])
+        #expect(fetch.status != 0 && fetch.stderr.contains("pass it with --key"), "\(fetch.stderr)")
+        #expect(try laptop(["peer", "add", "vps-broker", "--url", "relay:vps-broker", "--key", line, "--fingerprint", fp]).status == 0)
+        #expect(try laptop(["peer", "list"]).stdout == "vps-broker  relay:vps-broker  \(fp)\n")
+        let noGuard = try laptop(["spawn", "coder", "claude", "x", "--broker", "vps-broker", "--cwd", g.app])
+        #expect(noGuard.status == 2 && noGuard.stderr.contains("no relay guard runs for this home; start 'spawngate relay guard'"), "\(noGuard.stderr)")
+    }
+
     @Test func fileErrorsNameLineAndColumn() {
         func errors(_ text: String) -> [String] {
             if case .failure(let e) = PeerList.parse(text, file: "peers.yaml") { return e.diagnostics.map(\.description) }
