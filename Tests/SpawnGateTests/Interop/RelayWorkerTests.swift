@@ -9,6 +9,9 @@ import Glibc
 /// The user's story with the real broker: on the laptop `spawngate spawn coder claude "…" --broker vps-broker`; on
 /// the VPS the gateway decides and the VPS's real Agent Relay broker (v6 and v14) starts a relay worker, whose
 /// program is spawngate's launcher, which starts the approved CLI (the probe, recording what it got) in its sandbox.
+// Nested in RealRelayTests (serialized): no two suites of real brokers run at once, so a loaded machine does not
+// push a v6 broker past the gateway's 20 s wait for the launcher (seen twice while other suites' brokers ran).
+extension RealRelayTests {
 @Suite("Sandboxed relay workers through the real broker", .serialized,
        .enabled(if: RealRelay.Version.allInstalled, "the Agent Relay broker binaries are missing from .build-relay/; run `make relay`"))
 struct RelayWorkerTests {
@@ -127,4 +130,5 @@ struct RelayWorkerTests {
         let agents = try m.laptop(["agents", "--broker", "vps-broker"]).stdout
         #expect(agents.contains("exited 3"), "\(agents)")
     }
+}
 }
