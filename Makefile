@@ -61,7 +61,9 @@ demo: deps
 # every `spawn`) starts in about half the time. `make release` leaves them in .build-static/release/.
 RELEASE := $(SWIFT) build -c release --static-swift-stdlib --scratch-path .build-static
 
+# libcurl4-openssl-dev: a static Swift runtime links FoundationNetworking (pulled in by the MCP SDK) against -lcurl.
 release: deps
+	@bash scripts/install-deps.sh libcurl4-openssl-dev
 	$(RELEASE) --product spawngate
 	$(RELEASE) --product spawngate-serve
 	$(RELEASE) --product spawngate-mcp
