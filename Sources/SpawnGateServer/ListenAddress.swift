@@ -1,4 +1,5 @@
 import Foundation
+import SpawnGate
 
 /// `--listen HOST:PORT`, and whether it is a place a gateway should listen.
 public struct ListenAddress: Sendable, Equatable {
@@ -31,7 +32,7 @@ public struct ListenAddress: Sendable, Equatable {
     /// nil for loopback and Tailscale addresses (100.64.0.0/10, fd7a:115c:a1e0::/48); otherwise the warning to
     /// print: anyone who can reach the port can reach the gateway (it still verifies every request).
     public var exposureWarning: String? {
-        if host == "localhost" || host == "::1" || host.hasPrefix("127.") { return nil }
+        if IPAddress.namesLoopback(host) { return nil }
         var v4 = in_addr()
         if inet_pton(AF_INET, host, &v4) == 1 {
             let a = UInt32(bigEndian: v4.s_addr)

@@ -45,7 +45,7 @@ struct RelayGuardMain: AsyncParsableCommand {
         case .success(let a): address = a
         case .failure(let e): throw ValidationError(e.message)
         }
-        guard address.host == "localhost" || address.host == "::1" || address.host.hasPrefix("127.") else {
+        guard IPAddress.namesLoopback(address.host) else {
             throw ValidationError("--listen \(listen): the relay guard serves only the broker on this machine; give a loopback address such as 127.0.0.1:7719")
         }
         let up: RelayUpstream

@@ -120,7 +120,7 @@ public enum Doctor {
     /// any address that reaches the port. `serve` prints the same warnings when it starts.
     public static func sourceBinding(_ policy: Policy, keys: [KeyStore.Entry], listen: String) -> [Finding] {
         let host = listen.hasPrefix("[") ? String(listen.dropFirst().prefix { $0 != "]" }) : String(listen[..<(listen.lastIndex(of: ":") ?? listen.endIndex)])
-        if host == "localhost" || IPAddress(host)?.isLoopback == true { return [] }
+        if IPAddress.namesLoopback(host) { return [] }
         let bound = Set(keys.filter { $0.status == .enrolled && $0.sources != nil }.map(\.name))
         var out: [Finding] = []
         for rule in policy.rules where rule.effect == .allow && rule.sources == nil {
@@ -187,7 +187,7 @@ public enum Doctor {
         guard let base = env["RELAYCAST_BASE_URL"] ?? env["RELAY_BASE_URL"], let u = URLComponents(string: base), let host = u.host else {
             return Finding(severity: .warn, subject: "relay guard", message: "the broker is NOT behind the relay guard: it talks to the Relaycast cloud directly, so anyone holding the workspace key can start agents here, unchecked; \(fix)")
         }
-        let loopback = host == "127.0.0.1" || host == "localhost" || host == "::1"
+        let loopback = IPAddress.namesLoopback(host)
         let health = loopback && u.scheme == "http"
             ? try? HTTPClient.exchange(.tcp(host: host == "localhost" ? "127.0.0.1" : host, port: UInt16(u.port ?? 80)), method: "GET", path: "/_spawngate/v1/health", timeout: 2)
             : nil

@@ -415,11 +415,7 @@ public enum PolicyLoader {
             request.model = q["model"].flatMap { r.string($0.value, "\(p).request.model") }
             request.task = q["task"].flatMap { r.string($0.value, "\(p).request.task") }
             if let v = q["source"], let s = r.string(v.value, "\(p).request.source") {
-                if s == "local" || s == "workspace" {
-                    request.source = s == "local" ? .local : .workspace
-                } else if let a = IPAddress(s) {
-                    request.source = .address(a)
-                } else {
+                if let place = RequestSource(recorded: s) { request.source = place } else {
                     r.error(v.value, "\(p).request.source: '\(s)' is not an IP address, 'local' or 'workspace'")
                 }
             }

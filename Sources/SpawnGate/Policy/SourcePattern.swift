@@ -76,6 +76,12 @@ public struct IPAddress: Sendable, Equatable, CustomStringConvertible {
     public var isLoopback: Bool {
         bytes.count == 4 ? bytes[0] == 127 : bytes == [UInt8](repeating: 0, count: 15) + [1]
     }
+
+    /// Whether a host as written (`--listen`, a URL) is this machine: `localhost` or a loopback address. Parsed,
+    /// never matched as text: `127.evil.example` is a name anyone can point anywhere.
+    public static func namesLoopback(_ host: String) -> Bool {
+        host == "localhost" || IPAddress(host)?.isLoopback == true
+    }
 }
 
 /// One entry of a `sources:` list: an address, a network in CIDR notation, `local` or `workspace`.

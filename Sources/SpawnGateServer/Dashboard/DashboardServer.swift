@@ -49,11 +49,9 @@ public struct DashboardServer {
     /// nil when `address` is an IP literal on loopback (127.0.0.0/8 or ::1); otherwise why the dashboard refuses it.
     /// A name (even `localhost`) is refused too: the Host check compares the literal address a browser sends.
     public static func loopbackProblem(_ address: ListenAddress) -> String? {
-        var v4 = in_addr(), v6 = in6_addr()
-        if inet_pton(AF_INET, address.host, &v4) == 1, UInt32(bigEndian: v4.s_addr) >> 24 == 127 { return nil }
-        if inet_pton(AF_INET6, address.host, &v6) == 1,
-           withUnsafeBytes(of: v6, { Array($0) }) == [UInt8](repeating: 0, count: 15) + [1] { return nil }
-        let name = inet_pton(AF_INET, address.host, &v4) == 1 || inet_pton(AF_INET6, address.host, &v6) == 1 ? "" : " (give an address, not a name)"
+        let ip = IPAddress(address.host)
+        if ip?.isLoopback == true { return nil }
+        let name = ip == nil ? " (give an address, not a name)" : ""
         return "--listen \(address.host):\(address.port): the dashboard listens on loopback only, such as 127.0.0.1:0 or [::1]:8080\(name); it starts and stops agents as this broker, so it must not be reachable from other machines"
     }
 

@@ -30,7 +30,7 @@ public struct RelayUpstream: Sendable, Equatable {
             return .failure(GatewayFailure("--upstream '\(text)' must be Relaycast's base URL, scheme, host and optional port only, like https://api.relaycast.dev"))
         }
         let bare = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
-        let loopback = bare == "localhost" || bare == "::1" || bare.hasPrefix("127.")
+        let loopback = IPAddress.namesLoopback(bare)
         switch scheme {
         case "https": break
         case "http" where loopback: break

@@ -77,7 +77,8 @@ struct GuardFilterTests {
     func upstreams() {
         #expect((try? RelayUpstream.parse("https://api.relaycast.dev").get())?.webSocketBase == "wss://api.relaycast.dev")
         #expect((try? RelayUpstream.parse("http://127.0.0.1:8080").get())?.webSocketBase == "ws://127.0.0.1:8080")
-        for bad in ["http://api.relaycast.dev", "http://100.64.0.2:80", "ftp://127.0.0.1", "https://x/path", "https://u:p@x", "nonsense"] {
+        for bad in ["http://api.relaycast.dev", "http://100.64.0.2:80", "ftp://127.0.0.1", "https://x/path", "https://u:p@x", "nonsense",
+                    "http://127.evil.example", "http://localhost.evil.example"] {
             #expect((try? RelayUpstream.parse(bad).get()) == nil, "\(bad)")
         }
     }

@@ -9,6 +9,8 @@ struct ListenerTests {
         #expect(!warn("127.0.0.1:7717") && !warn("[::1]:7717") && !warn("localhost:0"))
         #expect(!warn("100.64.0.1:7717") && !warn("100.127.255.254:1") && !warn("[fd7a:115c:a1e0::1]:7717"))
         #expect(warn("0.0.0.0:7717") && warn("192.168.1.5:7717") && warn("100.128.0.1:7717") && warn("[::]:7717"))
+        // A name that starts like a loopback address is a name: it resolves wherever its owner says.
+        #expect(warn("127.evil.example:7717"))
     }
 
     @Test func listenAddressErrorsSayTheShape() {
