@@ -206,6 +206,34 @@ public final class Gateway: @unchecked Sendable {
     /// `pid` is the caller's, from the kernel: a caller in another pid namespace is an agent (each runs in one of
     /// its own) or a container, and is refused whatever its uid.
     public func hook(body: [UInt8], uid: UInt32, pid: Int32) async -> (status: Int, decision: Decision) {
+        switch screenHook(body: body, uid: uid, pid: pid) {
+        case .answered(let status, let d): return (status, d)
+        case .toCommit(let status, let pending, let p):
+            let d = await committer.commit(pending, through: p).decision
+            metrics.count(d.reason)
+            return (status, d)
+        }
+    }
+
+    /// The same, for a caller on a thread of its own (the hook socket's connection threads): the decision is
+    /// prepared on this thread and committed with whatever else is waiting, and this returns once it is durable.
+    public func hookBlocking(body: [UInt8], uid: UInt32, pid: Int32) -> (status: Int, decision: Decision) {
+        switch screenHook(body: body, uid: uid, pid: pid) {
+        case .answered(let status, let d): return (status, d)
+        case .toCommit(let status, let pending, let p):
+            let d = committer.commit(pending, through: p).decision
+            metrics.count(d.reason)
+            return (status, d)
+        }
+    }
+
+    private enum Screened {
+        case answered(Int, Decision)
+        case toCommit(Int, DecisionPipeline.Pending, DecisionPipeline)
+    }
+
+    /// Who may ask, then the decision prepared (verified and matched), ready to commit.
+    private func screenHook(body: [UInt8], uid: UInt32, pid: Int32) -> Screened {
         let p = pipeline
         let refused: String? = if !SandboxSupport.sharesPidNamespace(with: pid) {
             "the caller (pid \(pid)) runs in another pid namespace than the gateway: an agent's, or a container's; agents may not ask this gateway for decisions"
@@ -218,17 +246,12 @@ public final class Gateway: @unchecked Sendable {
             // gets 429 with no decision work and nothing written, so it cannot fill the disk.
             if limiter.admit("uid:\(uid)") != nil {
                 let detail = "too many requests from uid \(uid), which may not use this gateway's socket (\(refused)); nothing was decided or recorded"
-                return (429, Decision(reason: .unknownKey, detail: detail,
-                                      requestID: nil, broker: nil, fingerprint: nil, policy: p.policy.hash))
+                return .answered(429, Decision(reason: .unknownKey, detail: detail,
+                                               requestID: nil, broker: nil, fingerprint: nil, policy: p.policy.hash))
             }
-            let refusal = p.prepareRefusal(Denial(.unknownKey, refused))
-            let d = await committer.commit(refusal, through: p).decision
-            metrics.count(d.reason)
-            return (403, d)
+            return .toCommit(403, p.prepareRefusal(Denial(.unknownKey, refused)), p)
         }
-        let outcome = await committer.commit(p.prepareHook(body), through: p)
-        metrics.count(outcome.decision.reason)
-        return (200, outcome.decision)
+        return .toCommit(200, p.prepareHook(body), p)
     }
 
     /// Records a refusal that no request stands behind (a frame the relay guard dropped): an audit line, durable

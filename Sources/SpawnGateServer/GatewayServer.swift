@@ -9,7 +9,7 @@ import SpawnGate
 import Glibc
 #endif
 
-/// `spawngate serve`: one ServiceGroup of the HTTP listener, the hooks' Unix socket, the policy watcher and the
+/// `spawngate serve`: one ServiceGroup of the HTTP listener, the hooks' Unix socket (``HookSocket``), the policy watcher and the
 /// reaper. SIGTERM or SIGINT stops accepting, lets requests in flight finish, and exits; agents keep running and
 /// the next start finds them in state.db (the ones gone are forgotten and their slots freed).
 public struct GatewayServer {
@@ -59,21 +59,12 @@ public struct GatewayServer {
         }
         if let path = options.socket {
             try Self.claimSocketPath(path)
-            let notify = onListening
+            // Opened to others only when hook_users names them (the kernel-checked uid still decides each request).
             let widen = (gateway.pipeline.policy.hookUsers ?? []).contains { $0 != getuid() }
-            // Made 0600 by the umask at bind; opened to others only when hook_users names them (the
-            // kernel-checked uid still decides each request).
-            let old = umask(0o177)
-            services.append(Application(
-                router: HTTPRoutes.local(gateway), server: http1,
-                configuration: .init(address: .unixDomainSocket(path: path),
-                                     availableConnectionsDelegate: MaximumAvailableConnections(o.maxConnections)),
-                onServerRunning: { _ in
-                    umask(old)
-                    if widen { chmod(path, 0o666) }
-                    notify("unix:\(path)")
-                },
-                logger: logger))
+            let limits = HookSocket.Limits(maxConnections: o.maxConnections, perUID: o.perSourceConnections,
+                                           headerTimeout: Double(o.headerTimeout.nanoseconds) / 1e9,
+                                           bodyTimeout: Double(o.bodyTimeout.nanoseconds) / 1e9)
+            services.append(HookSocket(path: path, gateway: gateway, limits: limits, widen: widen, onListening: onListening))
         }
         services.append(PolicyWatcher(gateway: gateway, watchFile: o.watchPolicyFile))
         services.append(Reaper(gateway: gateway))

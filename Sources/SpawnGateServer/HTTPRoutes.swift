@@ -44,22 +44,6 @@ enum HTTPRoutes {
         return router
     }
 
-    /// The Unix socket: local hooks ask here, and only callers whose uid the policy admits (SO_PEERCRED).
-    static func local(_ gateway: Gateway) -> Router<GateRequestContext> {
-        let router = Router(context: GateRequestContext.self)
-        router.post("/v1/hook") { request, context in
-            guard let peer = try await peerCredentials(context.channel) else {
-                return response(.error(403, "the caller's credentials could not be read; refused"))
-            }
-            return try await answer { body in
-                let (status, decision) = await gateway.hook(body: body, uid: peer.uid, pid: peer.pid)
-                return WireAnswer(status: status, body: Array(decision.json.utf8) + [10], contentType: "application/json")
-            } reading: { try await read(request) }
-        }
-        common(router, gateway)
-        return router
-    }
-
     private static func common(_ router: Router<GateRequestContext>, _ gateway: Gateway) {
         router.get("/healthz") { _, _ in
             response(WireAnswer(status: 200, body: JSONWriter.object([("status", .string("ok")), ("broker", .string(gateway.identity.name)),
@@ -93,14 +77,5 @@ enum HTTPRoutes {
         var headers = HTTPFields()
         headers[.contentType] = a.contentType
         return Response(status: .init(code: a.status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: a.body)))
-    }
-
-    /// The connecting process's uid and pid, from the kernel (SO_PEERCRED, the pid as this namespace sees it: 0
-    /// for a process in no namespace below ours), never from anything the caller sends.
-    static func peerCredentials(_ channel: any Channel) async throws -> (uid: UInt32, pid: Int32)? {
-        guard let provider = channel as? any SocketOptionProvider else { return nil }
-        let cred: cspawn_ucred = try await provider.unsafeGetSocketOption(level: SocketOptionLevel(SOL_SOCKET),
-                                                                         name: SocketOptionName(SO_PEERCRED)).get()
-        return (cred.uid, cred.pid)
     }
 }

@@ -42,23 +42,9 @@ public enum HTTPClient {
                                 body: [UInt8] = [], timeout: Double) throws(Failure) -> Response {
         let fd = try connect(endpoint, timeout: timeout)
         defer { close(fd) }
-        var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - timeout.rounded(.down)) * 1e6))
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setTimeouts(fd, timeout)
 
-        let hostHeader: String
-        switch endpoint { case .tcp: hostHeader = endpoint.description; case .unix: hostHeader = "localhost" }
-        var head = "\(method) \(path) HTTP/1.1\r\nHost: \(hostHeader)\r\nConnection: close\r\nContent-Length: \(body.count)\r\n"
-        for (k, v) in headers { head += "\(k): \(v)\r\n" }
-        let request = Array((head + "\r\n").utf8) + body
-        var sent = 0
-        while sent < request.count {
-            let n = request[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { throw .timedOut("\(endpoint) did not take the request within \(timeout) s") }
-            guard n > 0 else { throw .unreachable("cannot send to \(endpoint): \(errnoText())") }
-            sent += n
-        }
+        try send(request(endpoint, method: method, path: path, headers: headers, body: body, keepAlive: false), on: fd, to: endpoint, timeout: timeout)
         var raw: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 16384)
         while raw.count <= maxResponse {
@@ -71,6 +57,127 @@ public enum HTTPClient {
         }
         guard raw.count <= maxResponse else { throw .protocolError("the answer from \(endpoint) is over \(maxResponse) bytes") }
         do { return try parse(raw) } catch { throw .protocolError("\(endpoint): \(error.message)") }
+    }
+
+    static func request(_ endpoint: Endpoint, method: String, path: String, headers: [(String, String)], body: [UInt8],
+                        keepAlive: Bool) -> [UInt8] {
+        let hostHeader: String
+        switch endpoint { case .tcp: hostHeader = endpoint.description; case .unix: hostHeader = "localhost" }
+        var head = "\(method) \(path) HTTP/1.1\r\nHost: \(hostHeader)\r\n\(keepAlive ? "" : "Connection: close\r\n")Content-Length: \(body.count)\r\n"
+        for (k, v) in headers { head += "\(k): \(v)\r\n" }
+        return Array((head + "\r\n").utf8) + body
+    }
+
+    static func send(_ request: [UInt8], on fd: Int32, to endpoint: Endpoint, timeout: Double) throws(Failure) {
+        var sent = 0
+        while sent < request.count {
+            let n = request[sent...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { throw .timedOut("\(endpoint) did not take the request within \(timeout) s") }
+            guard n > 0 else { throw .unreachable("cannot send to \(endpoint): \(errnoText())") }
+            sent += n
+        }
+    }
+
+    static func setTimeouts(_ fd: Int32, _ timeout: Double) {
+        var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - timeout.rounded(.down)) * 1e6))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    /// A kept-alive HTTP/1.1 connection for a long-running client that asks many times (a resident hook client,
+    /// the benchmarks): the same bounded exchange as ``HTTPClient/exchange(_:method:path:headers:body:timeout:)``
+    /// without a new connection (and the server's per-connection work) each time. One request at a time; not
+    /// shared between threads. Answers must carry Content-Length (the gateway's do); anything else ends the
+    /// connection with a protocol error.
+    public final class Connection {
+        public let endpoint: Endpoint
+        let timeout: Double
+        private var fd: Int32 = -1
+        private var buffered: [UInt8] = []
+
+        public init(_ endpoint: Endpoint, timeout: Double) {
+            self.endpoint = endpoint
+            self.timeout = timeout
+        }
+
+        deinit { if fd >= 0 { close(fd) } }
+
+        /// Sends one request and reads its answer. A kept connection the server has closed meanwhile (idle, or at
+        /// its connection cap) is opened again once and the request sent on the new one; a request can therefore
+        /// reach the gateway twice only if it was cut after being read, and the gateway answers the second
+        /// `replay`, never decides it twice.
+        public func exchange(method: String, path: String, headers: [(String, String)] = [], body: [UInt8] = []) throws(Failure) -> Response {
+            let bytes = HTTPClient.request(endpoint, method: method, path: path, headers: headers, body: body, keepAlive: true)
+            let reused = fd >= 0
+            do { return try attempt(bytes) } catch {
+                drop()
+                guard reused, case .unreachable = error else { throw error }
+                return try attempt(bytes)
+            }
+        }
+
+        private func drop() { if fd >= 0 { close(fd); fd = -1 }; buffered = [] }
+
+        private func attempt(_ bytes: [UInt8]) throws(Failure) -> Response {
+            if fd < 0 {
+                fd = try HTTPClient.connect(endpoint, timeout: timeout)
+                HTTPClient.setTimeouts(fd, timeout)
+            }
+            try HTTPClient.send(bytes, on: fd, to: endpoint, timeout: timeout)
+            let crlf2: [UInt8] = [13, 10, 13, 10]
+            var headEnd: Int?
+            var length = 0, close = false, status = 0
+            while true {
+                if headEnd == nil, let end = HTTPClient.find(crlf2, in: buffered) {
+                    headEnd = end
+                    let head: Head
+                    do { head = try HTTPClient.head(buffered[..<end]) } catch { throw .protocolError("\(endpoint): \(error.message)") }
+                    guard let cl = head.fields["content-length"].flatMap({ Int($0) }), cl >= 0, cl <= maxResponse else {
+                        throw .protocolError("\(endpoint): a kept-alive answer needs a Content-Length of at most \(maxResponse) bytes")
+                    }
+                    (length, status) = (cl, head.status)
+                    close = head.fields["connection"]?.lowercased() == "close"
+                }
+                if let end = headEnd, buffered.count >= end + 4 + length {
+                    let body = Array(buffered[(end + 4)..<(end + 4 + length)])
+                    buffered.removeFirst(end + 4 + length)
+                    if close { drop() }
+                    return Response(status: status, body: body)
+                }
+                guard buffered.count <= maxResponse + 16384 else { throw .protocolError("the answer from \(endpoint) is over \(maxResponse) bytes") }
+                var chunk = [UInt8](repeating: 0, count: 16384)
+                let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+                if n < 0 && errno == EINTR { continue }
+                if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { throw .timedOut("no answer from \(endpoint) within \(timeout) s") }
+                if n < 0 { throw .unreachable("the connection to \(endpoint) failed: \(errnoText())") }
+                // Closed before any of the answer: the kept connection had been closed by the server.
+                if n == 0 { throw buffered.isEmpty ? .unreachable("\(endpoint) closed the connection") : .protocolError("\(endpoint) closed the connection mid-answer") }
+                buffered += chunk[0..<n]
+            }
+        }
+    }
+
+    struct Head { let status: Int; let fields: [String: String] }
+
+    static func find(_ needle: [UInt8], in haystack: [UInt8]) -> Int? {
+        guard haystack.count >= needle.count else { return nil }
+        return (0...(haystack.count - needle.count)).first { haystack[$0..<($0 + needle.count)].elementsEqual(needle) }
+    }
+
+    /// The status line and header fields (names lowercased) of an answer's head.
+    static func head(_ bytes: ArraySlice<UInt8>) throws(GatewayFailure) -> Head {
+        let lines = String(decoding: bytes, as: UTF8.self).components(separatedBy: "\r\n")
+        let status = lines[0].split(separator: " ")
+        guard status.count >= 2, status[0].hasPrefix("HTTP/1."), let code = Int(status[1]) else {
+            throw GatewayFailure("the answer is not HTTP (status line '\(lines[0].prefix(80))')")
+        }
+        var fields: [String: String] = [:]
+        for line in lines.dropFirst() {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            fields[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        }
+        return Head(status: code, fields: fields)
     }
 
     /// A connected stream socket, or why not. TCP connects without blocking and waits at most `timeout`, trying
@@ -137,16 +244,8 @@ public enum HTTPClient {
         guard let end = raw.indices.first(where: { raw[$0...].starts(with: crlf2) }) else {
             throw GatewayFailure("the answer is not HTTP (no end of headers)")
         }
-        let lines = String(decoding: raw[..<end], as: UTF8.self).components(separatedBy: "\r\n")
-        let status = lines[0].split(separator: " ")
-        guard status.count >= 2, status[0].hasPrefix("HTTP/1."), let code = Int(status[1]) else {
-            throw GatewayFailure("the answer is not HTTP (status line '\(lines[0].prefix(80))')")
-        }
-        var fields: [String: String] = [:]
-        for line in lines.dropFirst() {
-            guard let colon = line.firstIndex(of: ":") else { continue }
-            fields[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-        }
+        let h = try head(raw[..<end])
+        let (code, fields) = (h.status, h.fields)
         var body = Array(raw[(end + 4)...])
         if fields["transfer-encoding"]?.lowercased() == "chunked" {
             var out: [UInt8] = []

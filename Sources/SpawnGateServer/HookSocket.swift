@@ -1,0 +1,366 @@
+import CSpawn
+import Foundation
+import Logging
+import ServiceLifecycle
+import SpawnGate
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The hooks' Unix socket (`serve --socket`), served by threads of its own instead of the HTTP framework.
+///
+/// Why not Hummingbird here: a hook decision is about 200 µs of work, and NIO, Hummingbird and the hops between
+/// its event loops, Swift's executors and the commit queue cost about three times that per request (perf, issue
+/// 19). Here a connection's own thread reads the request, verifies and matches it (both cores work at once),
+/// waits for the group commit, and writes the answer. The protocol is the small part of HTTP/1.1 the hook client
+/// and the benchmarks speak, strictly: a request line, header fields, a body delimited by Content-Length, kept
+/// alive unless the client says `Connection: close`. Anything else is refused with a status that says why, and the
+/// connection is closed. The same limits as the TCP listener hold: a head within `headerTimeout` of the connection
+/// or of the previous answer, however slowly it trickles; a body within `bodyTimeout` of its head; at most 64 KiB
+/// of body; at most `maxConnections` at once and `perUID` for one uid (read from the kernel with SO_PEERCRED when
+/// the connection is accepted, before anything is read from it).
+final class HookSocket: Service, @unchecked Sendable {
+    struct Limits {
+        var maxConnections = 256
+        var perUID = 16
+        var headerTimeout = 5.0
+        var bodyTimeout = 10.0
+    }
+
+    static let maxHead = 16 * 1024
+    static let bodyLimit = HTTPRoutes.bodyLimit
+
+    let path: String
+    let gateway: Gateway
+    let limits: Limits
+    /// Opened to every local user (the kernel-checked uid still decides each request) when hook_users names others.
+    let widen: Bool
+    let onListening: @Sendable (String) -> Void
+
+    private let lock = NSLock()
+    private var perUID: [UInt32: Int] = [:]
+    private var total = 0
+    private var stopping = false
+    private let threads = DispatchGroup()
+
+    init(path: String, gateway: Gateway, limits: Limits, widen: Bool, onListening: @escaping @Sendable (String) -> Void) {
+        self.path = path; self.gateway = gateway; self.limits = limits; self.widen = widen; self.onListening = onListening
+    }
+
+    private var isStopping: Bool { lock.withLock { stopping } }
+
+    func run() async throws {
+        let listener = try bind()
+        onListening("unix:\(path)")
+        threads.enter()
+        let acceptor = Thread { [self] in acceptLoop(listener); threads.leave() }
+        acceptor.stackSize = 256 * 1024
+        acceptor.start()
+        // Until SIGTERM or SIGINT (or the group is cancelled): then stop accepting, let each connection finish the
+        // request it is answering, and wait for every thread.
+        try? await gracefulShutdown()
+        lock.withLock { stopping = true }
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            threads.notify(queue: .global()) { done.resume() }
+        }
+        close(listener)
+    }
+
+    /// Binds and listens at `path`, mode 0600 (0666 with `widen`).
+    private func bind() throws(GatewayFailure) -> Int32 {
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+            throw GatewayFailure("the socket path \(path) is too long (at most \(MemoryLayout.size(ofValue: addr.sun_path) - 1) bytes); choose a shorter --socket path")
+        }
+        withUnsafeMutableBytes(of: &addr.sun_path) { dst in for (i, b) in bytes.enumerated() { dst[i] = b } }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw GatewayFailure("cannot open a socket: \(errnoText())") }
+        // 0600 from the moment it exists: the umask applies at bind.
+        let old = umask(0o177)
+        let bound = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        umask(old)
+        guard bound == 0, listen(fd, 512) == 0 else {
+            let why = errnoText()
+            close(fd)
+            throw GatewayFailure("cannot listen on \(path): \(why); check the directory exists and is writable")
+        }
+        if widen { chmod(path, 0o666) }
+        return fd
+    }
+
+    private func acceptLoop(_ listener: Int32) {
+        while !isStopping {
+            var pfd = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
+            guard poll(&pfd, 1, 250) > 0 else { continue }
+            let fd = accept(listener, nil, nil)
+            guard fd >= 0 else { continue }
+            // The spawner closes every other descriptor in the agent anyway; this keeps the socket out of any exec.
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            var cred = cspawn_ucred(pid: 0, uid: UInt32.max, gid: UInt32.max)
+            var len = socklen_t(MemoryLayout<cspawn_ucred>.size)
+            guard getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 else {
+                refuse(fd, 403, "the caller's credentials could not be read; refused")
+                continue
+            }
+            let (uid, pid) = (cred.uid, cred.pid)
+            if let full = admit(uid) {
+                refuse(fd, 503, full)
+                continue
+            }
+            threads.enter()
+            let t = Thread { [self] in
+                serve(fd, uid: uid, pid: pid)
+                close(fd)
+                lock.withLock {
+                    total -= 1
+                    let n = (perUID[uid] ?? 1) - 1
+                    perUID[uid] = n > 0 ? n : nil
+                }
+                threads.leave()
+            }
+            t.stackSize = 512 * 1024
+            t.start()
+        }
+    }
+
+    /// Counts a connection from `uid`, or says why not.
+    private func admit(_ uid: UInt32) -> String? {
+        lock.withLock {
+            guard total < limits.maxConnections else {
+                return "the gateway has \(limits.maxConnections) connections open, its limit; try again shortly"
+            }
+            guard perUID[uid, default: 0] < limits.perUID else {
+                return "uid \(uid) has \(limits.perUID) connections open to this socket, its limit; close one, or try again shortly"
+            }
+            total += 1
+            perUID[uid, default: 0] += 1
+            return nil
+        }
+    }
+
+    private func refuse(_ fd: Int32, _ status: Int, _ message: String) {
+        var tv = timeval(tv_sec: 1, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        _ = write(fd, answer(.error(status, message), close: true))
+        close(fd)
+    }
+
+    // MARK: One connection
+
+    /// Requests on one connection, one at a time, until the client closes, says `Connection: close`, breaks a rule
+    /// or misses a deadline, or the gateway stops.
+    private func serve(_ fd: Int32, uid: UInt32, pid: Int32) {
+        var tv = timeval(tv_sec: Int(limits.bodyTimeout), tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var buffer: [UInt8] = []
+        buffer.reserveCapacity(4096)
+        while true {
+            // The head: its end must arrive before the deadline, however the bytes trickle.
+            let headDeadline = Self.now() + limits.headerTimeout
+            var scanned = 0
+            var headEnd: Int?
+            while headEnd == nil {
+                if let end = Self.endOfHead(buffer, from: scanned) { headEnd = end; break }
+                scanned = max(0, buffer.count - 3)
+                if buffer.count > Self.maxHead {
+                    _ = write(fd, answer(.error(431, "the request head is over \(Self.maxHead) bytes"), close: true))
+                    return
+                }
+                // Between requests, a stopping gateway closes the connection; within one, it answers first.
+                guard fill(fd, &buffer, until: headDeadline, idle: buffer.isEmpty) else { return }
+            }
+            let end = headEnd!
+            guard end <= Self.maxHead else {
+                _ = write(fd, answer(.error(431, "the request head is over \(Self.maxHead) bytes"), close: true))
+                return
+            }
+            let head: Head
+            switch Head.parse(buffer[..<end]) {
+            case .failure(let refusal):
+                _ = write(fd, answer(.error(refusal.status, refusal.message), close: true))
+                return
+            case .success(let h): head = h
+            }
+            let length = head.contentLength ?? 0
+            if length > Self.bodyLimit {
+                _ = write(fd, answer(.error(413, "the request body is over \(Self.bodyLimit) bytes; a gateway accepts at most 64 KiB (shorten the task)"), close: true))
+                return
+            }
+            let bodyDeadline = Self.now() + limits.bodyTimeout
+            while buffer.count < end + 4 + length {
+                guard fill(fd, &buffer, until: bodyDeadline, idle: false) else { return }
+            }
+            let body = Array(buffer[(end + 4)..<(end + 4 + length)])
+            buffer.removeFirst(end + 4 + length)
+            let reply = route(head, body: body, uid: uid, pid: pid)
+            guard write(fd, answer(reply, close: head.close)), !head.close else { return }
+        }
+    }
+
+    private func route(_ head: Head, body: [UInt8], uid: UInt32, pid: Int32) -> WireAnswer {
+        switch (head.method, head.path) {
+        case ("POST", "/v1/hook"):
+            let (status, decision) = gateway.hookBlocking(body: body, uid: uid, pid: pid)
+            return WireAnswer(status: status, body: Array(decision.json.utf8) + [10], contentType: "application/json")
+        case ("GET", "/healthz"):
+            return WireAnswer(status: 200, body: JSONWriter.object([("status", .string("ok")), ("broker", .string(gateway.identity.name)),
+                                                                  ("policy", .string(gateway.pipeline.policy.hash))]) + [10],
+                              contentType: "application/json")
+        case ("GET", "/metrics"):
+            return WireAnswer(status: 200, body: gateway.metrics.text(), contentType: "text/plain; version=0.0.4")
+        case (_, "/v1/hook"), (_, "/healthz"), (_, "/metrics"):
+            return .error(405, "\(head.method) is not allowed on \(head.path)")
+        default:
+            return .error(404, "no \(head.path) on the hook socket: it answers POST /v1/hook, GET /healthz and GET /metrics")
+        }
+    }
+
+    /// Reads what is there into `buffer`, waiting at most until `deadline` (in slices, so a stopping gateway is
+    /// noticed). False when the connection is over: closed, failed, too slow, or idle while the gateway stops.
+    private func fill(_ fd: Int32, _ buffer: inout [UInt8], until deadline: Double, idle: Bool) -> Bool {
+        while true {
+            let left = deadline - Self.now()
+            guard left > 0 else { return false }
+            if idle && isStopping { return false }
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&pfd, 1, Int32(min(left, 0.25) * 1000) + 1)
+            if ready < 0 && errno == EINTR { continue }
+            guard ready >= 0 else { return false }
+            if ready == 0 { continue }
+            var chunk = [UInt8](repeating: 0, count: 16 * 1024)
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n < 0 && (errno == EINTR || errno == EAGAIN) { continue }
+            guard n > 0 else { return false }
+            buffer += chunk[0..<n]
+            return true
+        }
+    }
+
+    private func answer(_ a: WireAnswer, close: Bool) -> [UInt8] {
+        let reason = [200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+                      411: "Length Required", 413: "Content Too Large", 429: "Too Many Requests",
+                      431: "Request Header Fields Too Large", 501: "Not Implemented", 503: "Service Unavailable",
+                      505: "HTTP Version Not Supported"][a.status] ?? "Status"
+        let head = "HTTP/1.1 \(a.status) \(reason)\r\nContent-Type: \(a.contentType)\r\nContent-Length: \(a.body.count)\r\n"
+            + (close ? "Connection: close\r\n" : "") + "\r\n"
+        return Array(head.utf8) + a.body
+    }
+
+    /// Writes all of `bytes` (within the send timeout); false if the connection failed.
+    private func write(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+        var sent = 0
+        while sent < bytes.count {
+            let n = bytes[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return false }
+            sent += n
+        }
+        return true
+    }
+
+    static func endOfHead(_ buffer: [UInt8], from start: Int) -> Int? {
+        guard buffer.count >= 4 else { return nil }
+        var i = start
+        while i + 3 < buffer.count {
+            if buffer[i] == 13, buffer[i + 1] == 10, buffer[i + 2] == 13, buffer[i + 3] == 10 { return i }
+            i += 1
+        }
+        return nil
+    }
+
+    static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+}
+
+/// A request head as the hook socket accepts it, or the refusal to answer.
+struct Head {
+    let method: String
+    let path: String
+    let contentLength: Int?
+    let close: Bool
+
+    struct Refusal: Error { let status: Int; let message: String }
+
+    /// Strict on purpose, so no two readers (a proxy, this one) can frame a request differently: one space between
+    /// the three parts of the request line, HTTP/1.1 or 1.0, field names of token characters with no space before
+    /// the colon, no obsolete line folding, at most one Content-Length and only digits in it, no Transfer-Encoding.
+    static func parse(_ bytes: ArraySlice<UInt8>) -> Result<Head, Refusal> {
+        func refuse(_ status: Int, _ m: String) -> Result<Head, Refusal> { .failure(Refusal(status: status, message: m)) }
+        // Lines at CRLF; a CR or LF alone is a line end to some readers and not to others.
+        var lines: [ArraySlice<UInt8>] = []
+        var start = bytes.startIndex, i = bytes.startIndex
+        while i < bytes.endIndex {
+            let b = bytes[i]
+            if b == 13 || b == 10 {
+                guard b == 13, i + 1 < bytes.endIndex, bytes[i + 1] == 10 else {
+                    return refuse(400, "the request head has a CR or LF that is not part of a CRLF line end")
+                }
+                lines.append(bytes[start..<i])
+                i += 2
+                start = i
+                continue
+            }
+            guard b == 9 || (32...126).contains(b) else { return refuse(400, "the request head has bytes that are not printable ASCII") }
+            i += 1
+        }
+        lines.append(bytes[start..<bytes.endIndex])
+        guard lines.count <= 101 else { return refuse(431, "the request has more than 100 header fields") }
+
+        let parts = lines[0].split(separator: 32, omittingEmptySubsequences: false)
+        guard parts.count == 3, !parts[0].isEmpty, parts[1].first == UInt8(ascii: "/") else {
+            return refuse(400, "the request line is not 'METHOD /path HTTP/1.1'")
+        }
+        let version = String(decoding: parts[2], as: UTF8.self)
+        guard version == "HTTP/1.1" || version == "HTTP/1.0" else {
+            return refuse(505, "only HTTP/1.1 (or 1.0) is spoken here, not '\(version.prefix(20))'")
+        }
+        var length: Int?
+        var close = version == "HTTP/1.0"
+        for line in lines.dropFirst() {
+            guard let colon = line.firstIndex(of: UInt8(ascii: ":")), colon != line.startIndex,
+                  line[..<colon].allSatisfy(isTokenByte) else {
+                return refuse(400, "the header line '\(String(decoding: line.prefix(40), as: UTF8.self))' is not 'Name: value'")
+            }
+            var value = line[(colon + 1)...]
+            while let f = value.first, f == 32 || f == 9 { value = value.dropFirst() }
+            while let l = value.last, l == 32 || l == 9 { value = value.dropLast() }
+            switch String(decoding: line[..<colon], as: UTF8.self).lowercased() {
+            case "content-length":
+                guard length == nil else { return refuse(400, "the request has more than one Content-Length") }
+                guard !value.isEmpty, value.count <= 9, value.allSatisfy({ (48...57).contains($0) }) else {
+                    return refuse(400, "Content-Length '\(String(decoding: value.prefix(20), as: UTF8.self))' is not a number of bytes")
+                }
+                length = value.reduce(0) { $0 * 10 + Int($1 - 48) }
+            case "transfer-encoding":
+                return refuse(501, "Transfer-Encoding is not accepted here; send the body with a Content-Length")
+            case "connection":
+                let tokens = String(decoding: value, as: UTF8.self).lowercased().split(separator: ",")
+                if tokens.contains(where: { $0.trimmingCharacters(in: .whitespaces) == "close" }) { close = true }
+            default: break
+            }
+        }
+        let method = String(decoding: parts[0], as: UTF8.self), path = String(decoding: parts[1], as: UTF8.self)
+        if method == "POST", length == nil { return refuse(411, "a POST needs a Content-Length") }
+        return .success(Head(method: method, path: path, contentLength: length, close: close))
+    }
+
+    /// RFC 9110's token characters, which a field name is made of.
+    static func isTokenByte(_ b: UInt8) -> Bool {
+        switch b {
+        case 48...57, 65...90, 97...122: true
+        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
+             UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
+             UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"): true
+        default: false
+        }
+    }
+}
+
+private func errnoText(_ code: Int32 = errno) -> String { String(cString: strerror(code)) }
