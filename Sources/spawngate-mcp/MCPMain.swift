@@ -50,7 +50,7 @@ struct MCPMain: AsyncParsableCommand {
         var logger = Logger(label: "spawngate-mcp") { StreamLogHandler.standardError(label: $0) }
         logger.logLevel = .warning
         do {
-            try await server.start(transport: StdioTransport(logger: logger))
+            try await server.start(transport: LineTransport(logger: logger))
         } catch {
             Console.error("cannot start the MCP server: \(error)")
             throw ExitCode(2)

@@ -206,3 +206,66 @@ struct MCPTests {
         }
     }
 }
+
+/// `spawngate mcp`'s own stdio reader (`LineTransport`, which replaced the SDK's polling one): messages are split
+/// at newlines however they arrive, and a line without end cannot grow the server's memory without bound.
+@Suite("MCP over stdio: the line reader")
+struct MCPLineReaderTests {
+    /// Runs `spawngate mcp` with `input` on its standard input, from a file (so the server stopping early cannot
+    /// break a pipe in the test process); its error output and status.
+    static func session(_ input: [UInt8]) throws -> (status: Int32, stderr: String) {
+        let home = TestSupport.tempDir("mcp-lines")
+        defer { try? FileManager.default.removeItem(atPath: home) }
+        #expect(try TestSupport.spawngate(["init", "--home", home, "--name", "mac-laptop"]).status == 0)
+        try Data(input).write(to: URL(fileURLWithPath: home + "/input"))
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
+        server.arguments = ["30", TestSupport.binary, "mcp", "--home", home]
+        server.standardInput = FileHandle(forReadingAtPath: home + "/input")
+        server.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+        let errors = Pipe()
+        server.standardError = errors
+        try server.run()
+        let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        server.waitUntilExit()
+        return (server.terminationStatus, text)
+    }
+
+    @Test func messagesInOneWriteAreEachAnswered() throws {
+        let home = TestSupport.tempDir("mcp-lines")
+        defer { try? FileManager.default.removeItem(atPath: home) }
+        #expect(try TestSupport.spawngate(["init", "--home", home, "--name", "mac-laptop"]).status == 0)
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: TestSupport.binary)
+        server.arguments = ["mcp", "--home", home]
+        let input = Pipe(), output = Pipe()
+        server.standardInput = input
+        server.standardOutput = output
+        server.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try server.run()
+        defer { if server.isRunning { server.terminate() }; server.waitUntilExit() }
+        let initialize = #"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#
+        let rest = #"{"jsonrpc":"2.0","method":"notifications/initialized"}"# + "\n" + #"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#
+        // One write holding all three messages.
+        input.fileHandleForWriting.write(Data((initialize + "\n" + rest + "\n").utf8))
+        var text = ""
+        let deadline = Date().addingTimeInterval(20)
+        while text.split(separator: "\n").count < 2 && Date() < deadline {
+            let chunk = output.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            text += String(decoding: chunk, as: UTF8.self)
+        }
+        try? input.fileHandleForWriting.close()
+        let answers = text.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        #expect(answers.count == 2, "\(text)")
+        #expect(answers.contains { $0["id"] as? Int == 1 && $0["result"] != nil })
+        let tools = answers.first { $0["id"] as? Int == 2 }.flatMap { ($0["result"] as? [String: Any])?["tools"] as? [[String: Any]] } ?? []
+        #expect(tools.contains { $0["name"] as? String == "agent.add" }, "\(text)")
+    }
+
+    @Test func aLineWithoutEndEndsTheSessionWithAReason() throws {
+        let out = try Self.session([UInt8](repeating: UInt8(ascii: "a"), count: 5 << 20))
+        #expect(out.status != 124, "ended by itself, not by the 30 s timeout")
+        #expect(out.stderr.contains("over 4194304 bytes without a newline"), "\(out.stderr.prefix(500))")
+    }
+}
