@@ -58,10 +58,13 @@ public enum SandboxSupport {
         #endif
     }()
 
+    /// This process's pid namespace, read once: the gateway never changes its own (agents get theirs by clone).
+    static let ownPidNamespace = Files.readLink("/proc/self/ns/pid")
+
     /// Whether process `pid` runs in this process's pid namespace. Unknown (pid 0, gone, unreadable): false.
     public static func sharesPidNamespace(with pid: Int32) -> Bool {
         #if os(Linux)
-        guard pid > 0, let ours = Files.readLink("/proc/self/ns/pid"), let theirs = Files.readLink("/proc/\(pid)/ns/pid") else { return false }
+        guard pid > 0, let ours = ownPidNamespace, let theirs = Files.readLink("/proc/\(pid)/ns/pid") else { return false }
         return ours == theirs
         #else
         return pid > 0

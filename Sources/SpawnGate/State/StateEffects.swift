@@ -83,8 +83,8 @@ extension StateStore {
                     return .denied(Denial(.rateLimited, "\(broker) has used its rate under rule '\(rule)'; the next request fits in \(Self.seconds(wait))", rule: rule))
                 }
                 writes.append {
-                    try db.execute(sql: "INSERT INTO bucket (broker, rule, tat_ms) VALUES (?, ?, ?) ON CONFLICT (broker, rule) DO UPDATE SET tat_ms = excluded.tat_ms",
-                                   arguments: [broker, rule, tat + interval])
+                    try db.cachedStatement(sql: "INSERT INTO bucket (broker, rule, tat_ms) VALUES (?, ?, ?) ON CONFLICT (broker, rule) DO UPDATE SET tat_ms = excluded.tat_ms")
+                        .execute(arguments: [broker, rule, tat + interval])
                 }
 
             case .takeLease(let want):
@@ -97,8 +97,8 @@ extension StateStore {
                 writes.append {
                     // Leases whose process is gone or whose time is up are freed here, under the write lock.
                     for d in dead { try db.cachedStatement(sql: "DELETE FROM lease WHERE request_id = ?").execute(arguments: [d.requestID]) }
-                    try db.execute(sql: "INSERT INTO lease (request_id, broker, rule, name, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                                   arguments: [want.requestID, want.broker, want.rule, want.name, want.expiresAt, now])
+                    try db.cachedStatement(sql: "INSERT INTO lease (request_id, broker, rule, name, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+                        .execute(arguments: [want.requestID, want.broker, want.rule, want.name, want.expiresAt, now])
                 }
             }
         }
