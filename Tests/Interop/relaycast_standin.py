@@ -408,7 +408,9 @@ class StandIn:
             await self.push({"type": "agent.release_requested", "agent": {"name": name},
                              "reason": body.get("reason"), "deleted": bool(body.get("delete_agent"))}, "ws")
             return ok({"name": name, "released": a is not None, "deleted": bool(body.get("delete_agent")) and a is not None,
-                       "reason": body.get("reason"), "status": "completed", "invocation_id": new_id("inv")})
+                       "reason": body.get("reason"), "status": "completed", "invocation_id": new_id("inv"),
+                       # v14 reads the answer as an action invocation and needs its action's name.
+                       "action_name": "agent.release", "created_at": now_iso(), "completed_at": now_iso()})
         if len(p) >= 2 and p[0] == "agents":
             a = self.agents.get(p[1])
             if len(p) == 2 and method == "GET":

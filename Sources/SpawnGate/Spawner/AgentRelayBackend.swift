@@ -110,10 +110,12 @@ public struct AgentRelayBackend: Sendable {
         try request("POST", "/api/spawn", body: Self.body(for: spawn, cli: cli))
     }
 
-    /// Asks the broker to forget a worker (it answers 200 for unknown names too).
-    public func remove(name: String) {
+    /// Asks the broker to forget a worker (it answers 200 for unknown names too). The body is `{}`: v6 reads the
+    /// body of every request sent as JSON and refuses an empty one with 400, which left the worker registered.
+    @discardableResult
+    public func remove(name: String) -> Result<Accepted, GatewayFailure> {
         let escaped = name.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? name
-        _ = try? request("DELETE", "/api/spawned/" + escaped, body: nil)
+        do { return .success(try request("DELETE", "/api/spawned/" + escaped, body: Array("{}".utf8))) } catch { return .failure(error) }
     }
 
     private func request(_ method: String, _ path: String, body: [UInt8]?) throws(GatewayFailure) -> Accepted {

@@ -17,6 +17,13 @@ extension AgentService {
     /// the ticket and starts the approved argv under the rule's profile through this same service
     /// (`spawngate launch`). Waits for the launcher's report: started (then watches it for the rule's
     /// startup check) or why not. A broker that refuses, or never runs the launcher, frees the slot.
+    /// The command line the broker's worker runs. The ticket is attached with `=`: a base64url ticket starts with
+    /// `-` one time in 64, and as a separate word it would read as an option, so the launcher would refuse it
+    /// ("Missing value for '--ticket'") and the gateway would wait out its whole launch timeout.
+    public static func launcherCommandLine(_ launcher: String, home: String, ticket: String) -> String {
+        AgentRelayBackend.commandLine([launcher, "launch", "--home", home, "--ticket=" + ticket])
+    }
+
     public func startRelayWorker(_ spawn: AuthorizedSpawn, environment: [String: String], launcher: String = AgentService.defaultLauncher,
                                  timeout: Double = 20) -> Outcome {
         let requestID = spawn.request.requestID
@@ -29,7 +36,7 @@ extension AgentService {
         let (secret, hash) = LaunchTicket.mint()
         do { try state.issueTicket(hash: hash, for: spawn, now: clock.now()) } catch { return failed(error.message) }
         let backend = AgentRelayBackend(connection: connection)
-        let cli = AgentRelayBackend.commandLine([launcher, "launch", "--home", spawner.home.root, "--ticket", secret])
+        let cli = Self.launcherCommandLine(launcher, home: spawner.home.root, ticket: secret)
         do { _ = try backend.start(spawn, cli: cli) } catch {
             try? state.voidTicket(for: requestID)
             return failed(error.message)

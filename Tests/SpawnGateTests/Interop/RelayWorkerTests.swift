@@ -103,6 +103,18 @@ struct RelayWorkerTests {
         #expect(TestSupport.gone("sleep 305.5"), "release ended the worker's nohup child")
     }
 
+    /// The gateway removes a worker whose launch failed or timed out; v6 refused the empty body it sent with 400,
+    /// so the worker stayed registered. Both versions must accept the removal (of a name they do not know, too).
+    @Test("the broker accepts the gateway's removal of a worker", arguments: RealRelay.Version.allCases)
+    func removalIsAccepted(_ version: RealRelay.Version) throws {
+        let relay = try RealRelay(version)
+        defer { relay.stop() }
+        let connection = try AgentRelayConnection.find(cwd: relay.project, environment: [:])
+        if case .failure(let e) = AgentRelayBackend(connection: connection).remove(name: "nobody-\(getpid())") {
+            Issue.record("refused: \(e.message)")
+        }
+    }
+
     @Test("a relay worker under strict", arguments: RealRelay.Version.allCases)
     func aStrictRelayWorker(_ version: RealRelay.Version) throws {
         try #require(SandboxSupport.bubblewrapProblem == nil, "bubblewrap cannot make namespaces here")

@@ -55,4 +55,19 @@ struct LaunchTicketTests {
         #expect(try p.state.launchReport(spawn.request.requestID).failure?.contains("broker") == true)
         #expect(try p.decide(g.envelope(), mode: .dryRun).reason == .allowed, "the slot is free again")
     }
+
+    /// A ticket is base64url, so it starts with `-` one time in 64. The broker's command line must still hand it to
+    /// the launcher as the ticket: as a word of its own it read as an option, the launcher refused ("Missing value
+    /// for '--ticket'") and the gateway waited out its whole launch timeout (the flaky relay worker test).
+    @Test(arguments: ["-", "--", "_", "A"])
+    func everyTicketReachesTheLauncher(_ start: String) throws {
+        let home = TestSupport.tempDir("ticket-line")
+        defer { try? FileManager.default.removeItem(atPath: home) }
+        #expect(try TestSupport.spawngate(["init", "--home", home + "/h", "--name", "vps-broker"]).status == 0)
+        let line = AgentService.launcherCommandLine(TestSupport.binary, home: home + "/h", ticket: start + String(repeating: "x", count: 41))
+        // As the broker runs it: split by a POSIX shell.
+        let out = try TestSupport.run("/bin/sh", ["-c", "exec " + line])
+        #expect(out.stderr.contains("this launch ticket is unknown"), "\(out.stderr)")
+        #expect(!out.stderr.contains("Missing value"), "\(out.stderr)")
+    }
 }
