@@ -83,10 +83,13 @@ install: release
 	MANDIR_SRC=$(MANDIR_SRC) bash scripts/install.sh $(PREFIX) .build-static/release
 
 # The SSH comparison runs a private sshd on 127.0.0.1 (openssh-server; the system's sshd is never started).
-bench: release
+# The relay guard and relay worker sections are appended by two scripts (the real broker from `make relay`).
+bench: release relay
 	@bash scripts/install-deps.sh openssh-server
 	$(RELEASE) --product spawngate-bench
 	.build-static/release/spawngate-bench bench/results.md .build-static/release/spawngate
+	python3 bench/guard_latency.py .build-static/release/spawngate 500 --markdown bench/results.md
+	python3 bench/relay_spawn.py .build-static/release 21 --markdown bench/results.md
 
 # libFuzzer targets (Fuzz/), built with --sanitize fuzzer,address in .build-fuzz; FUZZ_SECONDS per target.
 FUZZ_SECONDS ?= 60

@@ -8,7 +8,8 @@ same exchanges straight to the stand-in and through the guard, alternating:
   http  GET /v1/health (the path of every REST call a broker makes).
 Prints median and 95th percentile per path. Python 3 standard library only (a minimal RFC 6455 client).
 
-usage: bench/guard_latency.py SPAWNGATE_BINARY [N]
+usage: bench/guard_latency.py SPAWNGATE_BINARY [N] [--markdown FILE]
+With --markdown, a section with the same figures is appended to FILE (`make bench` appends it to bench/results.md).
 """
 import base64
 import json
@@ -76,8 +77,14 @@ def percentiles(xs):
 
 
 def main():
-    binary = sys.argv[1]
-    n = int(sys.argv[2]) if len(sys.argv) > 2 else 500
+    args = sys.argv[1:]
+    markdown = None
+    if "--markdown" in args:
+        i = args.index("--markdown")
+        markdown = args[i + 1]
+        del args[i:i + 2]
+    binary = args[0]
+    n = int(args[1]) if len(args) > 1 else 500
     tmp = tempfile.mkdtemp(prefix="spawngate-guard-bench-")
     subprocess.run([binary, "init", "--name", "bench", "--home", tmp + "/home"], check=True, stdout=subprocess.DEVNULL)
     standin, direct = start([sys.executable, ROOT + "/Tests/Interop/relaycast_standin.py"])
@@ -98,11 +105,26 @@ def main():
                 if i >= 20:  # warm-up
                     times[("ws", name)].append(ws_time)
                     times[("http", name)].append(http_time)
+        rows = []
         for path in ("ws", "http"):
             d50, d95 = percentiles(times[(path, "direct")])
             g50, g95 = percentiles(times[(path, "guard")])
             print(f"{path:4}  direct median {d50:.3f} ms p95 {d95:.3f} ms | through the guard median {g50:.3f} ms p95 {g95:.3f} ms"
                   f" | added median {g50 - d50:.3f} ms  (n={n})")
+            rows.append((path, d50, d95, g50, g95))
+        if markdown:
+            ws = rows[0]
+            met = "met" if ws[3] - ws[1] <= 1.0 else "**not met**"
+            with open(markdown, "a") as f:
+                f.write("\n## The relay guard's added latency\n\n"
+                        f"`bench/guard_latency.py`, {n} rounds after 20 warm-up rounds, alternating: the same exchange straight to the "
+                        "Relaycast stand-in and through `spawngate relay guard` (release build), both on loopback. `ws` is a "
+                        "WebSocket ping and its pong on `/v1/ws` (the path of every message: the guard parses each frame and checks "
+                        "its type); `http` a GET of `/v1/health` through Python's urllib (a new connection each time).\n\n"
+                        "| path | direct, median (p95) | through the guard, median (p95) | added, median |\n|---|---|---|---|\n")
+                for path, d50, d95, g50, g95 in rows:
+                    f.write(f"| {path} | {d50:.3f} ms ({d95:.3f}) | {g50:.3f} ms ({g95:.3f}) | {g50 - d50:+.3f} ms |\n")
+                f.write(f"\nTarget (issue 19): the guard adds ≤ 1 ms (median) to a message round trip: {ws[3] - ws[1]:+.3f} ms, {met}.\n")
     finally:
         guard.terminate()
         standin.terminate()

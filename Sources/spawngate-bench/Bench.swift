@@ -111,45 +111,57 @@ struct Bench {
 
     static func main() throws {
         var rows: [(String, String)] = []
+        var sections: [String] = []
         func row(_ name: String, _ value: String) { rows.append((name, value)); print("\(name): \(value)"); fflush(nil) }
+        func section(_ markdown: String) { sections.append(markdown); print(markdown); fflush(nil) }
         let exe = CommandLine.arguments.count > 2 ? CommandLine.arguments[2] : nil
-        try agentStarts(row)
+        // SPAWNGATE_BENCH_ONLY=daemon,remote,… runs some parts (for profiling); results.md comes from a whole run.
+        let only = ProcessInfo.processInfo.environment["SPAWNGATE_BENCH_ONLY"].map { Set($0.split(separator: ",").map(String.init)) }
+        func runs(_ part: String) -> Bool { only?.contains(part) ?? true }
+        if runs("starts") { try agentStarts(row) }
         if let exe {
-            try remoteVersusSSH(exe: exe, row)
-            try daemonThroughput(exe: exe, row)
+            if runs("remote") { try remoteVersusSSH(exe: exe, row, section) }
+            if runs("daemon") { try daemonCurve(exe: exe, row, section) }
         }
+        guard runs("decision") else { return }
 
-        // 1. Policy evaluation at 10,000 rules / 1,000 brokers (lexical paths: the engine alone).
-        let text = bigPolicy(rules: 10_000, brokers: 1_000)
-        let t0 = now()
-        let policy = try PolicyLoader.parse(text, file: "bench.yaml").get()
-        let loadMs = Double(now() - t0) / 1e6
-        let engine = PolicyEngine(policy: policy, resolver: .lexical)
-        let requests: [PolicyRequest] = (0..<1000).map { k in
-            let i = (k * 7919) % 10_000
-            return PolicyRequest(broker: "b\(i % 1000)", cli: ["claude", "codex", "gemini"][i % 3], cwd: "/w/b\(i % 1000)/p\(i)/src", args: ["--model", "opus"])
+        // Profiling one path (SPAWNGATE_BENCH_PROFILE, below) skips the policy-size measurements.
+        let profiling = ProcessInfo.processInfo.environment["SPAWNGATE_BENCH_PROFILE"] != nil
+        if !profiling {
+            // 1. Policy evaluation at 10,000 rules / 1,000 brokers (lexical paths: the engine alone).
+            let text = bigPolicy(rules: 10_000, brokers: 1_000)
+            let t0 = now()
+            let policy = try PolicyLoader.parse(text, file: "bench.yaml").get()
+            let loadMs = Double(now() - t0) / 1e6
+            let engine = PolicyEngine(policy: policy, resolver: .lexical)
+            let requests: [PolicyRequest] = (0..<1000).map { k in
+                let i = (k * 7919) % 10_000
+                return PolicyRequest(broker: "b\(i % 1000)", cli: ["claude", "codex", "gemini"][i % 3], cwd: "/w/b\(i % 1000)/p\(i)/src", args: ["--model", "opus"])
+            }
+            var allowed = 0
+            let evalNs = measure(batch: 1000) { k in if case .allow = engine.evaluate(requests[k % 1000]) { allowed += 1 } }
+            precondition(allowed > 0, "benchmark requests must be allowed, or it measures the wrong path")
+            let denyNs = measure(batch: 1000) { k in
+                _ = engine.evaluate(PolicyRequest(broker: "b\(k % 1000)", cli: "claude", cwd: "/nowhere/\(k % 10)"))
+            }
+            row("policy load, 10,000 rules / 1,000 brokers", String(format: "%.0f ms", loadMs))
+            row("policy evaluation, allow (median per decision)", String(format: "%.2f µs", evalNs / 1000))
+            row("policy evaluation, deny after scanning a broker's rules", String(format: "%.2f µs", denyNs / 1000))
         }
-        var allowed = 0
-        let evalNs = measure(batch: 1000) { k in if case .allow = engine.evaluate(requests[k % 1000]) { allowed += 1 } }
-        precondition(allowed > 0, "benchmark requests must be allowed, or it measures the wrong path")
-        let denyNs = measure(batch: 1000) { k in
-            _ = engine.evaluate(PolicyRequest(broker: "b\(k % 1000)", cli: "claude", cwd: "/nowhere/\(k % 10)"))
-        }
-        row("policy load, 10,000 rules / 1,000 brokers", String(format: "%.0f ms", loadMs))
-        row("policy evaluation, allow (median per decision)", String(format: "%.2f µs", evalNs / 1000))
-        row("policy evaluation, deny after scanning a broker's rules", String(format: "%.2f µs", denyNs / 1000))
 
         // 2. The same with real path canonicalization (realpath on an existing directory).
         let dir = NSTemporaryDirectory() + "spawngate-bench-\(getpid())"
         try FileManager.default.createDirectory(atPath: dir + "/w/app/src", withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let realDir = try PathResolver.filesystem.resolve(dir).get()
-        let fsPolicy = try PolicyLoader.parse(bigPolicy(rules: 10_000, brokers: 1_000) + "  - {name: real, brokers: [b7], clis: [claude], cwd: [\(realDir)/w/app/**]}\n", file: "b.yaml").get()
-        let fsEngine = PolicyEngine(policy: fsPolicy, resolver: .filesystem)
-        let fsReq = PolicyRequest(broker: "b7", cli: "claude", cwd: realDir + "/w/app/src", args: [])
-        guard case .allow = fsEngine.evaluate(fsReq) else { fatalError("filesystem benchmark request was denied") }
-        let fsNs = measure(batch: 1000) { _ in _ = fsEngine.evaluate(fsReq) }
-        row("policy evaluation with realpath(3) of the cwd", String(format: "%.2f µs", fsNs / 1000))
+        if !profiling {
+            let fsPolicy = try PolicyLoader.parse(bigPolicy(rules: 10_000, brokers: 1_000) + "  - {name: real, brokers: [b7], clis: [claude], cwd: [\(realDir)/w/app/**]}\n", file: "b.yaml").get()
+            let fsEngine = PolicyEngine(policy: fsPolicy, resolver: .filesystem)
+            let fsReq = PolicyRequest(broker: "b7", cli: "claude", cwd: realDir + "/w/app/src", args: [])
+            guard case .allow = fsEngine.evaluate(fsReq) else { fatalError("filesystem benchmark request was denied") }
+            let fsNs = measure(batch: 1000) { _ in _ = fsEngine.evaluate(fsReq) }
+            row("policy evaluation with realpath(3) of the cwd", String(format: "%.2f µs", fsNs / 1000))
+        }
 
         // 3. Raw libsodium verify vs our verification (parse envelope, key lookup on disk, verify, parse payload).
         let home = dir + "/home"
@@ -276,10 +288,11 @@ struct Bench {
         var md = "# spawngate benchmarks\n\nMeasured by `make bench` (release build) on \(ProcessInfo.processInfo.activeProcessorCount) cores, \(machine), Linux \(release). "
         md += "In-process figures are the median of 15–31 rounds of 4–1,000 calls; whole processes (spawn, ssh, check) the median "
         md += "of 31 runs after 3 warm-up runs, spawngate and ssh interleaved. Everything was measured in this one run. "
-        md += "How to read it, and where the time goes: [README.md](README.md).\n\n## Targets (issue 7)\n\n| target | measured |\n|---|---|\n"
+        md += "How to read it, and where the time goes: [README.md](README.md).\n\n## Targets (issues 7 and 19)\n\n| target | measured |\n|---|---|\n"
         for (k, v) in rows where k.hasPrefix("TARGET:") { md += "| \(k.dropFirst(7)) | \(v) |\n" }
         md += "\n## All measurements\n\n| what | median |\n|---|---|\n"
         for (k, v) in rows where !k.hasPrefix("TARGET:") { md += "| \(k) | \(v) |\n" }
+        for s in sections { md += "\n" + s }
         if CommandLine.arguments.count > 1, CommandLine.arguments[1] != "-" {
             try md.write(toFile: CommandLine.arguments[1], atomically: true, encoding: .utf8)
             print("written to \(CommandLine.arguments[1])")
