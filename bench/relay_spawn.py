@@ -248,7 +248,7 @@ def main():
             f"\n\nWhere (b1)'s time goes (medians, from the broker's log): {b0:.1f} ms until the broker begins the spawn (signing, "
             f"the gateway's decision and audit; (a): {a0:.1f} ms), {b1:.1f} ms from there until the program runs ((a): {a1:.1f} ms; "
             f"the difference is the launcher: a fresh `spawngate` process, its ticket redemption and the sandbox), and {b2:.1f} ms "
-            "from the program running to the receipt (the launcher's report, the gateway's 5 ms polling for it, the signed receipt).\n\n"
+            "from the program running to the receipt (the launcher's report, the gateway's 1 ms polling for it, the signed receipt).\n\n"
             + f"Target (b) ≤ (a) + 5 ms, as the median of (b1) − (a): {med(d1):.1f} ms: " + ("met." if med(d1) <= 5 else "**not met**."))
     except (Fail, subprocess.TimeoutExpired, OSError, ValueError, KeyError) as e:
         out(f"\n{TITLE}\n\nNot measured: {e}")

@@ -89,6 +89,9 @@ final class HookSocket: Service, @unchecked Sendable {
             throw GatewayFailure("cannot listen on \(path): \(why); check the directory exists and is writable")
         }
         if widen { chmod(path, 0o666) }
+        // Non-blocking, so a connection that goes away between poll and accept cannot hold the accept loop (and a
+        // graceful stop) until the next one arrives; accepted sockets do not inherit the flag.
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
         return fd
     }
 

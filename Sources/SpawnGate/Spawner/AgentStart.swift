@@ -55,7 +55,8 @@ extension AgentService {
                 backend.remove(name: spawn.request.request.name)
                 return failed("the Agent Relay broker at \(connection.url.absoluteString) accepted the spawn but never ran the launcher within \(AgentService.seconds(timeout)); see the broker's log")
             }
-            usleep(5_000)
+            // Each look is one small read of state.db; at 1 ms the report is seen 2 ms sooner on average than at 5.
+            usleep(1_000)
         }
         if let failure = report.failure {
             backend.remove(name: spawn.request.request.name)
