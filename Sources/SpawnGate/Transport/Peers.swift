@@ -41,7 +41,8 @@ public struct PeerList: Sendable, Equatable {
         var r = YAMLNodeReader(file: file)
         let root: Node
         do {
-            guard let node = try Yams.compose(yaml: text) else { return .success(PeerList()) }
+            // Scalars are read as written (YAMLNodeReader); no implicit tags, so no regular expressions per scalar.
+            guard let node = try Yams.compose(yaml: text, .basic) else { return .success(PeerList()) }
             root = node
         } catch let e as YamlError {
             return .failure(PolicyLoadError(diagnostics: [PolicyLoader.syntaxDiagnostic(e, file: file, text: text)]))
