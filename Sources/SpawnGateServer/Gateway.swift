@@ -178,6 +178,18 @@ public final class Gateway: @unchecked Sendable {
         WireAnswer(status: 200, body: Array((identity.key.publicKey.line(comment: identity.name) + "\n").utf8), contentType: "text/plain")
     }
 
+    /// `GET /healthz` on every listener: the broker's name and the policy in force.
+    public var health: WireAnswer {
+        WireAnswer(status: 200, body: JSONWriter.object([("status", .string("ok")), ("broker", .string(identity.name)),
+                                                         ("policy", .string(pipeline.policy.hash))]) + [10],
+                   contentType: "application/json")
+    }
+
+    /// `GET /metrics` on every listener: Prometheus text.
+    public var metricsText: WireAnswer {
+        WireAnswer(status: 200, body: metrics.text(), contentType: "text/plain; version=0.0.4")
+    }
+
     /// `POST /v1/release`: stops the requester's own agents of that name (TERM, then KILL after the grace).
     public func release(body: [UInt8], source: String, grace: Double = Supervisor.grace) async -> WireAnswer {
         let p = pipeline

@@ -45,14 +45,8 @@ enum HTTPRoutes {
     }
 
     private static func common(_ router: Router<GateRequestContext>, _ gateway: Gateway) {
-        router.get("/healthz") { _, _ in
-            response(WireAnswer(status: 200, body: JSONWriter.object([("status", .string("ok")), ("broker", .string(gateway.identity.name)),
-                                                                     ("policy", .string(gateway.pipeline.policy.hash))]) + [10],
-                                contentType: "application/json"))
-        }
-        router.get("/metrics") { _, _ in
-            response(WireAnswer(status: 200, body: gateway.metrics.text(), contentType: "text/plain; version=0.0.4"))
-        }
+        router.get("/healthz") { _, _ in response(gateway.health) }
+        router.get("/metrics") { _, _ in response(gateway.metricsText) }
     }
 
     /// Reads the body, or answers 413 without reading it when it is (or turns out) too large.

@@ -163,11 +163,11 @@ final class HookSocket: Service, @unchecked Sendable {
         buffer.reserveCapacity(4096)
         while true {
             // The head: its end must arrive before the deadline, however the bytes trickle.
-            let headDeadline = Self.now() + limits.headerTimeout
+            let headDeadline = Supervisor.monotonic() + limits.headerTimeout
             var scanned = 0
             var headEnd: Int?
             while headEnd == nil {
-                if let end = Self.endOfHead(buffer, from: scanned) { headEnd = end; break }
+                if let end = HTTPClient.endOfHead(buffer, from: scanned) { headEnd = end; break }
                 scanned = max(0, buffer.count - 3)
                 if buffer.count > Self.maxHead {
                     _ = write(fd, answer(.error(431, "the request head is over \(Self.maxHead) bytes"), close: true))
@@ -193,7 +193,7 @@ final class HookSocket: Service, @unchecked Sendable {
                 _ = write(fd, answer(.error(413, "the request body is over \(Self.bodyLimit) bytes; a gateway accepts at most 64 KiB (shorten the task)"), close: true))
                 return
             }
-            let bodyDeadline = Self.now() + limits.bodyTimeout
+            let bodyDeadline = Supervisor.monotonic() + limits.bodyTimeout
             while buffer.count < end + 4 + length {
                 guard fill(fd, &buffer, until: bodyDeadline, idle: false) else { return }
             }
@@ -210,11 +210,9 @@ final class HookSocket: Service, @unchecked Sendable {
             let (status, decision) = gateway.hookBlocking(body: body, uid: uid, pid: pid)
             return WireAnswer(status: status, body: Array(decision.json.utf8) + [10], contentType: "application/json")
         case ("GET", "/healthz"):
-            return WireAnswer(status: 200, body: JSONWriter.object([("status", .string("ok")), ("broker", .string(gateway.identity.name)),
-                                                                  ("policy", .string(gateway.pipeline.policy.hash))]) + [10],
-                              contentType: "application/json")
+            return gateway.health
         case ("GET", "/metrics"):
-            return WireAnswer(status: 200, body: gateway.metrics.text(), contentType: "text/plain; version=0.0.4")
+            return gateway.metricsText
         case (_, "/v1/hook"), (_, "/healthz"), (_, "/metrics"):
             return .error(405, "\(head.method) is not allowed on \(head.path)")
         default:
@@ -226,7 +224,7 @@ final class HookSocket: Service, @unchecked Sendable {
     /// noticed). False when the connection is over: closed, failed, too slow, or idle while the gateway stops.
     private func fill(_ fd: Int32, _ buffer: inout [UInt8], until deadline: Double, idle: Bool) -> Bool {
         while true {
-            let left = deadline - Self.now()
+            let left = deadline - Supervisor.monotonic()
             guard left > 0 else { return false }
             if idle && isStopping { return false }
             var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
@@ -253,32 +251,9 @@ final class HookSocket: Service, @unchecked Sendable {
         return Array(head.utf8) + a.body
     }
 
-    /// Writes all of `bytes` (within the send timeout); false if the connection failed.
+    /// Writes all of `bytes` (within the send timeout set at accept); false if the connection failed.
     private func write(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
-        var sent = 0
-        while sent < bytes.count {
-            let n = bytes[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { return false }
-            sent += n
-        }
-        return true
-    }
-
-    static func endOfHead(_ buffer: [UInt8], from start: Int) -> Int? {
-        guard buffer.count >= 4 else { return nil }
-        var i = start
-        while i + 3 < buffer.count {
-            if buffer[i] == 13, buffer[i + 1] == 10, buffer[i + 2] == 13, buffer[i + 3] == 10 { return i }
-            i += 1
-        }
-        return nil
-    }
-
-    static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+        (try? HTTPClient.send(bytes, on: fd, to: .unix(path: path), timeout: limits.bodyTimeout)) != nil
     }
 }
 

@@ -10,7 +10,8 @@ public enum Supervisor {
     /// Seconds between TERM and KILL when the runtime is up.
     public static let grace: Double = 5
 
-    static func monotonic() -> Double {
+    /// Seconds on the monotonic clock, for deadlines (never the wall clock, which can step).
+    public static func monotonic() -> Double {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9

@@ -68,7 +68,8 @@ public enum HTTPClient {
         return Array((head + "\r\n").utf8) + body
     }
 
-    static func send(_ request: [UInt8], on fd: Int32, to endpoint: Endpoint, timeout: Double) throws(Failure) {
+    /// Writes all of `request` to a connected socket (no SIGPIPE; EINTR retried), within the socket's send timeout.
+    public static func send(_ request: [UInt8], on fd: Int32, to endpoint: Endpoint, timeout: Double) throws(Failure) {
         var sent = 0
         while sent < request.count {
             let n = request[sent...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
@@ -125,11 +126,10 @@ public enum HTTPClient {
                 HTTPClient.setTimeouts(fd, timeout)
             }
             try HTTPClient.send(bytes, on: fd, to: endpoint, timeout: timeout)
-            let crlf2: [UInt8] = [13, 10, 13, 10]
             var headEnd: Int?
             var length = 0, close = false, status = 0
             while true {
-                if headEnd == nil, let end = HTTPClient.find(crlf2, in: buffered) {
+                if headEnd == nil, let end = HTTPClient.endOfHead(buffered) {
                     headEnd = end
                     let head: Head
                     do { head = try HTTPClient.head(buffered[..<end]) } catch { throw .protocolError("\(endpoint): \(error.message)") }
@@ -160,9 +160,15 @@ public enum HTTPClient {
 
     struct Head { let status: Int; let fields: [String: String] }
 
-    static func find(_ needle: [UInt8], in haystack: [UInt8]) -> Int? {
-        guard haystack.count >= needle.count else { return nil }
-        return (0...(haystack.count - needle.count)).first { haystack[$0..<($0 + needle.count)].elementsEqual(needle) }
+    /// Where the blank line (CRLF CRLF) that ends an HTTP head starts, searching from `start`; nil when it has not
+    /// arrived yet. Shared by this client and the hook socket's reader.
+    public static func endOfHead(_ buffer: [UInt8], from start: Int = 0) -> Int? {
+        var i = max(start, 0)
+        while i + 3 < buffer.count {
+            if buffer[i] == 13, buffer[i + 1] == 10, buffer[i + 2] == 13, buffer[i + 3] == 10 { return i }
+            i += 1
+        }
+        return nil
     }
 
     /// The status line and header fields (names lowercased) of an answer's head.
@@ -240,8 +246,7 @@ public enum HTTPClient {
 
     /// Status line, headers, and a body delimited by Content-Length, chunked encoding, or the end of the stream.
     static func parse(_ raw: [UInt8]) throws(GatewayFailure) -> Response {
-        let crlf2: [UInt8] = [13, 10, 13, 10]
-        guard let end = raw.indices.first(where: { raw[$0...].starts(with: crlf2) }) else {
+        guard let end = endOfHead(raw) else {
             throw GatewayFailure("the answer is not HTTP (no end of headers)")
         }
         let h = try head(raw[..<end])

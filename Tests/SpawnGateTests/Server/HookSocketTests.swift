@@ -89,6 +89,7 @@ struct HookSocketTests {
         ("POST  /v1/hook HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", "400", "request line"),
         ("POST /v1/hook HTTP/1.1\r\nX-A: caf\u{e9}\r\nContent-Length: 5\r\n\r\nhello", "400", "printable ASCII"),
         ("POST /v1/hook HTTP/1.1\r\nX-A: " + String(repeating: "a", count: 20_000) + "\r\n\r\n", "431", "head is over"),
+        ("POST /v1/hook HTTP/1.1\r\n" + String(repeating: "X-A: b\r\n", count: 101) + "Content-Length: 5\r\n\r\nhello", "431", "more than 100 header fields"),
     ])
     func framingIsRefusedBeforeAnythingIsDecided(_ raw: String, _ status: String, _ says: String) throws {
         let s = try Socket()
