@@ -112,6 +112,8 @@ let package = Package(
         .executableTarget(name: "FuzzKeyLine", dependencies: ["SpawnGate"], path: "Fuzz/FuzzKeyLine"),
         .executableTarget(name: "FuzzHookInput", dependencies: ["SpawnGate"], path: "Fuzz/FuzzHookInput"),
         .executableTarget(name: "FuzzWireBody", dependencies: ["SpawnGate"], path: "Fuzz/FuzzWireBody"),
+        .executableTarget(name: "FuzzHTTPResponse", dependencies: ["SpawnGate"], path: "Fuzz/FuzzHTTPResponse"),
+        .executableTarget(name: "FuzzHTTPRequest", dependencies: ["SpawnGate"], path: "Fuzz/FuzzHTTPRequest"),
         .testTarget(
             name: "SpawnGateTests",
             dependencies: ["SpawnGate", "SpawnGateServer", .product(name: "GRDB", package: "GRDB.swift")]),

@@ -47,4 +47,13 @@ printf 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0d
 printf 'command="/bin/true",restrict ssh-ed25519 AAAA x\n' > "$C/FuzzKeyLine/options.pub"
 printf 'SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU\n' > "$C/FuzzKeyLine/fingerprint"
 ssh-keygen -q -t ed25519 -N '' -C fuzz-seed -f "$W/seed" && cp "$W/seed" "$C/FuzzKeyLine/openssh-private-key"
+
+# HTTP framing: answers a peer could send (the first byte says where the target cuts them in two) and requests a
+# local caller could pipeline on the hook socket.
+mkdir -p "$C"/{FuzzHTTPResponse,FuzzHTTPRequest}
+printf '\x80HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok":true}' > "$C/FuzzHTTPResponse/content-length.http"
+printf '\x80HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=1\r\n{"a"\r\n3\r\n:1}\r\n0\r\nX-Trailer: t\r\n\r\n' > "$C/FuzzHTTPResponse/chunked.http"
+printf '\x40HTTP/1.0 401 Unauthorized\r\nConnection: close\r\n\r\nno' > "$C/FuzzHTTPResponse/to-end.http"
+printf 'POST /v1/hook HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n' > "$C/FuzzHTTPRequest/pipelined.http"
+printf 'POST /v1/hook HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n' > "$C/FuzzHTTPRequest/chunked.http"
 echo "seeds written to $C: $(find "$C" -type f | wc -l) files"

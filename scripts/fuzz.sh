@@ -6,7 +6,7 @@
 set -euo pipefail
 SECONDS_EACH=${1:-60}; shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(FuzzEnvelope FuzzPolicy FuzzKeyLine FuzzHookInput FuzzWireBody)
+[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(FuzzEnvelope FuzzPolicy FuzzKeyLine FuzzHookInput FuzzWireBody FuzzHTTPResponse FuzzHTTPRequest)
 SCRATCH=.build-fuzz
 SWIFT=${SWIFT:-swift}
 # swiftc keeps only the last -sanitize= it is given, and SwiftPM passes --sanitize values one flag each (address

@@ -162,49 +162,30 @@ final class HookSocket: Service, @unchecked Sendable {
         var buffer: [UInt8] = []
         buffer.reserveCapacity(4096)
         while true {
-            // The head: its end must arrive before the deadline, however the bytes trickle.
+            // The head must end before the header deadline, however the bytes trickle; then the body before its own.
             let headDeadline = Supervisor.monotonic() + limits.headerTimeout
-            var scanned = 0
-            var headEnd: Int?
-            while headEnd == nil {
-                if let end = HTTPClient.endOfHead(buffer, from: scanned) { headEnd = end; break }
-                scanned = max(0, buffer.count - 3)
-                if buffer.count > Self.maxHead {
-                    _ = write(fd, answer(.error(431, "the request head is over \(Self.maxHead) bytes"), close: true))
-                    return
-                }
+            var bodyDeadline: Double?
+            var step = HTTPFraming.request(buffer, maxHead: Self.maxHead, maxBody: Self.bodyLimit)
+            while step == .needMore {
+                if bodyDeadline == nil, HTTPClient.endOfHead(buffer) != nil { bodyDeadline = Supervisor.monotonic() + limits.bodyTimeout }
                 // Between requests, a stopping gateway closes the connection; within one, it answers first.
-                guard fill(fd, &buffer, until: headDeadline, idle: buffer.isEmpty) else { return }
+                guard fill(fd, &buffer, until: bodyDeadline ?? headDeadline, idle: buffer.isEmpty) else { return }
+                step = HTTPFraming.request(buffer, maxHead: Self.maxHead, maxBody: Self.bodyLimit)
             }
-            let end = headEnd!
-            guard end <= Self.maxHead else {
-                _ = write(fd, answer(.error(431, "the request head is over \(Self.maxHead) bytes"), close: true))
-                return
-            }
-            let head: Head
-            switch Head.parse(buffer[..<end]) {
-            case .failure(let refusal):
+            switch step {
+            case .needMore: return
+            case .refused(let refusal):
                 _ = write(fd, answer(.error(refusal.status, refusal.message), close: true))
                 return
-            case .success(let h): head = h
+            case .request(let head, let body, let consumed):
+                buffer.removeFirst(consumed)
+                let reply = route(head, body: body, uid: uid, pid: pid)
+                guard write(fd, answer(reply, close: head.close)), !head.close else { return }
             }
-            let length = head.contentLength ?? 0
-            if length > Self.bodyLimit {
-                _ = write(fd, answer(.error(413, "the request body is over \(Self.bodyLimit) bytes; a gateway accepts at most 64 KiB (shorten the task)"), close: true))
-                return
-            }
-            let bodyDeadline = Supervisor.monotonic() + limits.bodyTimeout
-            while buffer.count < end + 4 + length {
-                guard fill(fd, &buffer, until: bodyDeadline, idle: false) else { return }
-            }
-            let body = Array(buffer[(end + 4)..<(end + 4 + length)])
-            buffer.removeFirst(end + 4 + length)
-            let reply = route(head, body: body, uid: uid, pid: pid)
-            guard write(fd, answer(reply, close: head.close)), !head.close else { return }
         }
     }
 
-    private func route(_ head: Head, body: [UInt8], uid: UInt32, pid: Int32) -> WireAnswer {
+    private func route(_ head: HTTPFraming.RequestHead, body: [UInt8], uid: UInt32, pid: Int32) -> WireAnswer {
         switch (head.method, head.path) {
         case ("POST", "/v1/hook"):
             let (status, decision) = gateway.hookBlocking(body: body, uid: uid, pid: pid)
@@ -254,90 +235,6 @@ final class HookSocket: Service, @unchecked Sendable {
     /// Writes all of `bytes` (within the send timeout set at accept); false if the connection failed.
     private func write(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
         (try? HTTPClient.send(bytes, on: fd, to: .unix(path: path), timeout: limits.bodyTimeout)) != nil
-    }
-}
-
-/// A request head as the hook socket accepts it, or the refusal to answer.
-struct Head {
-    let method: String
-    let path: String
-    let contentLength: Int?
-    let close: Bool
-
-    struct Refusal: Error { let status: Int; let message: String }
-
-    /// Strict on purpose, so no two readers (a proxy, this one) can frame a request differently: one space between
-    /// the three parts of the request line, HTTP/1.1 or 1.0, field names of token characters with no space before
-    /// the colon, no obsolete line folding, at most one Content-Length and only digits in it, no Transfer-Encoding.
-    static func parse(_ bytes: ArraySlice<UInt8>) -> Result<Head, Refusal> {
-        func refuse(_ status: Int, _ m: String) -> Result<Head, Refusal> { .failure(Refusal(status: status, message: m)) }
-        // Lines at CRLF; a CR or LF alone is a line end to some readers and not to others.
-        var lines: [ArraySlice<UInt8>] = []
-        var start = bytes.startIndex, i = bytes.startIndex
-        while i < bytes.endIndex {
-            let b = bytes[i]
-            if b == 13 || b == 10 {
-                guard b == 13, i + 1 < bytes.endIndex, bytes[i + 1] == 10 else {
-                    return refuse(400, "the request head has a CR or LF that is not part of a CRLF line end")
-                }
-                lines.append(bytes[start..<i])
-                i += 2
-                start = i
-                continue
-            }
-            guard b == 9 || (32...126).contains(b) else { return refuse(400, "the request head has bytes that are not printable ASCII") }
-            i += 1
-        }
-        lines.append(bytes[start..<bytes.endIndex])
-        guard lines.count <= 101 else { return refuse(431, "the request has more than 100 header fields") }
-
-        let parts = lines[0].split(separator: 32, omittingEmptySubsequences: false)
-        guard parts.count == 3, !parts[0].isEmpty, parts[1].first == UInt8(ascii: "/") else {
-            return refuse(400, "the request line is not 'METHOD /path HTTP/1.1'")
-        }
-        let version = String(decoding: parts[2], as: UTF8.self)
-        guard version == "HTTP/1.1" || version == "HTTP/1.0" else {
-            return refuse(505, "only HTTP/1.1 (or 1.0) is spoken here, not '\(version.prefix(20))'")
-        }
-        var length: Int?
-        var close = version == "HTTP/1.0"
-        for line in lines.dropFirst() {
-            guard let colon = line.firstIndex(of: UInt8(ascii: ":")), colon != line.startIndex,
-                  line[..<colon].allSatisfy(isTokenByte) else {
-                return refuse(400, "the header line '\(String(decoding: line.prefix(40), as: UTF8.self))' is not 'Name: value'")
-            }
-            var value = line[(colon + 1)...]
-            while let f = value.first, f == 32 || f == 9 { value = value.dropFirst() }
-            while let l = value.last, l == 32 || l == 9 { value = value.dropLast() }
-            switch String(decoding: line[..<colon], as: UTF8.self).lowercased() {
-            case "content-length":
-                guard length == nil else { return refuse(400, "the request has more than one Content-Length") }
-                guard !value.isEmpty, value.count <= 9, value.allSatisfy({ (48...57).contains($0) }) else {
-                    return refuse(400, "Content-Length '\(String(decoding: value.prefix(20), as: UTF8.self))' is not a number of bytes")
-                }
-                length = value.reduce(0) { $0 * 10 + Int($1 - 48) }
-            case "transfer-encoding":
-                return refuse(501, "Transfer-Encoding is not accepted here; send the body with a Content-Length")
-            case "connection":
-                let tokens = String(decoding: value, as: UTF8.self).lowercased().split(separator: ",")
-                if tokens.contains(where: { $0.trimmingCharacters(in: .whitespaces) == "close" }) { close = true }
-            default: break
-            }
-        }
-        let method = String(decoding: parts[0], as: UTF8.self), path = String(decoding: parts[1], as: UTF8.self)
-        if method == "POST", length == nil { return refuse(411, "a POST needs a Content-Length") }
-        return .success(Head(method: method, path: path, contentLength: length, close: close))
-    }
-
-    /// RFC 9110's token characters, which a field name is made of.
-    static func isTokenByte(_ b: UInt8) -> Bool {
-        switch b {
-        case 48...57, 65...90, 97...122: true
-        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
-             UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
-             UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"): true
-        default: false
-        }
     }
 }
 

@@ -5,7 +5,8 @@ import Glibc
 
 /// One blocking HTTP/1.1 exchange: with the local Agent Relay broker, a peer's gateway, or a gateway's Unix socket.
 /// Hand-written on purpose: URLSession would load libcurl and its TLS stack into every `spawngate` process,
-/// costing the hook path several milliseconds per call. Every wait is bounded: connecting, sending, receiving.
+/// costing the hook path several milliseconds per call. One deadline bounds each whole exchange, and the framing
+/// (``HTTPFraming/response(_:atEnd:maxHead:maxBody:)``) is total: a peer's malformed answer is an error, never a trap.
 public enum HTTPClient {
     public struct Response: Sendable {
         public let status: Int
@@ -37,26 +38,65 @@ public enum HTTPClient {
 
     static let maxResponse = 1 << 20
 
-    /// Sends one request and reads the whole answer (at most 1 MiB), each step within `timeout` seconds.
+    /// Sends one request and reads its answer (a body of at most 1 MiB), all within `timeout` seconds: connecting,
+    /// sending and every byte of the answer share one deadline, so a peer that trickles its answer a byte at a time
+    /// cannot hold the caller past it. Any malformed answer is a `.protocolError`, never a crash.
     public static func exchange(_ endpoint: Endpoint, method: String, path: String, headers: [(String, String)] = [],
                                 body: [UInt8] = [], timeout: Double) throws(Failure) -> Response {
+        let deadline = Deadline(seconds: timeout)
         let fd = try connect(endpoint, timeout: timeout)
         defer { close(fd) }
-        setTimeouts(fd, timeout)
-
-        try send(request(endpoint, method: method, path: path, headers: headers, body: body, keepAlive: false), on: fd, to: endpoint, timeout: timeout)
+        try send(request(endpoint, method: method, path: path, headers: headers, body: body, keepAlive: false), on: fd, to: endpoint,
+                 until: deadline)
         var raw: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 16384)
-        while raw.count <= maxResponse {
-            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { throw .timedOut("no answer from \(endpoint) within \(timeout) s") }
-            if n < 0 { throw .unreachable("the connection to \(endpoint) failed: \(errnoText())") }
-            if n == 0 { break }
-            raw += buffer[0..<n]
+        var atEnd = false
+        while true {
+            switch HTTPFraming.response(raw, atEnd: atEnd, maxBody: maxResponse) {
+            case .response(let status, let body, _, _): return Response(status: status, body: body)
+            case .refused(let r): throw .protocolError("\(endpoint): \(r.message)")
+            case .needMore: break
+            }
+            // The needMore above guarantees atEnd is false here: a closed stream always frames or refuses.
+            atEnd = try receive(fd, into: &raw, from: endpoint, until: deadline)
         }
-        guard raw.count <= maxResponse else { throw .protocolError("the answer from \(endpoint) is over \(maxResponse) bytes") }
-        do { return try parse(raw) } catch { throw .protocolError("\(endpoint): \(error.message)") }
+    }
+
+    /// A point in monotonic time the whole of an exchange must finish by.
+    public struct Deadline: Sendable {
+        let at: Double
+        let seconds: Double
+        public init(seconds: Double) { self.seconds = seconds; at = Supervisor.monotonic() + seconds }
+        /// Milliseconds left for poll(2), at least 0.
+        var pollMilliseconds: Int32 { Int32(max(0, min((at - Supervisor.monotonic()) * 1000, 3_600_000)).rounded(.up)) }
+        var passed: Bool { Supervisor.monotonic() >= at }
+    }
+
+    /// Waits (within the deadline) for `fd` to be ready for `events`.
+    static func wait(_ fd: Int32, _ events: Int32, until deadline: Deadline, endpoint: Endpoint, doing: String) throws(Failure) {
+        while true {
+            var pfd = pollfd(fd: fd, events: Int16(events), revents: 0)
+            let ready = poll(&pfd, 1, deadline.pollMilliseconds)
+            if ready < 0 && errno == EINTR { continue }
+            if ready < 0 { throw .unreachable("the connection to \(endpoint) failed: \(errnoText())") }
+            if ready == 0 { throw .timedOut("\(endpoint) did not \(doing) within \(deadline.seconds) s") }
+            return
+        }
+    }
+
+    /// Appends what arrives to `raw` (bounded: more than the largest answer is a protocol error); true when the
+    /// peer has closed its side.
+    static func receive(_ fd: Int32, into raw: inout [UInt8], from endpoint: Endpoint, until deadline: Deadline) throws(Failure) -> Bool {
+        guard raw.count <= maxResponse + 64 * 1024 else { throw .protocolError("the answer from \(endpoint) is over \(maxResponse) bytes") }
+        var chunk = [UInt8](repeating: 0, count: 16384)
+        while true {
+            try wait(fd, POLLIN, until: deadline, endpoint: endpoint, doing: "answer")
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) { continue }
+            if n < 0 { throw .unreachable("the connection to \(endpoint) failed: \(errnoText())") }
+            if n == 0 { return true }
+            raw += chunk[0..<n]
+            return false
+        }
     }
 
     static func request(_ endpoint: Endpoint, method: String, path: String, headers: [(String, String)], body: [UInt8],
@@ -68,29 +108,26 @@ public enum HTTPClient {
         return Array((head + "\r\n").utf8) + body
     }
 
-    /// Writes all of `request` to a connected socket (no SIGPIPE; EINTR retried), within the socket's send timeout.
+    /// Writes all of `request` to a connected socket (no SIGPIPE; EINTR retried) within `timeout` seconds.
     public static func send(_ request: [UInt8], on fd: Int32, to endpoint: Endpoint, timeout: Double) throws(Failure) {
+        try send(request, on: fd, to: endpoint, until: Deadline(seconds: timeout))
+    }
+
+    static func send(_ request: [UInt8], on fd: Int32, to endpoint: Endpoint, until deadline: Deadline) throws(Failure) {
         var sent = 0
         while sent < request.count {
-            let n = request[sent...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { throw .timedOut("\(endpoint) did not take the request within \(timeout) s") }
+            try wait(fd, POLLOUT, until: deadline, endpoint: endpoint, doing: "take the request")
+            let n = request[sent...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+            if n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) { continue }
             guard n > 0 else { throw .unreachable("cannot send to \(endpoint): \(errnoText())") }
             sent += n
         }
     }
 
-    static func setTimeouts(_ fd: Int32, _ timeout: Double) {
-        var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - timeout.rounded(.down)) * 1e6))
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-    }
-
     /// A kept-alive HTTP/1.1 connection for a long-running client that asks many times (a resident hook client,
     /// the benchmarks): the same bounded exchange as ``HTTPClient/exchange(_:method:path:headers:body:timeout:)``
     /// without a new connection (and the server's per-connection work) each time. One request at a time; not
-    /// shared between threads. Answers must carry Content-Length (the gateway's do); anything else ends the
-    /// connection with a protocol error.
+    /// shared between threads. An answer framed by the end of the stream (no length) ends the connection after it.
     public final class Connection {
         public let endpoint: Endpoint
         let timeout: Double
@@ -121,44 +158,25 @@ public enum HTTPClient {
         private func drop() { if fd >= 0 { close(fd); fd = -1 }; buffered = [] }
 
         private func attempt(_ bytes: [UInt8]) throws(Failure) -> Response {
-            if fd < 0 {
-                fd = try HTTPClient.connect(endpoint, timeout: timeout)
-                HTTPClient.setTimeouts(fd, timeout)
-            }
-            try HTTPClient.send(bytes, on: fd, to: endpoint, timeout: timeout)
-            var headEnd: Int?
-            var length = 0, close = false, status = 0
+            let deadline = Deadline(seconds: timeout)
+            if fd < 0 { fd = try HTTPClient.connect(endpoint, timeout: timeout) }
+            try HTTPClient.send(bytes, on: fd, to: endpoint, until: deadline)
+            var atEnd = false
             while true {
-                if headEnd == nil, let end = HTTPClient.endOfHead(buffered) {
-                    headEnd = end
-                    let head: Head
-                    do { head = try HTTPClient.head(buffered[..<end]) } catch { throw .protocolError("\(endpoint): \(error.message)") }
-                    guard let cl = head.fields["content-length"].flatMap({ Int($0) }), cl >= 0, cl <= maxResponse else {
-                        throw .protocolError("\(endpoint): a kept-alive answer needs a Content-Length of at most \(maxResponse) bytes")
-                    }
-                    (length, status) = (cl, head.status)
-                    close = head.fields["connection"]?.lowercased() == "close"
-                }
-                if let end = headEnd, buffered.count >= end + 4 + length {
-                    let body = Array(buffered[(end + 4)..<(end + 4 + length)])
-                    buffered.removeFirst(end + 4 + length)
-                    if close { drop() }
+                switch HTTPFraming.response(buffered, atEnd: atEnd, maxBody: maxResponse) {
+                case .response(let status, let body, let consumed, let close):
+                    buffered.removeFirst(consumed)
+                    if close || atEnd { drop() }
                     return Response(status: status, body: body)
+                case .refused(let r): throw .protocolError("\(endpoint): \(r.message)")
+                case .needMore: break
                 }
-                guard buffered.count <= maxResponse + 16384 else { throw .protocolError("the answer from \(endpoint) is over \(maxResponse) bytes") }
-                var chunk = [UInt8](repeating: 0, count: 16384)
-                let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-                if n < 0 && errno == EINTR { continue }
-                if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { throw .timedOut("no answer from \(endpoint) within \(timeout) s") }
-                if n < 0 { throw .unreachable("the connection to \(endpoint) failed: \(errnoText())") }
+                atEnd = try HTTPClient.receive(fd, into: &buffered, from: endpoint, until: deadline)
                 // Closed before any of the answer: the kept connection had been closed by the server.
-                if n == 0 { throw buffered.isEmpty ? .unreachable("\(endpoint) closed the connection") : .protocolError("\(endpoint) closed the connection mid-answer") }
-                buffered += chunk[0..<n]
+                if atEnd && buffered.isEmpty { throw .unreachable("\(endpoint) closed the connection") }
             }
         }
     }
-
-    struct Head { let status: Int; let fields: [String: String] }
 
     /// Where the blank line (CRLF CRLF) that ends an HTTP head starts, searching from `start`; nil when it has not
     /// arrived yet. Shared by this client and the hook socket's reader.
@@ -169,21 +187,6 @@ public enum HTTPClient {
             i += 1
         }
         return nil
-    }
-
-    /// The status line and header fields (names lowercased) of an answer's head.
-    static func head(_ bytes: ArraySlice<UInt8>) throws(GatewayFailure) -> Head {
-        let lines = String(decoding: bytes, as: UTF8.self).components(separatedBy: "\r\n")
-        let status = lines[0].split(separator: " ")
-        guard status.count >= 2, status[0].hasPrefix("HTTP/1."), let code = Int(status[1]) else {
-            throw GatewayFailure("the answer is not HTTP (status line '\(lines[0].prefix(80))')")
-        }
-        var fields: [String: String] = [:]
-        for line in lines.dropFirst() {
-            guard let colon = line.firstIndex(of: ":") else { continue }
-            fields[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-        }
-        return Head(status: code, fields: fields)
     }
 
     /// A connected stream socket, or why not. TCP connects without blocking and waits at most `timeout`, trying
@@ -244,31 +247,13 @@ public enum HTTPClient {
         }
     }
 
-    /// Status line, headers, and a body delimited by Content-Length, chunked encoding, or the end of the stream.
+    /// A whole answer as read to the end of the stream: status, and a body delimited by Content-Length, chunked
+    /// encoding, or the end of the stream.
     static func parse(_ raw: [UInt8]) throws(GatewayFailure) -> Response {
-        guard let end = endOfHead(raw) else {
-            throw GatewayFailure("the answer is not HTTP (no end of headers)")
+        switch HTTPFraming.response(raw, atEnd: true, maxBody: maxResponse) {
+        case .response(let status, let body, _, _): return Response(status: status, body: body)
+        case .refused(let r): throw GatewayFailure(r.message)
+        case .needMore: throw GatewayFailure("the answer is incomplete")
         }
-        let h = try head(raw[..<end])
-        let (code, fields) = (h.status, h.fields)
-        var body = Array(raw[(end + 4)...])
-        if fields["transfer-encoding"]?.lowercased() == "chunked" {
-            var out: [UInt8] = []
-            var i = 0
-            while let lineEnd = body[i...].firstIndex(of: 10) {
-                let sizeText = String(decoding: body[i..<lineEnd], as: UTF8.self).split(separator: ";")[0].trimmingCharacters(in: .whitespacesAndNewlines)
-                guard let size = Int(sizeText, radix: 16) else { throw GatewayFailure("the answer's chunked body is malformed") }
-                if size == 0 { break }
-                let start = lineEnd + 1
-                guard start + size <= body.count else { throw GatewayFailure("the answer's chunked body is truncated") }
-                out += body[start..<(start + size)]
-                i = start + size + 2
-                guard i <= body.count else { break }
-            }
-            body = out
-        } else if let cl = fields["content-length"].flatMap({ Int($0) }), cl <= body.count {
-            body = Array(body[..<cl])
-        }
-        return Response(status: code, body: body)
     }
 }
