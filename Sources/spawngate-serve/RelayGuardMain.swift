@@ -20,7 +20,9 @@ struct RelayGuardMain: AsyncParsableCommand {
             the guard does not know on those sockets: each is dropped and recorded in the audit log. Spawn requests \
             from peers whose url is relay:NAME arrive as workspace messages to this gateway's mailbox \
             (spawngate-<name>) and are decided by the same pipeline as 'serve'. The mailbox needs the workspace key: \
-            RELAY_API_KEY in the environment, else the key the broker uses (seen when it starts behind the guard).
+            RELAY_API_KEY in the environment (recommended), else the key the broker uses, taken only once Relaycast \
+            has accepted it through the guard; if two different keys are accepted the mailbox stays offline until \
+            the guard is restarted with RELAY_API_KEY. 'spawngate doctor' says which it is.
             Listens on loopback only (default 127.0.0.1:7719); writes relay-guard.json in the home while it runs.
             """,
         version: SpawnGateVersion.current)

@@ -22,6 +22,8 @@ What it answers (every answer is Relaycast's envelope `{"ok": true, "data": ...}
               /v1/node/ws               the node control plane (v14): node.register / agent.register get a `reply`,
                                         messages go out as `deliver`, heartbeats and acks are logged
               /v1/node/terminal/ws      the remote-terminal socket (v14): accepted and logged, nothing sent
+  control     /_standin/… for the tests (POST /_standin/keys mints a further accepted workspace key, as a second
+              key holder would have)
 Any other /v1 call is logged and answered 404 in Relaycast's error shape, so a new call shows up in the log.
 
 Messaging: a message posted with an agent's token (POST /v1/channels/{name}/messages, POST /v1/dm) is sent as the
@@ -103,6 +105,7 @@ class StandIn:
         self.records = []
         self.workspace_id = new_id("ws")
         self.workspace_key = "rk_live_" + secrets.token_hex(16)
+        self.other_keys = set()   # further keys the server accepts (POST /_standin/keys), as a second key holder's
         self.agents = {}          # name -> {id, name, token, type, status, node, created_at, channels}
         self.channels = {"general": {"id": new_id("ch"), "name": "general", "topic": None, "members": set(),
                                      "created_at": now_iso()}}
@@ -128,7 +131,7 @@ class StandIn:
         token = auth[7:].strip() if auth.lower().startswith("bearer ") else headers.get("x-api-key", "")
         if not token:
             token = (query.get("token") or [""])[0]
-        if token == self.workspace_key:
+        if token == self.workspace_key or token in self.other_keys:
             return ("workspace", None)
         for a in self.agents.values():
             if a["token"] == token:
@@ -557,6 +560,10 @@ class StandIn:
             return 200, self.dms
         if p == ["frames"]:
             return 200, [r for r in self.records if r["kind"] == "ws_in" and (not kind or r["socket_kind"] == kind)]
+        if p == ["keys"] and method == "POST":
+            key = "rk_live_" + secrets.token_hex(16)
+            self.other_keys.add(key)
+            return 200, {"api_key": key}
         if p == ["push"] and method == "POST":
             return 200, {"sent_to": await self.push(body, kind)}
         if p == ["message"] and method == "POST":

@@ -203,7 +203,14 @@ public enum Doctor {
         if case .string(let v)? = o["mailbox"] { mailbox = v }
         if case .string(let v)? = o["name"] { name = v }
         let mine = RelayGuardFile.load(home)?.url == base.trimmingCharacters(in: CharacterSet(charactersIn: "/")) ? "this home's" : "\(name)'s"
-        return Finding(severity: .ok, subject: "relay guard", message: "the broker is behind \(mine) relay guard at \(base), which forwards to \(upstream) and drops spawn and terminal frames; its workspace mailbox is \(mailbox)")
+        // Where the mailbox's workspace key came from: the operator's RELAY_API_KEY, or the broker's traffic once
+        // Relaycast accepted it; two accepted keys mean someone else spoke through the guard too.
+        var key = "?"
+        if case .string(let v)? = o["workspace_key"] { key = v }
+        if key == "conflict" {
+            return Finding(severity: .warn, subject: "relay guard", message: "the broker is behind \(mine) relay guard at \(base), but its workspace mailbox is offline: two different workspace keys were accepted by Relaycast through the guard, so one is not the broker's; restart 'spawngate relay guard' with RELAY_API_KEY set to the broker's workspace key")
+        }
+        return Finding(severity: .ok, subject: "relay guard", message: "the broker is behind \(mine) relay guard at \(base), which forwards to \(upstream) and drops spawn and terminal frames; its workspace mailbox is \(mailbox) (workspace key: \(key))")
     }
 
 

@@ -281,6 +281,14 @@ struct Forwarder: Sendable {
     let options: RelayGuard.Options
     let name: String
 
+    /// Exchanges in which Relaycast accepts only a valid workspace key (registering an agent or a node, opening the
+    /// workspace stream): a 2xx answer there proves the key presented is one.
+    static let keyAccepted: [String: String] = [
+        "POST /v1/agents": "accepted by Relaycast when the broker registered an agent",
+        "POST /v1/nodes": "accepted by Relaycast when the broker registered its node",
+        "PUT /v1/workspace/stream": "accepted by Relaycast when the broker opened the workspace stream",
+    ]
+
     static let hopByHop: Set<String> = ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
                                          "transfer-encoding", "upgrade", "host", "content-length", "proxy-connection"]
 
@@ -299,7 +307,9 @@ struct Forwarder: Sendable {
         for field in request.headers where !Self.hopByHop.contains(field.name.canonicalName) {
             outgoing.headers.add(name: field.name.rawName, value: field.value)
         }
-        if let auth = request.headers[.authorization], auth.hasPrefix("Bearer rk_") { await mailbox.learn(String(auth.dropFirst(7))) }
+        // A workspace key presented by whoever connects proves nothing (any local process can connect first); it
+        // is taken only below, once the upstream has accepted it.
+        let presented = request.headers[.authorization].flatMap { $0.hasPrefix("Bearer rk_") ? String($0.dropFirst(7)) : nil }
         if body.readableBytes > 0 || request.method == .post || request.method == .put || request.method == .patch {
             outgoing.body = .bytes(body)
         }
@@ -317,10 +327,14 @@ struct Forwarder: Sendable {
         } catch {
             return Self.error(502, "the relay guard could not reach \(upstream.base) (\(error)); it retries on the next request")
         }
-        if request.method == .post, path == "/v1/workspaces", (200..<300).contains(Int(answer.status.code)),
-           case .object(let o)? = try? StrictJSONReader.parse(Array(bytes.readableBytesView)),
-           case .object(let data)? = o["data"], case .string(let key)? = data["api_key"] {
-            await mailbox.learn(key)
+        if (200..<300).contains(Int(answer.status.code)) {
+            if request.method == .post, path == "/v1/workspaces",
+               case .object(let o)? = try? StrictJSONReader.parse(Array(bytes.readableBytesView)),
+               case .object(let data)? = o["data"], case .string(let key)? = data["api_key"], key.hasPrefix("rk_") {
+                await mailbox.accepted(key, how: "issued by Relaycast when the broker created its workspace")
+            } else if let presented, let how = Self.keyAccepted[request.method.rawValue + " " + path] {
+                await mailbox.accepted(presented, how: how)
+            }
         }
         var headers = HTTPFields()
         for h in answer.headers where !Self.hopByHop.contains(h.name.lowercased()) {
@@ -335,8 +349,16 @@ struct Forwarder: Sendable {
         switch (request.method, path) {
         case (.get, "/_spawngate/v1/health"):
             let online = await mailbox.online
+            let key: String
+            switch await mailbox.keySource {
+            case .none: key = "none yet"
+            case .configured: key = "configured (RELAY_API_KEY)"
+            case .accepted(let how): key = "from the broker's traffic, \(how)"
+            case .conflict: key = "conflict"
+            }
             return Self.json(200, JSONWriter.object([("guard", .string("spawngate relay guard")), ("name", .string(name)),
-                                                    ("upstream", .string(upstream.base)), ("mailbox", .string(online ? "online" : "offline"))]))
+                                                    ("upstream", .string(upstream.base)), ("mailbox", .string(online ? "online" : "offline")),
+                                                    ("workspace_key", .string(key))]))
         case (.post, "/_spawngate/v1/relay"):
             let q = request.uri.queryParameters
             guard let to = q["to"].map(String.init), (try? Home.validateBrokerName(to)) != nil,

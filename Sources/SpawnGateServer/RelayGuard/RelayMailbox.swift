@@ -14,9 +14,11 @@ import WSClient
 /// peer go out the same way, and the answer is handed back unchanged to whoever asked (`spawn --broker`), which
 /// verifies it.
 ///
-/// It needs the workspace key to register: `RELAY_API_KEY` when the guard starts, else the key the broker itself
-/// uses, seen in its traffic through the guard. Until then it is offline and requests to `relay:` peers fail with
-/// a sentence saying so.
+/// It needs the workspace key to register: `RELAY_API_KEY` when the guard starts (the operator's, never replaced),
+/// else the key the broker uses, taken from its traffic through the guard only once the upstream has accepted it
+/// (``KeySource``). Any local process can talk to the guard, so a key merely presented is never taken, and when two
+/// different accepted keys are seen the mailbox goes offline rather than choose (`doctor` says so). Until it has a
+/// key it is offline and requests to `relay:` peers fail with a sentence saying so.
 final class RelayMailbox: Service, @unchecked Sendable {
     let gateway: Gateway
     let upstream: RelayUpstream
@@ -47,9 +49,28 @@ final class RelayMailbox: Service, @unchecked Sendable {
 
     var logger: Logger { gateway.logger }
 
-    func learn(_ key: String) async { await state.learn(key) }
+    /// Where the mailbox's workspace key came from; `doctor` reports it (through the guard's health answer).
+    enum KeySource: Sendable, Equatable {
+        case none
+        /// `RELAY_API_KEY` when the guard started: the operator's, never replaced by traffic.
+        case configured
+        /// From the broker's traffic, after the upstream accepted it (`how` says which exchange).
+        case accepted(String)
+        /// Two different keys were each accepted by the upstream: whichever is the broker's, the other is someone
+        /// else's, so the mailbox uses neither.
+        case conflict
+    }
+
+    /// A workspace key the upstream has just accepted in the exchange `how` (``Forwarder`` calls this only after a
+    /// 2xx answer to a request that needs the key, or with a key the upstream issued).
+    func accepted(_ key: String, how: String) async {
+        if await state.accept(key, how: how) {
+            logger.error("relay guard mailbox \(agentName) is offline: two different workspace keys were accepted by Relaycast through this guard (one is not the broker's); restart the guard with RELAY_API_KEY set to the broker's workspace key")
+        }
+    }
 
     var online: Bool { get async { await state.token != nil } }
+    var keySource: KeySource { get async { await state.source } }
 
     // MARK: Service
 
@@ -62,9 +83,9 @@ final class RelayMailbox: Service, @unchecked Sendable {
             }
             do {
                 let token = try await register(key: key)
-                await state.connected(token)
+                guard await state.connected(token, with: key) else { continue }
                 backoff = .milliseconds(250)
-                try await cancelWhenGracefulShutdown { try await self.listen(token: token) }
+                try await cancelWhenGracefulShutdown { try await self.listen(token: token, while: key) }
             } catch {
                 let wait = backoff
                 if !Task.isShuttingDownGracefully {
@@ -101,6 +122,21 @@ final class RelayMailbox: Service, @unchecked Sendable {
         let response = try await client.execute(request, timeout: .seconds(30))
         let bytes = try await response.body.collect(upTo: 1 << 20)
         return (Int(response.status.code), Array(bytes.readableBytesView))
+    }
+
+    struct KeyChanged: Error, CustomStringConvertible { var description: String { "its workspace key is no longer trusted" } }
+
+    /// The mailbox's socket for as long as `key` is the key in use (a conflict ends it).
+    private func listen(token: String, while key: String) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await self.listen(token: token) }
+            group.addTask {
+                while await self.state.key == key { try await Task.sleep(for: .milliseconds(100)) }
+                throw KeyChanged()
+            }
+            defer { group.cancelAll() }
+            _ = try await group.next()
+        }
     }
 
     /// The mailbox's socket: every workspace event for it; handles ours, ignores the rest.
@@ -187,7 +223,10 @@ final class RelayMailbox: Service, @unchecked Sendable {
     func call(to: String, op: RelayWire.Operation, payload: [UInt8], timeout: Double) async -> (Int, [UInt8]) {
         func failed(_ status: Int, _ message: String) -> (Int, [UInt8]) { (status, JSONWriter.object([("error", .string(message))])) }
         guard await state.token != nil else {
-            return failed(503, "this machine's relay guard is not connected to Relaycast yet: it needs the workspace key (RELAY_API_KEY when it starts, or a broker behind it that has started) and a reachable upstream")
+            if await state.source == .conflict {
+                return failed(503, "this machine's relay guard has taken its mailbox offline: two different workspace keys were accepted by Relaycast through it, so one is not the broker's; restart 'spawngate relay guard' with RELAY_API_KEY set to the broker's workspace key")
+            }
+            return failed(503, "this machine's relay guard is not connected to Relaycast yet: it needs the workspace key (RELAY_API_KEY when it starts, or a broker behind it that has registered with Relaycast through it) and a reachable upstream")
         }
         let id = RelayWire.newID()
         guard await state.expect(id) else { return failed(503, "this machine's relay guard is waiting on \(Self.maxWaiting) answers already; try again in a moment") }
@@ -210,16 +249,38 @@ final class RelayMailbox: Service, @unchecked Sendable {
     /// The mailbox's changing state, on one actor.
     actor State {
         private(set) var key: String?
+        private(set) var source: KeySource
+        private var seen: String?
         private(set) var token: String?
         private var inFlight = 0
         private var expected = Set<String>()
         private var waiting: [String: CheckedContinuation<(Int, [UInt8])?, Never>] = [:]
         private var arrived: [String: (Int, [UInt8])] = [:]
 
-        init(key: String?) { self.key = key }
+        init(key: String?) {
+            self.key = key
+            source = key == nil ? .none : .configured
+        }
 
-        func learn(_ newKey: String) { if key == nil { key = newKey } }
-        func connected(_ t: String) { token = t }
+        /// True when this key makes a conflict (and the mailbox goes offline).
+        func accept(_ newKey: String, how: String) -> Bool {
+            switch source {
+            case .configured, .conflict: return false
+            case .none:
+                (key, seen, source) = (newKey, newKey, .accepted(how))
+                return false
+            case .accepted:
+                guard newKey != seen else { return false }
+                (key, token, source) = (nil, nil, .conflict)
+                return true
+            }
+        }
+        /// Keeps a token only if it was registered with the key still in use.
+        func connected(_ t: String, with k: String) -> Bool {
+            guard key == k else { return false }
+            token = t
+            return true
+        }
         func disconnected() { token = nil }
 
         func startHandling() -> Bool {
