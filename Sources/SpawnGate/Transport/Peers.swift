@@ -73,7 +73,10 @@ public struct PeerList: Sendable, Equatable {
         return .success(PeerList(peers: peers))
     }
 
-    /// nil when `url` is a usable gateway address: http(s), a host, a port, nothing after the authority.
+    /// nil when `url` is a usable gateway address: http://, a host, a port, nothing after the authority; or
+    /// relay:NAME. An https:// URL is refused here rather than accepted and then refused by every request: gateways
+    /// speak plain HTTP to each other (bodies sealed to the peer's key, answers signed), so TLS would add only a
+    /// certificate to manage.
     public static func urlProblem(_ url: String) -> String? {
         if let target = RemoteGateway.relayTarget(url) {
             do { try Home.validateBrokerName(target) } catch {
@@ -83,7 +86,10 @@ public struct PeerList: Sendable, Equatable {
         }
         guard let u = URLComponents(string: url), let scheme = u.scheme, ["http", "https"].contains(scheme),
               let host = u.host, !host.isEmpty else {
-            return "'\(url)' must be an http:// or https:// URL with a host, like http://100.101.102.103:7717, or relay:NAME (through the Agent Relay workspace)"
+            return "'\(url)' must be an http:// URL with a host, like http://100.101.102.103:7717, or relay:NAME (through the Agent Relay workspace)"
+        }
+        guard scheme == "http" else {
+            return "'\(url)' uses https://, which spawngate's gateways do not speak: requests are sealed to the peer's key and answers signed by it, so plain http:// over your private network (Tailscale, WireGuard) is as safe; use http://\(u.host ?? "HOST")\(u.port.map { ":\($0)" } ?? ":7717"), or relay:NAME to go through the Agent Relay workspace"
         }
         guard u.path.isEmpty || u.path == "/", u.query == nil, u.fragment == nil, u.user == nil else {
             return "'\(url)' must name only the gateway (scheme, host and port), with no path, query or credentials"

@@ -18,6 +18,11 @@ struct PeersTests {
         #expect(mismatch.status == 1 && mismatch.stderr.contains("fingerprint mismatch"), "\(mismatch.stderr)")
         let badURL = try laptop(["peer", "add", "vps-broker", "--url", "http://127.0.0.1:7717/v1/spawn?x=1", "--key", line, "--fingerprint", fp])
         #expect(badURL.status == 1 && badURL.stderr.contains("no path, query or credentials"), "\(badURL.stderr)")
+        // https:// is refused when added (every request to it would be), with what to use instead; so is a file
+        // that names one.
+        let tls = try laptop(["peer", "add", "vps-broker", "--url", "https://vps.example:7717", "--key", line, "--fingerprint", fp])
+        #expect(tls.status == 1 && tls.stderr.contains("use http://vps.example:7717, or relay:NAME"), "\(tls.stderr)")
+        #expect(try laptop(["peer", "list"]).stdout.hasPrefix("no peers"))
         #expect(try laptop(["peer", "add", "vps-broker", "--url", "http://127.0.0.1:7717", "--key", line, "--fingerprint", fp]).status == 0)
         #expect(try laptop(["peer", "list"]).stdout == "vps-broker  http://127.0.0.1:7717  \(fp)\n")
         // The same key at a new address moves the peer; another key under its name is refused.
@@ -62,5 +67,6 @@ struct PeersTests {
         #expect(errors("version: 1\npeers:\n  vps:\n    url: ftp://h\n    key: k\n").first?.hasPrefix("peers.yaml:4:10: error: peers.vps.url:") == true)
         #expect(errors("version: 1\npeers:\n  vps:\n    url: http://h:1\n    key: not-a-key\n").first?.hasPrefix("peers.yaml:5:10: error: peers.vps.key:") == true)
         #expect(errors("version: 2\n").first?.hasPrefix("peers.yaml:1:10: error:") == true)
+        #expect(errors("version: 1\npeers:\n  vps:\n    url: https://h:1\n    key: ssh-ed25519 AAAA x\n").first?.contains("peers.yaml:4:10: error: peers.vps.url: 'https://h:1' uses https://") == true)
     }
 }
