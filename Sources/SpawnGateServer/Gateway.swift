@@ -135,7 +135,10 @@ public final class Gateway: @unchecked Sendable {
         }
         limiter.refund(source)
         let found = await offPool { [agentService] in
-            try? agentService.output(name: name, broker: control.broker, lines: control.request.lines ?? 50, offset: control.request.offset)
+            Self.fittingOutput { limit in
+                try? agentService.output(name: name, broker: control.broker, lines: control.request.lines ?? 50,
+                                         offset: control.request.offset, limit: limit)
+            }
         }
         metrics.count(outcome.decision.reason)
         guard let found else {
@@ -144,25 +147,71 @@ public final class Gateway: @unchecked Sendable {
                                     requestID: d.requestID, broker: d.broker, fingerprint: d.fingerprint, rule: nil, policy: d.policy),
                            started: nil, extra: [("found", .bool(false))], sealTo: control.fingerprint, pipeline: p)
         }
+        return receipt(outcome.decision, started: nil, extra: Self.logsMembers(found), sealTo: control.fingerprint, pipeline: p)
+    }
+
+    /// The most the members of a logs receipt may take, so that the receipt, signed and sealed, stays within
+    /// ``Envelope/maxSize`` and ``SealedBody/maxSize`` (which requesters enforce): about 48 KiB of payload.
+    static let logsBudget = 40 * 1024
+
+    /// What a logs receipt adds to the decision: the output as shown, and `next`, the byte offset to go on from.
+    static func logsMembers(_ found: AgentOutput) -> [(String, JSONWriter.Value)] {
         var extra: [(String, JSONWriter.Value)] = [("found", .bool(true)), ("stdout", .string(found.stdout)), ("stderr", .string(found.stderr)),
-                                                   ("size", .int(found.size)), ("state", .string(found.record.exitedAt == nil ? "running" : "exited"))]
+                                                   ("size", .int(found.size)), ("next", .int(found.next)),
+                                                   ("state", .string(found.record.exitedAt == nil ? "running" : "exited"))]
         if let s = found.record.exitStatus { extra.append(("exit_status", .int(Int64(s)))) }
         if let n = found.note { extra.append(("note", .string(n))) }
-        return receipt(outcome.decision, started: nil, extra: extra, sealTo: control.fingerprint, pipeline: p)
+        return extra
+    }
+
+    /// Reads output with fewer bytes until it fits ``logsBudget``: shown text can be up to 7 times the bytes it
+    /// shows (`\u0001` for one control byte, written as `\\u0001` in JSON), and a receipt that does not fit would
+    /// never verify. `next` tells the requester where to go on, so sending less loses nothing. At 2 KiB of each
+    /// stream even the worst case fits.
+    static func fittingOutput(_ read: (Int) -> AgentOutput?) -> AgentOutput? {
+        var limit = AgentOutput.maxBytes
+        var found = read(limit)
+        while let f = found, limit > 2048, JSONWriter.object(logsMembers(f)).count > logsBudget {
+            limit /= 2
+            found = read(limit)
+        }
+        return found
     }
 
     /// `POST /v1/enroll`: a broker's key with proof of possession, kept pending (trusted for nothing) until this
     /// gateway's operator accepts it with the fingerprint learned out of band. The caller has spent a token of its
     /// source's pre-authentication allowance, which it never gets back: requests are rate-limited per source, and
-    /// the pending table is bounded.
+    /// the pending table is bounded in all and per source (``PendingKeys``).
     public func enroll(body: [UInt8], source: String) async -> WireAnswer {
         let now = SystemClock().now()
         switch EnrollmentRequest.open(body, audience: identity.name, now: now, window: pipeline.policy.window) {
         case .failure(let d):
             return .error(400, "\(d.reason.rawValue): \(d.detail)")
         case .success(let (name, key)):
-            do { try PendingKeys(home: home).add(name: name, key: key, source: source, now: now) } catch {
-                return .error(429, error.message)
+            // The caller is not authenticated: it is told the reason code and a fixed sentence, never this
+            // machine's own text (paths, SQLite), which goes to the log under a reference.
+            // Reading and writing the table waits for the disk (and for other adds): off the cooperative pool.
+            let added: Result<PendingKeys.Entry?, PendingKeys.Refusal> = await offPool { [home] in
+                do throws(PendingKeys.Refusal) { return .success(try PendingKeys(home: home).add(name: name, key: key, source: source, now: now)) } catch {
+                    return .failure(error)
+                }
+            }
+            let dropped: PendingKeys.Entry?
+            do { dropped = try added.get() } catch {
+                switch error {
+                case .sourceFull:
+                    logger.notice("enrollment request refused: its source has its share pending", metadata: ["name": .string(name), "source": .string(source)])
+                    return .error(429, Self.enrollSourceFull)
+                case .failed(let why):
+                    let reference = "ref-" + Sodium.randomBytes(8).hex
+                    logger.error("enrollment request not kept: \(why)", metadata: ["request_id": .string(reference), "name": .string(name),
+                                                                                   "source": .string(source)])
+                    return .error(500, "\(ReasonCode.internalError.rawValue): this gateway could not keep the enrollment request; its operator can find request \(reference) in the log")
+                }
+            }
+            if let d = dropped {
+                logger.notice("pending enrollment request dropped to make room (the oldest of \(PendingKeys.limit))",
+                              metadata: ["name": .string(d.name), "fingerprint": .string(d.key.fingerprint.description), "source": .string(d.source)])
             }
             logger.notice("enrollment request pending", metadata: ["name": .string(name), "fingerprint": .string(key.fingerprint.description),
                                                                     "source": .string(source)])
@@ -171,6 +220,9 @@ public final class Gateway: @unchecked Sendable {
                               contentType: "application/json")
         }
     }
+
+    /// The answer to a source that already has its share of enrollment requests pending.
+    static let enrollSourceFull = "\(ReasonCode.rateLimited.rawValue): \(PendingKeys.perSource) enrollment requests from this address are already pending here; its operator must accept or reject them first (they expire after a day)"
 
     /// `GET /v1/identity`: this gateway's public key line, for `peer add --url` (which still requires the
     /// fingerprint learned out of band).

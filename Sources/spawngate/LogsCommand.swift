@@ -27,8 +27,9 @@ struct Logs: ParsableCommand {
         guard (1...AgentOutput.maxLines).contains(lines) else { throw ValidationError("-n must be between 1 and \(AgentOutput.maxLines)") }
     }
 
-    /// One read of the agent's output, wherever it is.
-    struct Chunk { var stdout = "", stderr = "", size: Int64 = 0, running = false, status: Int64?, note: String? }
+    /// One read of the agent's output, wherever it is. `next`: the byte offset of standard output to read on
+    /// from, as the gateway counted it (nil from a gateway older than it).
+    struct Chunk { var stdout = "", stderr = "", size: Int64 = 0, next: Int64?, running = false, status: Int64?, note: String? }
 
     func run() throws {
         let home = home.resolved
@@ -45,14 +46,14 @@ struct Logs: ParsableCommand {
                 guard r.members["found"] == .bool(true) else { return nil }
                 func s(_ k: String) -> String { if case .string(let v)? = r.members[k] { v } else { "" } }
                 return Chunk(stdout: s("stdout"), stderr: s("stderr"), size: r.members["size"]?.safeInteger ?? 0,
-                             running: s("state") == "running", status: r.members["exit_status"]?.safeInteger,
+                             next: r.members["next"]?.safeInteger, running: s("state") == "running", status: r.members["exit_status"]?.safeInteger,
                              note: r.members["note"] == nil ? nil : s("note"))
             }
         } else {
             let service = try remoteAction { try AgentService.local(home) }
             read = { offset in
                 guard let o = try remoteAction({ try service.output(name: name, broker: nil, lines: lines, offset: offset) }) else { return nil }
-                return Chunk(stdout: o.stdout, stderr: o.stderr, size: o.size, running: o.record.exitedAt == nil,
+                return Chunk(stdout: o.stdout, stderr: o.stderr, size: o.size, next: o.next, running: o.record.exitedAt == nil,
                              status: o.record.exitStatus.map(Int64.init), note: o.note)
             }
         }
@@ -67,14 +68,16 @@ struct Logs: ParsableCommand {
             Console.write(1, TerminalText.escaped(chunk.stderr, keepingNewlines: true))
         }
         guard follow, chunk.note == nil else { return }
-        var offset = chunk.size
+        // Offsets are bytes of the agent's output, as the gateway counted them: the text is only for display
+        // (invalid bytes shown as \xNN, controls escaped), so its length says nothing about how much was read.
+        var offset = chunk.next ?? chunk.size
         while true {
             let wasRunning = chunk.running
             usleep(target.broker == nil ? 250_000 : 1_000_000)
             guard let next = try read(offset) else { return }
             chunk = next
             Console.write(1, TerminalText.escaped(chunk.stdout, keepingNewlines: true))
-            offset += Int64(chunk.stdout.utf8.count)
+            offset = chunk.next ?? offset + Int64(chunk.stdout.utf8.count)  // an older gateway: its text was decoded lossily
             if !wasRunning && chunk.stdout.isEmpty {
                 Console.write(1, TerminalText.escaped("-- \(name) exited\(chunk.status.map { " with status \($0)" } ?? "")") + "\n")
                 return

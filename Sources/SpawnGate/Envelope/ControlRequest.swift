@@ -68,6 +68,7 @@ public struct ControlRequest: SignedPayload, Sendable, Equatable {
         }
         let name = string("name")
         if m["name"] != nil && name == nil { return malformed("control field \"name\" must be a non-empty string") }
+        if let name { do { try Home.validateAgentName(name) } catch { return malformed("control field \"name\": \(error.message)") } }
         let lines = m["lines"]?.safeInteger, offset = m["offset"]?.safeInteger
         if m["lines"] != nil && !(1...1000).contains(lines ?? 0) { return malformed("control field \"lines\" must be an integer from 1 to 1000") }
         if m["offset"] != nil && (offset ?? -1) < 0 { return malformed("control field \"offset\" must be a non-negative integer") }

@@ -85,6 +85,7 @@ public struct SpawnRequest: SignedPayload, Sendable, Equatable {
             guard !name.isEmpty, !cli.isEmpty, !from.isEmpty, !to.isEmpty else {
                 return malformed("payload fields \"name\", \"cli\", \"from\" and \"to\" must not be empty")
             }
+            do { try Home.validateAgentName(name) } catch { return malformed("payload field \"name\": \(error.message)") }
             guard let nonce = Base64.urlDecode(try string("nonce").get()!), nonce.count >= minimumNonceBytes, nonce.count <= 64 else {
                 return malformed("payload field \"nonce\" must be canonical base64url of 16 to 64 random bytes")
             }

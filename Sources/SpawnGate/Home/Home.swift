@@ -31,12 +31,26 @@ public struct Home: Sendable {
 
     /// Broker names end up in file names and audit lines, so they are kept to a safe alphabet.
     public static func validateBrokerName(_ name: String) throws(OperatorError) {
-        let ok = !name.isEmpty && name.utf8.count <= 64
-            && name.unicodeScalars.allSatisfy { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "-_.".unicodeScalars.contains($0)) }
-            && !name.hasPrefix(".") && !name.hasPrefix("-")
-        guard ok else {
+        guard isSafeName(name) else {
             throw OperatorError("'\(name)' is not a valid broker name: use 1–64 characters from a–z, A–Z, 0–9, '-', '_', '.', not starting with '.' or '-'")
         }
+    }
+
+    /// Agent names name a directory (`agents/NAME`) and an Agent Relay worker, and are how `release` and `logs`
+    /// find an agent: the broker names' alphabet. A request with any other is malformed, whatever its entry point,
+    /// rather than allowed and then failing to start. The name comes from a requester: at most 64 characters of it
+    /// are repeated.
+    public static func validateAgentName(_ name: String) throws(OperatorError) {
+        guard isSafeName(name) else {
+            let shown = name.count > 64 ? String(name.prefix(64)) + "…" : name
+            throw OperatorError("'\(shown)' is not a valid agent name: use 1–64 characters from a–z, A–Z, 0–9, '-', '_', '.', not starting with '.' or '-'")
+        }
+    }
+
+    private static func isSafeName(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.count <= 64
+            && name.unicodeScalars.allSatisfy { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "-_.".unicodeScalars.contains($0)) }
+            && !name.hasPrefix(".") && !name.hasPrefix("-")
     }
 
     /// Creates the home: identity keypair, `keys/`, and the default-deny policy. Refuses to touch an existing home.

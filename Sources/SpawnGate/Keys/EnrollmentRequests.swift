@@ -47,11 +47,15 @@ public enum EnrollmentRequest {
     }
 }
 
-/// Keys waiting for an operator's decision, in `pending/` under the home: one small file each, bounded in number,
-/// expiring after a day, never read by the decision path.
+/// Keys waiting for an operator's decision, in `pending/` under the home: one small file each, bounded in number
+/// (``limit`` in all, ``perSource`` from one address), expiring after a day, never read by the decision path.
 public struct PendingKeys: Sendable {
     public static let limit = 32
+    /// A source's share: a flood from one address keeps at most this many and cannot push out the others.
+    public static let perSource = 4
     public static let lifetime: Int64 = 86400
+    /// One add at a time in this process (the gateway's concurrent requests), so the bounds hold.
+    private static let lock = NSLock()
 
     public let home: Home
     public var dir: String { home.root + "/pending" }
@@ -66,17 +70,36 @@ public struct PendingKeys: Sendable {
         var file: String
     }
 
-    /// Keeps a request (one per name and key; a repeat refreshes it). Refused when the table is full.
-    public func add(name: String, key: PublicKey, source: String, now: Int64) throws(OperatorError) {
-        try Files.makeDirectory(dir, mode: 0o700)
+    /// Why a request was not kept.
+    public enum Refusal: Error, Sendable, Equatable {
+        /// Its source already has ``perSource`` requests pending.
+        case sourceFull
+        /// It could not be written (the home's file system); the text names files, for the operator's log only.
+        case failed(String)
+    }
+
+    /// Keeps a request (one per name and key; a repeat refreshes it). A source at its share is refused; when the
+    /// table is full, the oldest request is dropped to make room (and returned), so sources flooding together
+    /// cannot lock everyone else out until their requests expire a day later.
+    @discardableResult
+    public func add(name: String, key: PublicKey, source: String, now: Int64) throws(Refusal) -> Entry? {
+        Self.lock.lock(); defer { Self.lock.unlock() }
+        do { try Files.makeDirectory(dir, mode: 0o700) } catch { throw .failed(error.message) }
         let current = list(now: now)
         let file = dir + "/\(name).\(key.fingerprint.description.dropFirst(7).prefix(16).replacingOccurrences(of: "/", with: "_")).json"
-        guard current.count < Self.limit || current.contains(where: { $0.file == file }) else {
-            throw OperatorError("\(Self.limit) enrollment requests are already pending here; the operator must accept or reject some first")
+        let kept = String(source.prefix(64))
+        var dropped: Entry?
+        if !current.contains(where: { $0.file == file }) {
+            guard current.filter({ $0.source == kept }).count < Self.perSource else { throw .sourceFull }
+            if current.count >= Self.limit, let oldest = current.first {
+                unlink(oldest.file)
+                dropped = oldest
+            }
         }
         let body = JSONWriter.object([("name", .string(name)), ("key", .string(key.line(comment: name))),
-                                      ("source", .string(String(source.prefix(64)))), ("at", .int(now))]) + [10]
-        try Files.writeAtomically(file, body, mode: 0o600)
+                                      ("source", .string(kept)), ("at", .int(now))]) + [10]
+        do { try Files.writeAtomically(file, body, mode: 0o600) } catch { throw .failed(error.message) }
+        return dropped
     }
 
     /// The pending requests still fresh, oldest first; expired ones are removed.

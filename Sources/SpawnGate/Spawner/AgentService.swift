@@ -159,74 +159,116 @@ public final class AgentService: @unchecked Sendable {
         return error
     }
 
-    /// The last lines of a log file (at most 2 KiB), for a receipt of a start that failed.
+    /// The last lines of a log file (from its last 2 KiB, as `logs` shows them), for a receipt of a start that failed.
     static func tail(_ path: String) -> String? {
         guard let bytes = try? Files.read(path, limit: 16 << 20) else { return nil }
-        let text = String(decoding: bytes.suffix(2048), as: UTF8.self)
+        let text = TerminalText.displayed(bytes: bytes.suffix(2048))
         return text.split(separator: "\n", omittingEmptySubsequences: true).suffix(10).joined(separator: "\n")
     }
 
     static func seconds(_ s: Double) -> String { s == s.rounded() ? "\(Int(s)) s" : "\(s) s" }
 }
 
-/// An agent's output, as `logs` shows it: never a file path of the target, bounded in size.
+/// An agent's output, as `logs` shows it: never a file path of the target, bounded in size. Offsets are bytes of
+/// the output file; the text is only for display (``TerminalText/displayed(bytes:)``), so output that is not valid
+/// UTF-8 neither moves a follower's place nor looks like other bytes.
 public struct AgentOutput: Sendable {
     public static let maxBytes = 64 * 1024
     public static let maxLines: Int64 = 1000
 
     public let record: AgentRecord
     /// The last lines of standard output, or (for a read from an offset) what follows that offset, at most
-    /// ``maxBytes``.
+    /// ``maxBytes`` of it, as shown.
     public let stdout: String
-    /// The last lines of standard error (not on reads from an offset).
+    /// The last lines of standard error (not on reads from an offset), as shown.
     public let stderr: String
-    /// Standard output's size now: the offset to read on from.
+    /// Standard output's size when it was read.
     public let size: Int64
+    /// The byte offset of standard output to read on from: the offset plus the bytes this read consumed. Short of
+    /// `size` when more was there than one read takes, or while the agent runs and its output ends inside a UTF-8
+    /// sequence (probably half-written: its last bytes wait for the next read).
+    public let next: Int64
     /// Where the output is when it is not here (a relay worker's terminal is the broker's).
     public let note: String?
 }
 
 extension AgentService {
     /// The output of `name` (of `broker`, when given): the running one, else the one that exited last. `lines` from
-    /// the end of each stream, or from byte `offset` of standard output on (for following it).
-    public func output(name: String, broker: String?, lines: Int64 = 50, offset: Int64? = nil) throws(GatewayFailure) -> AgentOutput? {
+    /// the end of each stream, or from byte `offset` of standard output on (for following it). `limit`: the most
+    /// bytes read from each stream.
+    public func output(name: String, broker: String?, lines: Int64 = 50, offset: Int64? = nil,
+                       limit: Int = AgentOutput.maxBytes) throws(GatewayFailure) -> AgentOutput? {
         let all = try listed(broker: broker).filter { $0.name == name }
         guard let record = all.first(where: { $0.exitedAt == nil }) ?? all.first else { return nil }
         guard let out = record.log else {
             let report = try? state.launchReport(record.requestID)
-            return AgentOutput(record: record, stdout: "", stderr: report?.tail ?? "", size: 0,
+            return AgentOutput(record: record, stdout: "", stderr: TerminalText.escaped(report?.tail ?? "", keepingNewlines: true),
+                               size: 0, next: 0,
                                note: "a relay worker's terminal is its Agent Relay broker's; only the last lines it wrote to standard error when it ended are kept here")
         }
         let err = out.hasSuffix(".out") ? String(out.dropLast(4)) + ".err" : out + ".err"
         let n = Int(min(max(lines, 1), AgentOutput.maxLines))
+        // Once the agent has exited nothing more is written: its last bytes are whole, valid or not.
+        let complete = record.exitedAt != nil
         let size = Int64(Files.size(out) ?? 0)
         if let offset {
-            return AgentOutput(record: record, stdout: Self.read(out, from: min(offset, size)), stderr: "", size: size, note: nil)
+            let from = min(offset, size)
+            let bytes = Self.read(out, from: from, limit: limit, complete: complete)
+            return AgentOutput(record: record, stdout: TerminalText.displayed(bytes: bytes), stderr: "", size: size,
+                               next: from + Int64(bytes.count), note: nil)
         }
-        return AgentOutput(record: record, stdout: Self.lastLines(out, n), stderr: Self.lastLines(err, n), size: size, note: nil)
+        let (stdout, next) = Self.lastLines(out, n, size: size, limit: limit, complete: complete)
+        let (stderr, _) = Self.lastLines(err, n, size: Int64(Files.size(err) ?? 0), limit: limit, complete: complete)
+        return AgentOutput(record: record, stdout: stdout, stderr: stderr, size: size, next: next, note: nil)
     }
 
-    /// At most `maxBytes` from `offset` on, cut at the last whole line when there is more.
-    static func read(_ path: String, from offset: Int64) -> String {
+    /// The bytes of `path` to consume from `offset` on: at most `limit`, and not past `end` when given. A read that
+    /// stopped short of the data there ends after its last whole line; one that is not `complete` (the writer may
+    /// still be writing, or the read stopped short) leaves out a UTF-8 sequence cut at its end.
+    static func read(_ path: String, from offset: Int64, upTo end: Int64? = nil, limit: Int = AgentOutput.maxBytes,
+                     complete: Bool) -> ArraySlice<UInt8> {
+        let want = Int(max(0, min(Int64(limit), (end ?? Int64.max) - offset)))
+        guard want > 0 else { return [] }
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-        guard fd >= 0 else { return "" }
+        guard fd >= 0 else { return [] }
         defer { close(fd) }
-        var buf = [UInt8](repeating: 0, count: AgentOutput.maxBytes)
-        let n = pread(fd, &buf, buf.count, off_t(offset))
-        guard n > 0 else { return "" }
+        var buf = [UInt8](repeating: 0, count: want)
+        let n = pread(fd, &buf, want, off_t(offset))
+        guard n > 0 else { return [] }
         var bytes = buf[0..<n]
-        if n == buf.count, let nl = bytes.lastIndex(of: 10) { bytes = bytes[...nl] }
-        return String(decoding: bytes, as: UTF8.self)
+        let short = end == nil && n == limit
+        if short, let nl = bytes.lastIndex(of: 10) { return bytes[...nl] }
+        if short || !complete { bytes = bytes.dropLast(Self.incompleteTail(bytes)) }
+        return bytes
     }
 
-    /// The last `count` lines of a file, read from its last `maxBytes`.
-    static func lastLines(_ path: String, _ count: Int) -> String {
-        guard let size = Files.size(path), size > 0 else { return "" }
-        let from = Int64(max(0, size - AgentOutput.maxBytes))
-        let text = read(path, from: from)
-        var lines = text.split(separator: "\n", omittingEmptySubsequences: false)
-        if lines.last == "" { lines.removeLast() }
+    /// How many bytes at the end of `bytes` begin a UTF-8 sequence that needs more (0 to 3).
+    static func incompleteTail(_ bytes: ArraySlice<UInt8>) -> Int {
+        var continuations = 0
+        for b in bytes.reversed() {
+            if b & 0xC0 == 0x80 {
+                continuations += 1
+                if continuations == 3 { return 0 }  // a whole 4-byte sequence, or none to wait for
+                continue
+            }
+            let length = switch b { case 0xC2...0xDF: 2; case 0xE0...0xEF: 3; case 0xF0...0xF4: 4; default: 0 }
+            return length > continuations + 1 ? continuations + 1 : 0
+        }
+        return 0
+    }
+
+    /// The last `count` lines of a file of `size` bytes, read from its last `limit` bytes, as shown; and the offset
+    /// after the bytes consumed.
+    static func lastLines(_ path: String, _ count: Int, size: Int64, limit: Int = AgentOutput.maxBytes,
+                          complete: Bool) -> (text: String, end: Int64) {
+        guard size > 0 else { return ("", 0) }
+        let from = max(0, size - Int64(limit))
+        let bytes = read(path, from: from, upTo: size, limit: limit, complete: complete)
+        var lines = bytes.split(separator: 10, omittingEmptySubsequences: false)
+        if lines.last?.isEmpty == true { lines.removeLast() }
         if from > 0, !lines.isEmpty { lines.removeFirst() }  // a partial first line
-        return lines.suffix(count).joined(separator: "\n") + (lines.isEmpty ? "" : "\n")
+        var shown: [UInt8] = []
+        for line in lines.suffix(count) { shown += line; shown.append(10) }
+        return (TerminalText.displayed(bytes: shown), from + Int64(bytes.count))
     }
 }

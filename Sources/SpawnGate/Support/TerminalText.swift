@@ -33,6 +33,8 @@ public enum TerminalText {
 
     /// `text` with every scalar that ``mustEscape(_:)`` escaped. With `keepingNewlines`, line feeds stay (for
     /// multi-line messages whose lines are all ours).
+    /// Idempotent: its output is printable ASCII and scalars it keeps, so text escaped once (a gateway's answer)
+    /// can be escaped again (by the client) without changing.
     public static func escaped(_ text: String, keepingNewlines: Bool = false) -> String {
         guard text.unicodeScalars.contains(where: { mustEscape($0) && !(keepingNewlines && $0 == "\n") }) else { return text }
         var out = ""
@@ -40,5 +42,42 @@ public enum TerminalText {
             if mustEscape(s) && !(keepingNewlines && s == "\n") { out += escape(s) } else { out.unicodeScalars.append(s) }
         }
         return out
+    }
+
+    /// An agent's output bytes as `logs` shows them, here and through a gateway alike: valid UTF-8 kept, each byte
+    /// that is not part of a valid sequence shown as `\xNN`, then ``escaped(_:keepingNewlines:)`` with line feeds
+    /// kept. Nothing is decoded lossily, so what is shown says which bytes were written.
+    public static func displayed(bytes: some Collection<UInt8>) -> String {
+        let b = Array(bytes)
+        var text = ""
+        text.unicodeScalars.reserveCapacity(b.count)
+        var i = 0
+        while i < b.count {
+            let lead = b[i]
+            if lead < 0x80 { text.unicodeScalars.append(Unicode.Scalar(lead)); i += 1; continue }
+            // The well-formed sequences of Unicode's table 3-7: no overlongs, surrogates or values past U+10FFFF.
+            let (length, low, high): (Int, UInt8, UInt8) = switch lead {
+            case 0xC2...0xDF: (2, 0x80, 0xBF)
+            case 0xE0: (3, 0xA0, 0xBF)
+            case 0xE1...0xEC, 0xEE...0xEF: (3, 0x80, 0xBF)
+            case 0xED: (3, 0x80, 0x9F)
+            case 0xF0: (4, 0x90, 0xBF)
+            case 0xF1...0xF3: (4, 0x80, 0xBF)
+            case 0xF4: (4, 0x80, 0x8F)
+            default: (0, 0, 0)
+            }
+            if length > 0, i + length <= b.count, (low...high).contains(b[i + 1]),
+               b[(i + 2)..<(i + length)].allSatisfy({ $0 & 0xC0 == 0x80 }) {
+                var value = UInt32(lead) & (0xFF >> (length + 1))
+                for k in 1..<length { value = value << 6 | UInt32(b[i + k] & 0x3F) }
+                text.unicodeScalars.append(Unicode.Scalar(value)!)
+                i += length
+            } else {
+                let hex = String(lead, radix: 16)
+                text += "\\x" + (hex.count < 2 ? "0" : "") + hex
+                i += 1
+            }
+        }
+        return escaped(text, keepingNewlines: true)
     }
 }

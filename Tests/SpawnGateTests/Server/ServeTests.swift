@@ -279,25 +279,27 @@ struct ServeTests {
         slow.waitUntilExit()
         let result = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         let seconds = try #require(Double(result), "the connection was never closed: \(result)")
-        #expect(seconds < 3, "closed after \(seconds) s, with a 0.5 s header deadline")
+        // A real serve process's deadline, timed by the probe: no clock can be injected into either, so the bound
+        // is generous. Without a header deadline the trickle would go on until the probe gives up at 10 s.
+        #expect(seconds < 8, "closed after \(seconds) s, with a 0.5 s header deadline")
     }
 
-    /// 1,000 unauthenticated requests from 127.0.0.2: after a small allowance they are refused with 429 before
+    /// 1,000 unauthenticated requests from 127.0.0.2: once its allowance is spent they are refused with 429 before
     /// anything is verified or audited, and a real request from 127.0.0.1 is decided and started meanwhile.
+    /// Nothing here depends on how long the flood took: the allowance's exact count, on the injected clock, is
+    /// `PreAuthClockTests.junkSpendsExactlyTheAllowance`.
     @Test func junkFromOneSourceDoesNotStarveAnother() throws {
         let r = try Remote()
         defer { r.serve.kill() }
-        let started = Date()
         let (flood, out) = try TestSupport.startProbe("junk_flood.py", ["127.0.0.1", String(r.serve.port), "127.0.0.2", "1000"])
         let valid = try r.spawn()
         flood.waitUntilExit()
-        let elapsed = Date().timeIntervalSince(started)
         #expect(valid.status == 0, "\(valid.stdout) \(valid.stderr)")
         let counts = try #require(try JSONSerialization.jsonObject(with: out.fileHandleForReading.readDataToEndOfFile()) as? [String: Int])
-        #expect((counts["429"] ?? 0) >= 900, "\(counts)")
+        // 1,000 back to back outrun an allowance that refills one a second, unless they took over 990 s.
+        #expect((counts["429"] ?? 0) > 0, "\(counts)")
         let junkAudited = try r.g.auditLines().filter { $0["reason"] as? String == "malformed" }.count
-        // The allowance: a burst of 10, then one a second.
-        #expect(Double(junkAudited) <= 10 + elapsed.rounded(.up), "only the allowance reached the pipeline and the audit log: \(junkAudited) in \(elapsed) s")
+        #expect(junkAudited == counts["200"] ?? 0, "each junk request that was heard was audited, and none refused with 429 was: \(junkAudited), \(counts)")
     }
 
     @Test func policyReloadKeepsTheLastGoodPolicy() throws {
@@ -398,14 +400,14 @@ struct ServeTests {
         let serve = try ServeProcess(home: g.vps, ["--socket", socket])
         defer { serve.kill() }
         try ServeTests.Remote.eventually("the socket listens") { (try? HTTPClient.exchange(.unix(path: socket), method: "GET", path: "/healthz", timeout: 1)) != nil }
-        let started = Date()
         let statuses = try (0..<60).map { _ in
             try HTTPClient.exchange(.unix(path: socket), method: "POST", path: "/v1/hook", body: g.envelope(), timeout: 5).status
         }
-        let elapsed = Date().timeIntervalSince(started)
         let audited = try g.auditLines().filter { ($0["detail"] as? String)?.contains("may not use this gateway's socket") == true }.count
         #expect(statuses.filter { $0 == 403 }.count == audited, "every refusal that was decided was recorded: \(statuses)")
+        #expect(statuses.allSatisfy { $0 == 403 || $0 == 429 }, "\(statuses)")
+        // 60 back to back outrun an allowance of 10 that refills one a second, unless they took over 50 s. The
+        // exact count, on the injected clock: `PreAuthClockTests.anUnadmittedUIDSpendsExactlyTheAllowance`.
         #expect(statuses.contains(429), "\(statuses)")
-        #expect(Double(audited) <= 10 + elapsed.rounded(.up), "only the allowance reached the audit log: \(audited) lines in \(elapsed) s")
     }
 }
