@@ -17,16 +17,7 @@ struct BrokerOption: ParsableArguments {
 
     /// The remote gateway for `target`, or an operator error naming the peers there are.
     func remote(_ home: Home, target: String) throws -> RemoteGateway {
-        let identity = try home.loadIdentity()
-        let peers = try PeerList.load(home.peersFile)
-        guard let peer = peers.peer(target) else {
-            let known = peers.peers.map(\.name).joined(separator: ", ")
-            throw OperatorError.unusable("no peer named '\(target)' in \(home.peersFile)\(known.isEmpty ? "" : " (known: \(known))"); add it with 'spawngate peer add \(target) --url http://HOST:PORT --key \"ssh-ed25519 …\" --fingerprint SHA256:…'")
-        }
-        var remote = RemoteGateway(peer: peer, identity: identity)
-        remote.timeout = timeout
-        remote.relayGuard = RelayGuardFile.load(home)
-        return remote
+        try RemoteGateway.to(target, home: home, timeout: timeout)
     }
 }
 

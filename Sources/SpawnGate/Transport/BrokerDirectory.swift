@@ -27,8 +27,20 @@ public enum BrokerDirectory {
         return try RemoteGateway.to(target, home: home, timeout: timeout)
     }
 
-    /// nil when `peer` answers `GET /healthz` with 200 within `timeout`; otherwise why not. Blocking.
-    public static func probe(_ peer: Peer, timeout: Double) -> String? {
+    /// nil when `peer` answers `GET /healthz` with 200 within `timeout`; otherwise why not. A `relay:` peer is
+    /// reached through this home's relay guard, so what can be checked is that guard and its mailbox being
+    /// online in the workspace (whether the target's own guard answers shows only in a signed answer). Blocking.
+    public static func probe(_ peer: Peer, home: Home, timeout: Double) -> String? {
+        if RemoteGateway.relayTarget(peer.url) != nil {
+            guard let guardFile = RelayGuardFile.load(home), let endpoint = guardFile.endpoint else {
+                return "reached through the Agent Relay workspace, but no relay guard runs for this home; start 'spawngate relay guard'"
+            }
+            guard let r = try? HTTPClient.exchange(endpoint, method: "GET", path: "/_spawngate/v1/health", timeout: timeout), r.status == 200,
+                  case .object(let o)? = try? StrictJSONReader.parse(r.body) else {
+                return "this home's relay guard at \(guardFile.url) does not answer"
+            }
+            return o["mailbox"] == .string("online") ? nil : "this home's relay guard is not connected to the workspace yet (its mailbox is offline; 'spawngate doctor' says why)"
+        }
         do {
             let r = try HTTPClient.exchange(try RemoteGateway.endpoint(peer), method: "GET", path: "/healthz", timeout: timeout)
             return r.status == 200 ? nil : "HTTP \(r.status)"
@@ -43,7 +55,7 @@ public enum BrokerDirectory {
         let answers = await withTaskGroup(of: (String, String?).self) { group in
             for p in peers.peers {
                 group.addTask {
-                    switch await offload.run(deadline: seconds + 1, { probe(p, timeout: seconds) }) {
+                    switch await offload.run(deadline: seconds + 1, { probe(p, home: home, timeout: seconds) }) {
                     case .done(let problem): return (p.name, problem)
                     case .timedOut: return (p.name, "no answer within \(Int(seconds + 1)) s")
                     case .busy(let why): return (p.name, why)

@@ -3,22 +3,6 @@ import Foundation
 import Glibc
 #endif
 
-extension RemoteGateway {
-    /// The gateway of the peer `target` in `home`'s peers.yaml, signed for with `home`'s identity; an operator
-    /// error naming the peers there are (and how to add one) when there is no such peer.
-    public static func to(_ target: String, home: Home, timeout: Double) throws(OperatorError) -> RemoteGateway {
-        let identity = try home.loadIdentity()
-        let peers = try PeerList.load(home.peersFile)
-        guard let peer = peers.peer(target) else {
-            let known = peers.peers.map(\.name).joined(separator: ", ")
-            throw OperatorError("no peer named '\(target)' in \(home.peersFile)\(known.isEmpty ? "" : " (known: \(known))"); add it with 'spawngate peer add \(target) --url http://HOST:PORT --key \"ssh-ed25519 …\" --fingerprint SHA256:…'")
-        }
-        var remote = RemoteGateway(peer: peer, identity: identity)
-        remote.timeout = timeout
-        return remote
-    }
-}
-
 /// `spawngate handoff NAME --broker TARGET` and the MCP tool `agent.handoff`: moves a running local agent's task to
 /// TARGET. The same request (name, cli, task, model, args, channels, team, as this gateway verified it when it
 /// started the agent) is signed by this broker and sent to TARGET; the local agent is stopped only once TARGET's

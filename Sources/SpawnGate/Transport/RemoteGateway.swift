@@ -16,9 +16,31 @@ public struct RemoteGateway: Sendable {
     /// This home's running relay guard: how a peer whose url is `relay:NAME` is reached.
     public var relayGuard: RelayGuardFile?
 
-    public init(peer: Peer, identity: Identity) {
+    init(peer: Peer, identity: Identity, relayGuard: RelayGuardFile?) {
         self.peer = peer
         self.identity = identity
+        self.relayGuard = relayGuard
+    }
+
+    /// The one way every surface (the command line, `spawngate mcp`, the dashboard, `handoff`) gets a client for a
+    /// peer: the peer `target` in `home`'s peers.yaml, signed for with `home`'s identity, and reached the way its
+    /// url says (http://, or relay:NAME through this home's relay guard). An operator error naming the peers there
+    /// are (and how to add one) when there is no such peer.
+    public static func to(_ target: String, home: Home, timeout: Double) throws(OperatorError) -> RemoteGateway {
+        let identity = try home.loadIdentity()
+        let peers = try PeerList.load(home.peersFile)
+        guard let peer = peers.peer(target) else {
+            let known = peers.peers.map(\.name).joined(separator: ", ")
+            throw OperatorError.unusable("no peer named '\(target)' in \(home.peersFile)\(known.isEmpty ? "" : " (known: \(known))"); add it with 'spawngate peer add \(target) --url http://HOST:PORT --key \"ssh-ed25519 …\" --fingerprint SHA256:…'")
+        }
+        return to(peer, identity: identity, home: home, timeout: timeout)
+    }
+
+    /// The same for a peer already read from peers.yaml.
+    public static func to(_ peer: Peer, identity: Identity, home: Home, timeout: Double) -> RemoteGateway {
+        var remote = RemoteGateway(peer: peer, identity: identity, relayGuard: relayTarget(peer.url) == nil ? nil : RelayGuardFile.load(home))
+        remote.timeout = timeout
+        return remote
     }
 
     /// What came back, verified.

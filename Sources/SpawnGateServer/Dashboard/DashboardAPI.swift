@@ -68,9 +68,7 @@ struct DashboardAPI: Sendable {
         // This broker's own agents on each broker that answers, all at once.
         let listings = await withTaskGroup(of: (String, JSONValue).self) { group in
             for b in brokers where b.answers {
-                var r = RemoteGateway(peer: b.peer, identity: identity)
-                r.timeout = probe
-                let remote = r
+                let remote = RemoteGateway.to(b.peer, identity: identity, home: home, timeout: probe)
                 group.addTask {
                     switch await BrokerDirectory.exchange(remote, offload: gate, { () throws(RemoteError) in try remote.agents() }) {
                     case .success(let (answer, list)):

@@ -118,7 +118,8 @@ struct HookSocketTests {
             if poll(&pfd, 1, 100) > 0 { cut = Date().timeIntervalSince(started); break }  // closed (EOF is readable)
         }
         let seconds = try #require(cut, "the trickling connection was never cut")
-        #expect(seconds < 2, "cut after \(seconds) s with a 0.5 s header deadline")
+        // Generous for a loaded machine, still well short of the 13 s the trickle would last uncut.
+        #expect(seconds < 8, "cut after \(seconds) s with a 0.5 s header deadline")
 
         let idle = HTTPClient.Connection(.unix(path: s.path), timeout: 5)
         #expect(try idle.exchange(method: "POST", path: "/v1/hook", body: try s.g.envelope()).status == 200)
@@ -129,7 +130,7 @@ struct HookSocketTests {
         #expect(recv(raw, &buffer, buffer.count, 0) > 0, "answered")
         let idleStart = Date()
         while recv(raw, &buffer, buffer.count, 0) > 0 {}
-        #expect(Date().timeIntervalSince(idleStart) < 2, "a kept connection idle past the header deadline is closed")
+        #expect(Date().timeIntervalSince(idleStart) < 8, "a kept connection idle past the header deadline is closed")
     }
 
     /// One uid holds at most 16 connections at once (the same share as a source address on the TCP listener); the
@@ -164,7 +165,7 @@ struct HookSocketTests {
         let started = Date()
         kill(s.serve.process.processIdentifier, SIGTERM)
         while s.serve.process.isRunning && Date().timeIntervalSince(started) < 10 { usleep(20_000) }
-        #expect(!s.serve.process.isRunning && Date().timeIntervalSince(started) < 3, "stopped after \(Date().timeIntervalSince(started)) s")
+        #expect(!s.serve.process.isRunning && Date().timeIntervalSince(started) < 10, "stopped after \(Date().timeIntervalSince(started)) s")
         #expect(access(s.path, F_OK) != 0, "the socket file is removed")
     }
 }
