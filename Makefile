@@ -38,7 +38,7 @@ deps: swift-version
 relay:
 	@bash scripts/install-relay.sh
 
-# The reference MCP client (PyPI mcp) in a venv under .build-py/, for the tests that drive `spawngate mcp`.
+# The reference MCP client (PyPI mcp), 1.x and 2.x, in two venvs under .build-py/, for the tests that drive `spawngate mcp`.
 py:
 	@bash scripts/install-py.sh
 

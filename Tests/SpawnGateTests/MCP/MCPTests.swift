@@ -5,23 +5,47 @@ import Testing
 import Glibc
 #endif
 
-/// The reference MCP client (PyPI `mcp`, in the venv `make py` makes) driving `spawngate mcp` over stdio.
+/// A release line of the reference MCP client (PyPI `mcp`): `make py` (scripts/install-py.sh) pins one of each in its
+/// own venv, and the tests that exercise the protocol run once per line.
+enum MCPClientLine: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case v1, v2
+    /// The venv's interpreter: mcp 1.x in .build-py/venv, mcp 2.x in .build-py/venv2.
+    var python: String { TestSupport.packageRoot + (self == .v1 ? "/.build-py/venv/bin/python" : "/.build-py/venv2/bin/python") }
+    /// The major version the client must report (`mcp_client.py` prints `importlib.metadata.version("mcp")`).
+    var major: Int { self == .v1 ? 1 : 2 }
+    var testDescription: String { "mcp \(major).x client" }
+}
+
+/// The reference MCP client (`Tests/Interop/mcp_client.py` on PyPI `mcp`, in a venv `make py` makes) driving
+/// `spawngate mcp` over stdio.
 enum MCPClient {
-    static let python = TestSupport.packageRoot + "/.build-py/venv/bin/python"
     static let script = TestSupport.packageRoot + "/Tests/Interop/mcp_client.py"
 
-    /// Runs `steps` in one session of `spawngate mcp --home HOME EXTRA…`; returns the per-step results (after the
-    /// first element, the server's initialize answer). Bounded: the whole session is killed after 90 s.
-    static func run(home: String, _ steps: [[String: Any]], extra: [String] = []) throws -> [Any] {
-        try #require(FileManager.default.isExecutableFile(atPath: python), "no MCP client venv: run 'make py' (scripts/install-py.sh)")
+    /// Runs `steps` in one session of `spawngate mcp --home HOME EXTRA…` with the client of `line`; returns the
+    /// per-step results. Bounded: the whole session is killed after 90 s.
+    static func run(home: String, line: MCPClientLine = .v1, _ steps: [[String: Any]], extra: [String] = []) throws -> [Any] {
+        try session(home: home, line: line, steps, extra: extra).results
+    }
+
+    /// `run`, also returning the connection the client reports first: `server`, the negotiated `protocol`, the
+    /// `client` package version (checked here against `line`) and the `handshake` (`initialize` or `discover`).
+    /// `auto` connects as 2.x's `mcp.Client` in mode='auto' rather than `ClientSession`; `wrap` goes before the
+    /// server's argv (e.g. a shell that records its input).
+    static func session(home: String, line: MCPClientLine = .v1, _ steps: [[String: Any]], extra: [String] = [],
+                        auto: Bool = false, wrap: [String] = []) throws -> (connection: [String: Any], results: [Any]) {
+        try #require(FileManager.default.isExecutableFile(atPath: line.python),
+                     "no \(line) venv at \(line.python): run 'make py' (scripts/install-py.sh)")
         let input = try JSONSerialization.data(withJSONObject: steps)
-        let out = try TestSupport.run("/usr/bin/timeout", ["90", python, script, TestSupport.binary, "mcp", "--home", home] + extra,
-                                      stdin: [UInt8](input))
-        #expect(out.status == 0, "client: \(out.stderr)")
-        let all = try #require(try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [Any], "stdout: \(out.stdout) stderr: \(out.stderr)")
-        let server = try #require(all.first as? [String: Any])
-        #expect(server["server"] as? String == "spawngate")
-        return Array(all.dropFirst())
+        let argv = ["90", line.python, script] + (auto ? ["--auto"] : []) + wrap + [TestSupport.binary, "mcp", "--home", home] + extra
+        let out = try TestSupport.run("/usr/bin/timeout", argv, stdin: [UInt8](input))
+        #expect(out.status == 0, "\(line): client exited \(out.status): \(out.stderr)")
+        let all = try #require(try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [Any],
+                               "\(line): stdout: \(out.stdout) stderr: \(out.stderr)")
+        let connection = try #require(all.first as? [String: Any], "\(line): no connection in \(out.stdout)")
+        #expect(connection["server"] as? String == "spawngate", "\(line): \(connection)")
+        let version = connection["client"] as? String ?? "?"
+        #expect(version.hasPrefix("\(line.major)."), "\(line) ran mcp \(version), from \(line.python)")
+        return (connection, Array(all.dropFirst()))
     }
 
     static func call(_ tool: String, _ args: [String: Any] = [:]) -> [String: Any] { ["op": "call", "tool": tool, "args": args] }
@@ -62,10 +86,13 @@ final class SilentListener {
 struct MCPTests {
     typealias Remote = ServeTests.Remote
 
-    @Test func listsTheToolsWithTheirSchemas() throws {
+    /// The handshake and `tools/list`. Both lines offer 2025-11-25 in `initialize`, which swift-sdk 0.12.1 accepts.
+    @Test(arguments: MCPClientLine.allCases)
+    func listsTheToolsWithTheirSchemas(line: MCPClientLine) throws {
         let r = try Remote()
         defer { r.serve.kill() }
-        let out = try MCPClient.run(home: r.laptopHome, [["op": "list_tools"]])
+        let (connection, out) = try MCPClient.session(home: r.laptopHome, line: line, [["op": "list_tools"]])
+        #expect(connection["protocol"] as? String == "2025-11-25" && connection["handshake"] as? String == "initialize", "\(line): \(connection)")
         let tools = try #require((out.first as? [String: Any])?["tools"] as? [[String: Any]])
         #expect(tools.map { $0["name"] as? String } == ["agent.add", "agent.list", "agent.remove", "broker.list", "agent.handoff"])
         let add = try #require(tools.first)
@@ -82,10 +109,11 @@ struct MCPTests {
     }
 
     /// The whole story through a real gateway: add on vps-broker by `broker`, list it, remove it.
-    @Test func addListAndRemoveOnAnotherGateway() throws {
+    @Test(arguments: MCPClientLine.allCases)
+    func addListAndRemoveOnAnotherGateway(line: MCPClientLine) throws {
         let r = try Remote()
         defer { r.serve.kill() }
-        let out = try MCPClient.run(home: r.laptopHome, [
+        let out = try MCPClient.run(home: r.laptopHome, line: line, [
             MCPClient.call("agent.add", ["name": "coder", "cli": "claude", "task": "Implement the plan", "broker": "vps-broker", "cwd": r.g.app]),
             MCPClient.call("agent.list", ["broker": "vps-broker"]),
         ])
@@ -103,7 +131,7 @@ struct MCPTests {
         let agents = try #require(listed.structured["agents"] as? [[String: Any]])
         #expect(agents.count == 1 && agents.first?["pid"] as? Int == pid && agents.first?["state"] as? String == "running")
 
-        let later = try MCPClient.run(home: r.laptopHome, [
+        let later = try MCPClient.run(home: r.laptopHome, line: line, [
             MCPClient.call("agent.remove", ["name": "coder", "broker": "vps-broker"]),
             MCPClient.call("agent.list", ["broker": "vps-broker"]),
         ])
@@ -117,10 +145,11 @@ struct MCPTests {
         #expect(try r.g.auditLines().contains { ($0["detail"] as? String)?.hasPrefix("allowed by rule 'laptop-app'") == true })
     }
 
-    @Test func denialIsAToolErrorStartingWithTheReasonCode() throws {
+    @Test(arguments: MCPClientLine.allCases)
+    func denialIsAToolErrorStartingWithTheReasonCode(line: MCPClientLine) throws {
         let r = try Remote()
         defer { r.serve.kill() }
-        let out = try MCPClient.run(home: r.laptopHome, [
+        let out = try MCPClient.run(home: r.laptopHome, line: line, [
             MCPClient.call("agent.add", ["name": "coder", "cli": "claude", "broker": "vps-broker", "cwd": "/etc"]),
             MCPClient.call("agent.remove", ["name": "nobody", "broker": "vps-broker"]),
         ])
@@ -164,7 +193,9 @@ struct MCPTests {
         #expect(rows.first { $0["name"] as? String == "silent" }?["answers"] as? Bool == false, "\(brokers.text)")
     }
 
-    @Test func badArgumentsAreToolErrors() throws {
+    /// Arguments the tool's schema refuses go through both clients untouched and come back as tool errors.
+    @Test(arguments: MCPClientLine.allCases)
+    func badArgumentsAreToolErrors(line: MCPClientLine) throws {
         let r = try Remote()
         defer { r.serve.kill() }
         let cases: [([String: Any], String, String)] = [
@@ -180,13 +211,46 @@ struct MCPTests {
             (MCPClient.call("agent.spawn", ["name": "a"]), "invalid arguments: there is no tool 'agent.spawn'", "unknown tool"),
             (MCPClient.call("agent.add", ["name": "a", "cli": "claude", "broker": "nowhere"]), "cannot send: no peer named 'nowhere'", "unknown broker"),
         ]
-        let out = try MCPClient.run(home: r.laptopHome, cases.map(\.0) + [["op": "list_tools"]])
+        let out = try MCPClient.run(home: r.laptopHome, line: line, cases.map(\.0) + [["op": "list_tools"]])
         for (i, c) in cases.enumerated() {
             let result = try ToolResult(out[i])
             #expect(result.isError && result.text.hasPrefix(c.1), "\(c.2): \(result.text)")
         }
         #expect((out.last as? [String: Any])?["tools"] != nil, "the server still answers")
         #expect(try r.g.auditLines().isEmpty, "nothing reached the target")
+    }
+
+    /// What a 2.x host does by default (`mcp.Client`, mode='auto'), recorded on the wire: it first probes
+    /// `server/discover` at protocol 2026-07-28, which swift-sdk 0.12.1 does not know and answers with -32601 (method
+    /// not found); the client takes that as a handshake-era server and, on the same connection, makes the
+    /// `initialize` handshake at 2025-11-25, which the server accepts. A server that answered the probe otherwise,
+    /// or dropped the connection on it, would show here.
+    @Test func v2DefaultClientProbesDiscoverThenFallsBackToTheHandshake() throws {
+        let home = TestSupport.tempDir("mcp-auto")
+        defer { try? FileManager.default.removeItem(atPath: home) }
+        #expect(try TestSupport.spawngate(["init", "--home", home, "--name", "mac-laptop"]).status == 0)
+        let wire = home + "/wire"
+        // The server behind a shell that copies what goes in (wire.in) and what comes out (wire.out).
+        let (connection, out) = try MCPClient.session(home: home, line: .v2, [["op": "list_tools"], MCPClient.call("broker.list")],
+                                                      auto: true, wrap: ["/bin/sh", "-c", #"tee "$0.in" | "$@" | tee "$0.out""#, wire])
+        #expect(connection["handshake"] as? String == "initialize" && connection["protocol"] as? String == "2025-11-25", "\(connection)")
+        #expect(((out.first as? [String: Any])?["tools"] as? [Any])?.count == 5, "\(out)")
+        let listed = try ToolResult(out[1])
+        #expect(!listed.isError && listed.structured["self"] as? String == "mac-laptop", "\(listed.text)")
+
+        func messages(_ path: String) throws -> [[String: Any]] {
+            try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
+                .map { try #require(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any], "\($0)") }
+        }
+        let sent = try messages(wire + ".in"), answered = try messages(wire + ".out")
+        try #require(sent.count >= 2 && answered.count >= 2, "in: \(sent) out: \(answered)")
+        let probe = sent[0], handshake = sent[1]
+        let meta = (probe["params"] as? [String: Any])?["_meta"] as? [String: Any]
+        #expect(probe["method"] as? String == "server/discover" && meta?["io.modelcontextprotocol/protocolVersion"] as? String == "2026-07-28", "\(probe)")
+        let refusal = answered.first { ($0["id"] as? Int) == (probe["id"] as? Int) }
+        #expect((refusal?["error"] as? [String: Any])?["code"] as? Int == -32601, "\(String(describing: refusal))")
+        #expect(handshake["method"] as? String == "initialize", "\(handshake)")
+        #expect((handshake["params"] as? [String: Any])?["protocolVersion"] as? String == "2025-11-25", "\(handshake)")
     }
 
     /// No broker: through this machine's own gateway, which must be a peer under this broker's own name.
