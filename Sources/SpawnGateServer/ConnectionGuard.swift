@@ -3,6 +3,7 @@ import NIOCore
 import NIOHTTPTypes
 
 /// Open connections per source address, shared by every connection's guard.
+// @unchecked: `open` is read and written only under `lock`.
 public final class SourceTable: @unchecked Sendable {
     public let perSource: Int
     private let lock = NSLock()

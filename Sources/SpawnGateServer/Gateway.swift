@@ -24,6 +24,7 @@ public struct WireAnswer: Sendable {
 /// Requests are verified and matched on the cooperative pool (both cores), then committed together by a
 /// ``GroupCommitter`` on its own queue: one transaction and one fsync serve every decision waiting, and no pool
 /// thread waits for the disk. Starting an agent runs on a queue of its own for the same reason.
+// @unchecked: `_pipeline` and `policyStamp` are swapped only under `lock`; the rest is immutable or Sendable.
 public final class Gateway: @unchecked Sendable {
     public let home: Home
     public let identity: Identity

@@ -19,6 +19,7 @@ import Glibc
 /// or of the previous answer, however slowly it trickles; a body within `bodyTimeout` of its head; at most 64 KiB
 /// of body; at most `maxConnections` at once and `perUID` for one uid (read from the kernel with SO_PEERCRED when
 /// the connection is accepted, before anything is read from it).
+// @unchecked: the only mutable fields (per-uid counts, total, stopping) are read and written under `lock`.
 final class HookSocket: Service, @unchecked Sendable {
     struct Limits {
         var maxConnections = 256

@@ -7,6 +7,7 @@ import Foundation
 /// junk within the allowance too. Junk from one address cannot crowd out real brokers at another.
 ///
 /// In memory on purpose: this guards the gateway's own work, not a policy decision, and is lost on restart.
+// @unchecked: `buckets` is read and written only under `lock`; the rest is immutable.
 public final class PreAuthLimiter: @unchecked Sendable {
     public let burst: Int
     public let refillPerSecond: Double

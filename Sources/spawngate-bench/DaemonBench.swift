@@ -136,6 +136,7 @@ extension Bench {
 }
 
 /// At most `size` kept-alive connections, lent to one thread at a time.
+// @unchecked: `idle` is read and written only under `lock`; `available` bounds the lenders.
 final class ConnectionPool: @unchecked Sendable {
     private let endpoint: HTTPClient.Endpoint
     private let lock = NSLock()
@@ -185,6 +186,7 @@ func ownCPUSeconds() -> Double {
 }
 
 /// A shared counter: `take` returns the value before adding one.
+// @unchecked: `n` is read and written only under `lock`.
 final class Counter: @unchecked Sendable {
     private let lock = NSLock()
     private var n = 0
@@ -194,6 +196,7 @@ final class Counter: @unchecked Sendable {
 
 
 /// A value written by several threads.
+// @unchecked: `value` is read and written only under `lock`.
 final class Shared<T>: @unchecked Sendable {
     private let lock = NSLock()
     private var value: T

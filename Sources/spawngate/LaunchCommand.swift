@@ -92,6 +92,7 @@ struct Launch: ParsableCommand {
 }
 
 /// Copies the agent's standard error to this process's (the terminal), keeping the last 4 KiB.
+// @unchecked: `last` is read and written only under `lock`; `fd` and `done` are set once, before the thread starts.
 final class StderrCopier: @unchecked Sendable {
     private let fd: Int32
     private let lock = NSLock()

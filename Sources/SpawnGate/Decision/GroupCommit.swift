@@ -4,6 +4,8 @@ import Foundation
 /// each time it runs it takes every decision waiting and records them as one (``DecisionPipeline/commit(_:)``: one
 /// transaction, one audit write, one fsync of the log and one of the state store). Callers wait without holding a
 /// thread (`await`), so under load the group grows by itself; alone, a decision commits at once with no added delay.
+// @unchecked: `waiting`, `draining`, `latest` and the counters are read and written only under `lock`; the group is
+// committed on the serial `writer` queue.
 public final class GroupCommitter: @unchecked Sendable {
     private typealias Waiter = (pending: DecisionPipeline.Pending, done: @Sendable (DecisionPipeline.Outcome) -> Void)
 
@@ -36,6 +38,7 @@ public final class GroupCommitter: @unchecked Sendable {
         return result.outcome!
     }
 
+    // @unchecked: written once by the committer before `ready.signal()`, read only after `ready.wait()`.
     private final class Slot: @unchecked Sendable { var outcome: DecisionPipeline.Outcome? }
 
     private func submit(_ pending: DecisionPipeline.Pending, through pipeline: DecisionPipeline,

@@ -189,6 +189,7 @@ public struct KeyStore: Sendable {
 }
 
 /// The key store's parsed entries with the file-system state they were read from.
+// @unchecked: `entries` and `stamp` are read and written only under `lock`.
 final class KeyCache: @unchecked Sendable {
     private let lock = NSLock()
     private var entries: [KeyStore.Entry] = []

@@ -13,6 +13,7 @@ import Glibc
 /// agent starts, by any means (setsid, double fork, nohup), lives in that namespace, so it holds the slot while
 /// any of it runs, and none of it runs once the agent's own process has exited: the kernel ends the namespace
 /// with its init. `release` and `max_runtime` stop the init, and so all of it.
+// @unchecked: `children` is read and written only under `lock`; the spawner and the state store are safe to share.
 public final class AgentService: @unchecked Sendable {
     public let spawner: LocalSpawner
     public let state: StateStore

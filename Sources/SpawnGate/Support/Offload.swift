@@ -4,6 +4,7 @@ import Foundation
 /// MCP message loop and the dashboard's HTTP handlers, and gives up waiting after a deadline. The caller awaits a
 /// continuation, so no unstructured task is made; work given up on finishes on its thread (each of its steps has a timeout) and keeps its slot
 /// until then, so at most `limit` threads ever run.
+// @unchecked: `running` is read and written only under `lock`.
 public final class Offload: @unchecked Sendable {
     public enum Outcome<T: Sendable>: Sendable { case done(T), timedOut, busy(String) }
 
@@ -34,6 +35,7 @@ public final class Offload: @unchecked Sendable {
     }
 
     /// Resumes a continuation exactly once: whichever of the work and the deadline comes first.
+    // @unchecked: `continuation` is taken (and cleared) only under `lock`, so it is resumed once.
     private final class Once<T: Sendable>: @unchecked Sendable {
         private let lock = NSLock()
         private var continuation: CheckedContinuation<Outcome<T>, Never>?

@@ -322,6 +322,7 @@ struct DashboardAPI: Sendable {
 }
 
 /// Live-update streams open at once.
+// @unchecked: `open` is read and written only under `lock`.
 final class StreamSlots: @unchecked Sendable {
     let limit: Int
     private let lock = NSLock()

@@ -89,6 +89,7 @@ public struct DashboardServer {
 }
 
 /// The listener's `host:port` as a browser writes it in Host (known once the port is bound; port 0 picks one).
+// @unchecked: `value` is read and written only under `lock` (Mutex needs macOS 15; the package supports 14).
 final class BoundAddress: @unchecked Sendable {
     private let lock = NSLock()
     private var value: String?

@@ -142,6 +142,7 @@ public struct RelayGuard {
 
 /// Records dropped frames as denials, at most `burst` lines per window; beyond that they are counted and one line
 /// says how many went unrecorded, so a key holder flooding spawn frames cannot fill the disk with fsynced lines.
+// @unchecked: the window counters are read and written only under `lock`.
 final class DropAuditor: @unchecked Sendable {
     let gateway: Gateway
     let burst: Int

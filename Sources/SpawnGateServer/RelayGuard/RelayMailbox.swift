@@ -19,7 +19,7 @@ import WSClient
 /// (``KeySource``). Any local process can talk to the guard, so a key merely presented is never taken, and when two
 /// different accepted keys are seen the mailbox goes offline rather than choose (`doctor` says so). Until it has a
 /// key it is offline and requests to `relay:` peers fail with a sentence saying so.
-final class RelayMailbox: Service, @unchecked Sendable {
+final class RelayMailbox: Service, Sendable {
     let gateway: Gateway
     let upstream: RelayUpstream
     let client: AsyncHTTPClient.HTTPClient
