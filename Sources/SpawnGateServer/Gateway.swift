@@ -5,18 +5,6 @@ import SpawnGate
 import Glibc
 #endif
 
-/// An answer to send back: an HTTP status and body. A 200 always carries a signed receipt.
-public struct WireAnswer: Sendable {
-    public let status: Int
-    public let body: [UInt8]
-    public let contentType: String
-
-    static func receipt(_ bytes: [UInt8]) -> WireAnswer { WireAnswer(status: 200, body: bytes, contentType: "application/json") }
-    static func error(_ status: Int, _ message: String) -> WireAnswer {
-        WireAnswer(status: status, body: JSONWriter.object([("error", .string(message))]) + [10], contentType: "application/json")
-    }
-}
-
 /// The long-running gateway's core: the one decision pipeline (swapped whole on reload), the identity that signs
 /// receipts, the spawner, and the agents this process started. Transports (HTTP, the Unix socket) only move bytes
 /// in and out of it.
@@ -90,14 +78,32 @@ public final class Gateway: @unchecked Sendable {
 
     // MARK: Requests
 
+    /// The one entry for every transport: `op` with its input (the body, or the `Spawngate-Request` header's
+    /// value; empty for none) from `source`. The transport has taken a token of the source's pre-authentication
+    /// allowance first when `op.spendsAllowance` (``admit(_:)``). The hook needs the caller's uid and pid from the
+    /// kernel, so the hook socket calls ``hookBlocking(body:uid:pid:)`` instead.
+    public func answer(_ op: GatewayOperation, input: [UInt8], source: String) async -> GatewayAnswer {
+        switch op {
+        case .spawn: return await spawn(body: input, source: source)
+        case .release: return await release(body: input, source: source)
+        case .agents: return await agents(header: input.isEmpty ? nil : String(decoding: input, as: UTF8.self), source: source)
+        case .logs: return await logs(header: input.isEmpty ? nil : String(decoding: input, as: UTF8.self), source: source)
+        case .enroll: return await enroll(body: input, source: source)
+        case .identity: return identityLine
+        case .health: return health
+        case .metrics: return metricsText
+        case .hook: return .refused(.malformed, "POST /v1/hook is answered only on the gateway's Unix socket, where the kernel names the caller")
+        }
+    }
+
     /// Takes a token of `source`'s pre-authentication allowance: nil, or the 429 to answer without reading more.
-    public func admit(_ source: String) -> WireAnswer? {
-        limiter.admit(source).map { .error(429, $0) }
+    public func admit(_ source: String) -> GatewayAnswer? {
+        limiter.admit(source).map { .refused(.tooMany, $0) }
     }
 
     /// `POST /v1/spawn`: a sealed envelope in, a receipt out (sealed to the requester when it is known).
     /// The caller has taken a token of `source`'s pre-authentication allowance (``admit(_:)``) before reading the body.
-    public func spawn(body: [UInt8], source: String) async -> WireAnswer {
+    public func spawn(body: [UInt8], source: String) async -> GatewayAnswer {
         let started = ContinuousClock.now
         let p = pipeline
         let outcome = await committer.commit(opened(body, by: p) { p.prepare($0, source: .of(connection: source)) }, through: p)
@@ -108,9 +114,9 @@ public final class Gateway: @unchecked Sendable {
     }
 
     /// `GET /v1/agents`: the requester's own running agents, in a receipt.
-    public func agents(header: String?, source: String) async -> WireAnswer {
+    public func agents(header: String?, source: String) async -> GatewayAnswer {
         guard let header, let envelope = Base64.urlDecode(header), envelope.count <= Envelope.maxSize else {
-            return .error(400, "GET /v1/agents needs a signed control request, base64url, in the Spawngate-Request header ('spawngate agents --broker' sends one)")
+            return .refused(.malformed, "GET /v1/agents needs a signed control request, base64url, in the Spawngate-Request header ('spawngate agents --broker' sends one)")
         }
         let p = pipeline
         let outcome = await committer.commit(p.prepareControl(envelope, expecting: .agents, source: .of(connection: source)), through: p)
@@ -125,9 +131,9 @@ public final class Gateway: @unchecked Sendable {
 
     /// `GET /v1/logs`: the output of one of the requester's own agents (the running one, else the last that
     /// exited), bounded, without the target's file paths, in a receipt sealed to the requester.
-    public func logs(header: String?, source: String) async -> WireAnswer {
+    public func logs(header: String?, source: String) async -> GatewayAnswer {
         guard let header, let envelope = Base64.urlDecode(header), envelope.count <= Envelope.maxSize else {
-            return .error(400, "GET /v1/logs needs a signed control request, base64url, in the Spawngate-Request header ('spawngate logs --broker' sends one)")
+            return .refused(.malformed, "GET /v1/logs needs a signed control request, base64url, in the Spawngate-Request header ('spawngate logs --broker' sends one)")
         }
         let p = pipeline
         let outcome = await committer.commit(p.prepareControl(envelope, expecting: .logs, source: .of(connection: source)), through: p)
@@ -183,11 +189,11 @@ public final class Gateway: @unchecked Sendable {
     /// gateway's operator accepts it with the fingerprint learned out of band. The caller has spent a token of its
     /// source's pre-authentication allowance, which it never gets back: requests are rate-limited per source, and
     /// the pending table is bounded in all and per source (``PendingKeys``).
-    public func enroll(body: [UInt8], source: String) async -> WireAnswer {
+    public func enroll(body: [UInt8], source: String) async -> GatewayAnswer {
         let now = SystemClock().now()
         switch EnrollmentRequest.open(body, audience: identity.name, now: now, window: pipeline.policy.window) {
         case .failure(let d):
-            return .error(400, "\(d.reason.rawValue): \(d.detail)")
+            return .refused(.malformed, "\(d.reason.rawValue): \(d.detail)")
         case .success(let (name, key)):
             // The caller is not authenticated: it is told the reason code and a fixed sentence, never this
             // machine's own text (paths, SQLite), which goes to the log under a reference.
@@ -202,12 +208,12 @@ public final class Gateway: @unchecked Sendable {
                 switch error {
                 case .sourceFull:
                     logger.notice("enrollment request refused: its source has its share pending", metadata: ["name": .string(name), "source": .string(source)])
-                    return .error(429, Self.enrollSourceFull)
+                    return .refused(.tooMany, Self.enrollSourceFull)
                 case .failed(let why):
                     let reference = "ref-" + Sodium.randomBytes(8).hex
                     logger.error("enrollment request not kept: \(why)", metadata: ["request_id": .string(reference), "name": .string(name),
                                                                                    "source": .string(source)])
-                    return .error(500, "\(ReasonCode.internalError.rawValue): this gateway could not keep the enrollment request; its operator can find request \(reference) in the log")
+                    return .refused(.internalError, "\(ReasonCode.internalError.rawValue): this gateway could not keep the enrollment request; its operator can find request \(reference) in the log")
                 }
             }
             if let d = dropped {
@@ -216,9 +222,8 @@ public final class Gateway: @unchecked Sendable {
             }
             logger.notice("enrollment request pending", metadata: ["name": .string(name), "fingerprint": .string(key.fingerprint.description),
                                                                     "source": .string(source)])
-            return WireAnswer(status: 202, body: JSONWriter.object([("status", .string("pending")), ("name", .string(name)),
-                                                                    ("fingerprint", .string(key.fingerprint.description))]) + [10],
-                              contentType: "application/json")
+            return .pending(JSONWriter.object([("status", .string("pending")), ("name", .string(name)),
+                                               ("fingerprint", .string(key.fingerprint.description))]) + [10])
         }
     }
 
@@ -227,24 +232,23 @@ public final class Gateway: @unchecked Sendable {
 
     /// `GET /v1/identity`: this gateway's public key line, for `peer add --url` (which still requires the
     /// fingerprint learned out of band).
-    public var identityLine: WireAnswer {
-        WireAnswer(status: 200, body: Array((identity.key.publicKey.line(comment: identity.name) + "\n").utf8), contentType: "text/plain")
+    public var identityLine: GatewayAnswer {
+        .document(contentType: "text/plain", body: Array((identity.key.publicKey.line(comment: identity.name) + "\n").utf8))
     }
 
     /// `GET /healthz` on every listener: the broker's name and the policy in force.
-    public var health: WireAnswer {
-        WireAnswer(status: 200, body: JSONWriter.object([("status", .string("ok")), ("broker", .string(identity.name)),
-                                                         ("policy", .string(pipeline.policy.hash))]) + [10],
-                   contentType: "application/json")
+    public var health: GatewayAnswer {
+        .document(contentType: "application/json", body: JSONWriter.object([("status", .string("ok")), ("broker", .string(identity.name)),
+                                                                             ("policy", .string(pipeline.policy.hash))]) + [10])
     }
 
     /// `GET /metrics` on every listener: Prometheus text.
-    public var metricsText: WireAnswer {
-        WireAnswer(status: 200, body: metrics.text(), contentType: "text/plain; version=0.0.4")
+    public var metricsText: GatewayAnswer {
+        .document(contentType: "text/plain; version=0.0.4", body: metrics.text())
     }
 
     /// `POST /v1/release`: stops the requester's own agents of that name (TERM, then KILL after the grace).
-    public func release(body: [UInt8], source: String, grace: Double = Supervisor.grace) async -> WireAnswer {
+    public func release(body: [UInt8], source: String, grace: Double = Supervisor.grace) async -> GatewayAnswer {
         let p = pipeline
         let outcome = await committer.commit(opened(body, by: p) { p.prepareControl($0, expecting: .release, source: .of(connection: source)) }, through: p)
         guard let control = outcome.control else { return controlDenial(outcome.decision, source: source, pipeline: p) }
@@ -347,14 +351,14 @@ public final class Gateway: @unchecked Sendable {
         await withCheckedContinuation { done in blocking.async { done.resume(returning: work()) } }
     }
 
-    private func start(_ outcome: DecisionPipeline.Outcome, source: String, pipeline p: DecisionPipeline) -> WireAnswer {
+    private func start(_ outcome: DecisionPipeline.Outcome, source: String, pipeline p: DecisionPipeline) -> GatewayAnswer {
         metrics.count(outcome.decision.reason)
         if !Self.unauthenticated(outcome.decision.reason) { limiter.refund(source) }
         guard let authorized = outcome.authorized else {
             return receipt(outcome.decision, started: nil, sealTo: outcome.decision.fingerprint.flatMap(Fingerprint.init), pipeline: p)
         }
         let requester = authorized.request.fingerprint
-        func notStarted(_ why: String) -> WireAnswer {
+        func notStarted(_ why: String) -> GatewayAnswer {
             logger.error("allowed, but not started: \(why)", metadata: ["request_id": .string(authorized.request.requestID)])
             let d = outcome.decision
             let failed = Decision(reason: .internalError, detail: "allowed by rule '\(d.rule ?? "")', but not started: \(why)",
@@ -391,7 +395,7 @@ public final class Gateway: @unchecked Sendable {
         reason.unauthenticated
     }
 
-    private func controlDenial(_ decision: Decision, source: String, pipeline p: DecisionPipeline) -> WireAnswer {
+    private func controlDenial(_ decision: Decision, source: String, pipeline p: DecisionPipeline) -> GatewayAnswer {
         metrics.count(decision.reason)
         if !Self.unauthenticated(decision.reason) { limiter.refund(source) }
         return receipt(decision, started: nil, sealTo: decision.fingerprint.flatMap(Fingerprint.init), pipeline: p)
@@ -405,7 +409,7 @@ public final class Gateway: @unchecked Sendable {
     /// whoever asked. The full text goes to this gateway's log under that reference (and stays in the audit line
     /// when the decision was recorded).
     private func receipt(_ decision: Decision, started: Receipt.Started?, extra: [(String, JSONWriter.Value)] = [],
-                         sealTo fingerprint: Fingerprint?, pipeline p: DecisionPipeline) -> WireAnswer {
+                         sealTo fingerprint: Fingerprint?, pipeline p: DecisionPipeline) -> GatewayAnswer {
         var sealKey: PublicKey?
         if let fingerprint, case .enrolled(_, let key, _)? = try? p.verifier.keys.lookup(fingerprint) { sealKey = key }
         var sent = decision

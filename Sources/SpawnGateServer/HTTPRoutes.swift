@@ -7,52 +7,42 @@ import SpawnGate
 import Glibc
 #endif
 
-/// The gateway's HTTP surface. Every handler reads at most `bodyLimit` bytes, refusing a larger declared length
-/// before reading any of it, and hands the bytes to ``Gateway``; no decision logic lives here.
+/// The gateway's HTTP surface: a route for each operation of ``GatewayOperation`` answered on the network. Every
+/// handler reads at most `bodyLimit` bytes, refusing a larger declared length before reading any of it, and hands
+/// the bytes to ``Gateway/answer(_:input:source:)``; no decision logic, and no list of operations, lives here.
 enum HTTPRoutes {
     /// The largest request body accepted (the sealed envelope), as issue #6 and PRODUCT.md's 64 KiB bound say.
     static let bodyLimit = 64 * 1024
 
     static func network(_ gateway: Gateway) -> Router<GateRequestContext> {
         let router = Router(context: GateRequestContext.self)
-        // Each remote request first takes a token of its source's pre-authentication allowance: a source that
-        // spent it gets 429 before its body is read.
-        router.post("/v1/spawn") { request, context in
-            if let refused = gateway.admit(context.source) { return response(refused) }
-            return try await answer { body in await gateway.spawn(body: body, source: context.source) } reading: { try await read(request) }
+        for op in GatewayOperation.allCases where op.onNetwork {
+            let handler: @Sendable (Request, GateRequestContext) async throws -> Response = { request, context in
+                // A remote request first takes a token of its source's pre-authentication allowance: a source that
+                // spent it gets 429 before its body is read.
+                if op.spendsAllowance, let refused = gateway.admit(context.source) { return response(refused) }
+                switch op.input {
+                case .body:
+                    return try await answer { body in await gateway.answer(op, input: body, source: context.source) } reading: { try await read(request) }
+                case .requestHeader:
+                    let header = request.headers.first { $0.name.canonicalName == "spawngate-request" }?.value
+                    return response(await gateway.answer(op, input: Array((header ?? "").utf8), source: context.source))
+                case .none:
+                    return response(await gateway.answer(op, input: [], source: context.source))
+                }
+            }
+            switch op.method {
+            case "POST": router.post(RouterPath(op.path), use: handler)
+            default: router.get(RouterPath(op.path), use: handler)
+            }
         }
-        router.post("/v1/release") { request, context in
-            if let refused = gateway.admit(context.source) { return response(refused) }
-            return try await answer { body in await gateway.release(body: body, source: context.source) } reading: { try await read(request) }
-        }
-        router.get("/v1/agents") { request, context in
-            if let refused = gateway.admit(context.source) { return response(refused) }
-            let header = request.headers.first { $0.name.canonicalName == "spawngate-request" }?.value
-            return response(await gateway.agents(header: header, source: context.source))
-        }
-        router.post("/v1/enroll") { request, context in
-            if let refused = gateway.admit(context.source) { return response(refused) }
-            return try await answer { body in await gateway.enroll(body: body, source: context.source) } reading: { try await read(request) }
-        }
-        router.get("/v1/identity") { _, _ in response(gateway.identityLine) }
-        router.get("/v1/logs") { request, context in
-            if let refused = gateway.admit(context.source) { return response(refused) }
-            let header = request.headers.first { $0.name.canonicalName == "spawngate-request" }?.value
-            return response(await gateway.logs(header: header, source: context.source))
-        }
-        common(router, gateway)
         return router
     }
 
-    private static func common(_ router: Router<GateRequestContext>, _ gateway: Gateway) {
-        router.get("/healthz") { _, _ in response(gateway.health) }
-        router.get("/metrics") { _, _ in response(gateway.metricsText) }
-    }
-
     /// Reads the body, or answers 413 without reading it when it is (or turns out) too large.
-    private static func answer(_ handle: ([UInt8]) async -> WireAnswer, reading: () async throws -> [UInt8]?) async throws -> Response {
+    private static func answer(_ handle: ([UInt8]) async -> GatewayAnswer, reading: () async throws -> [UInt8]?) async throws -> Response {
         guard let body = try await reading() else {
-            return response(.error(413, "the request body is over \(bodyLimit) bytes; a gateway accepts at most 64 KiB (shorten the task)"))
+            return response(.refused(.tooLarge, "the request body is over \(bodyLimit) bytes; a gateway accepts at most 64 KiB (shorten the task)"))
         }
         return response(await handle(body))
     }
@@ -67,9 +57,9 @@ enum HTTPRoutes {
         }
     }
 
-    static func response(_ a: WireAnswer) -> Response {
+    static func response(_ a: GatewayAnswer) -> Response {
         var headers = HTTPFields()
         headers[.contentType] = a.contentType
-        return Response(status: .init(code: a.status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: a.body)))
+        return Response(status: .init(code: a.wireStatus), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: a.wireBody)))
     }
 }

@@ -149,7 +149,7 @@ final class HookSocket: Service, @unchecked Sendable {
     private func refuse(_ fd: Int32, _ status: Int, _ message: String) {
         var tv = timeval(tv_sec: 1, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        _ = write(fd, answer(.error(status, message), close: true))
+        _ = write(fd, answer(Reply(error: status, message), close: true))
         close(fd)
     }
 
@@ -176,7 +176,7 @@ final class HookSocket: Service, @unchecked Sendable {
             switch step {
             case .needMore: return
             case .refused(let refusal):
-                _ = write(fd, answer(.error(refusal.status, refusal.message), close: true))
+                _ = write(fd, answer(Reply(error: refusal.status, refusal.message), close: true))
                 return
             case .request(let head, let body, let consumed):
                 buffer.removeFirst(consumed)
@@ -186,19 +186,35 @@ final class HookSocket: Service, @unchecked Sendable {
         }
     }
 
-    private func route(_ head: HTTPFraming.RequestHead, body: [UInt8], uid: UInt32, pid: Int32) -> WireAnswer {
-        switch (head.method, head.path) {
-        case ("POST", "/v1/hook"):
+    /// What goes back on the socket: the gateway's answer, or this transport's own refusal (framing, routing,
+    /// connection caps), which has statuses of its own.
+    struct Reply {
+        let status: Int
+        let contentType: String
+        let body: [UInt8]
+        init(_ a: GatewayAnswer) { status = a.wireStatus; contentType = a.contentType; body = a.wireBody }
+        init(status: Int, json: [UInt8]) { self.status = status; contentType = "application/json"; body = json }
+        init(error status: Int, _ message: String) {
+            self.status = status; contentType = "application/json"
+            body = JSONWriter.object([("error", .string(message))]) + [10]
+        }
+    }
+
+    /// The operations of ``GatewayOperation`` answered here, routed from the table.
+    private func route(_ head: HTTPFraming.RequestHead, body: [UInt8], uid: UInt32, pid: Int32) -> Reply {
+        guard let op = GatewayOperation(path: head.path), op.onHookSocket else {
+            let here = GatewayOperation.allCases.filter(\.onHookSocket).map { "\($0.method) \($0.path)" }.joined(separator: ", ")
+            return Reply(error: 404, "no \(head.path) on the hook socket: it answers \(here)")
+        }
+        guard head.method == op.method else { return Reply(error: 405, "\(head.method) is not allowed on \(head.path)") }
+        switch op {
+        case .hook:
             let (status, decision) = gateway.hookBlocking(body: body, uid: uid, pid: pid)
-            return WireAnswer(status: status, body: Array(decision.json.utf8) + [10], contentType: "application/json")
-        case ("GET", "/healthz"):
-            return gateway.health
-        case ("GET", "/metrics"):
-            return gateway.metricsText
-        case (_, "/v1/hook"), (_, "/healthz"), (_, "/metrics"):
-            return .error(405, "\(head.method) is not allowed on \(head.path)")
-        default:
-            return .error(404, "no \(head.path) on the hook socket: it answers POST /v1/hook, GET /healthz and GET /metrics")
+            // The hook's decision JSON, with the status that says whether the caller may ask (403, 429) at all.
+            return Reply(status: status, json: Array(decision.json.utf8) + [10])
+        case .health: return Reply(gateway.health)
+        case .metrics: return Reply(gateway.metricsText)
+        default: return Reply(error: 404, "no \(head.path) on the hook socket")
         }
     }
 
@@ -223,7 +239,7 @@ final class HookSocket: Service, @unchecked Sendable {
         }
     }
 
-    private func answer(_ a: WireAnswer, close: Bool) -> [UInt8] {
+    private func answer(_ a: Reply, close: Bool) -> [UInt8] {
         let reason = [200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
                       411: "Length Required", 413: "Content Too Large", 429: "Too Many Requests",
                       431: "Request Header Fields Too Large", 501: "Not Implemented", 503: "Service Unavailable",

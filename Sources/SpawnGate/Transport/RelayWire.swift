@@ -21,20 +21,9 @@ public enum RelayWire {
     /// Longest message text accepted: a sealed body at most, plus the words before it.
     public static let maxText = SealedBody.maxSize + 512
 
-    public enum Operation: String, Sendable, CaseIterable {
-        case spawn, release, agents, logs
-
-        /// The operation for an HTTP path of the gateway's API.
-        public init?(path: String) {
-            switch path {
-            case "/v1/spawn": self = .spawn
-            case "/v1/release": self = .release
-            case "/v1/agents": self = .agents
-            case "/v1/logs": self = .logs
-            default: return nil
-            }
-        }
-    }
+    /// The operations a workspace message can carry: those of ``GatewayOperation`` that travel through the
+    /// workspace, by their names.
+    public typealias Operation = GatewayOperation
 
     public enum Message: Sendable, Equatable {
         case request(to: String, id: String, op: Operation, payload: [UInt8])
@@ -74,7 +63,7 @@ public enum RelayWire {
         let payload = Array(words[4].utf8)
         switch words[0] {
         case "request":
-            guard let op = Operation(rawValue: String(words[3])) else { return malformed("names an unknown operation") }
+            guard let op = GatewayOperation(rawValue: String(words[3])), op.throughWorkspace else { return malformed("names an unknown operation") }
             return .success(.request(to: to, id: id, op: op, payload: payload))
         case "answer":
             guard let status = Int(words[3]), (100...599).contains(status) else { return malformed("has no valid status") }

@@ -57,15 +57,13 @@ public struct RemoteGateway: Sendable {
         r.from = identity.name; r.to = peer.name; r.iat = now; r.exp = now + ttl
         let payload = r.encoded()
         let envelope = Envelope.seal(payload, with: identity.key, domain: .request)
-        return try send(method: "POST", path: "/v1/spawn", headers: [("Content-Type", "application/json")],
-                        body: SealedBody.seal(envelope, to: peer.key), requestID: Sodium.sha256(payload).hex, kind: .spawn)
+        return try send(.spawn, input: SealedBody.seal(envelope, to: peer.key), requestID: Sodium.sha256(payload).hex, kind: .spawn)
     }
 
     /// The requester's own agents running on the peer (name, cli, cwd, pid, started_at, sandbox…).
     public func agents() throws(RemoteError) -> (Answer, [JSONValue]) {
         let (envelope, rid) = control(.agents, name: nil)
-        let answer = try send(method: "GET", path: "/v1/agents", headers: [("Spawngate-Request", Base64.urlEncode(envelope))],
-                              body: [], requestID: rid, kind: .control)
+        let answer = try send(.agents, input: Array(Base64.urlEncode(envelope).utf8), requestID: rid, kind: .control)
         guard case .array(let list)? = answer.receipt.members["agents"] else {
             if !answer.receipt.allowed { return (answer, []) }
             throw RemoteError(.badReceipt, "\(peer.name)'s signed answer has no agent list")
@@ -76,8 +74,7 @@ public struct RemoteGateway: Sendable {
     /// Asks the peer to stop the requester's agents called `name`.
     public func release(name: String) throws(RemoteError) -> (Answer, [JSONValue]) {
         let (envelope, rid) = control(.release, name: name)
-        let answer = try send(method: "POST", path: "/v1/release", headers: [("Content-Type", "application/json")],
-                              body: SealedBody.seal(envelope, to: peer.key), requestID: rid, kind: .control)
+        let answer = try send(.release, input: SealedBody.seal(envelope, to: peer.key), requestID: rid, kind: .control)
         if case .array(let list)? = answer.receipt.members["released"] { return (answer, list) }
         return (answer, [])
     }
@@ -85,8 +82,7 @@ public struct RemoteGateway: Sendable {
     /// The output of the requester's agent `name` on the peer: the last `lines` lines, or from byte `offset` on.
     public func logs(name: String, lines: Int64? = nil, offset: Int64? = nil) throws(RemoteError) -> Answer {
         let (envelope, rid) = control(.logs, name: name, lines: lines, offset: offset)
-        return try send(method: "GET", path: "/v1/logs", headers: [("Spawngate-Request", Base64.urlEncode(envelope))],
-                        body: [], requestID: rid, kind: .control)
+        return try send(.logs, input: Array(Base64.urlEncode(envelope).utf8), requestID: rid, kind: .control)
     }
 
     private func control(_ op: ControlRequest.Operation, name: String?, lines: Int64? = nil, offset: Int64? = nil) -> ([UInt8], String) {
@@ -119,10 +115,16 @@ public struct RemoteGateway: Sendable {
         url.hasPrefix("relay:") ? String(url.dropFirst("relay:".count)) : nil
     }
 
-    private func send(method: String, path: String, headers: [(String, String)], body: [UInt8], requestID: String,
-                      kind: Receipt.Kind) throws(RemoteError) -> Answer {
+    /// Sends `op` with its input (the body, or the `Spawngate-Request` header's value) the way the peer's url
+    /// says, addressed by the operation table, and verifies what comes back.
+    private func send(_ op: GatewayOperation, input: [UInt8], requestID: String, kind: Receipt.Kind) throws(RemoteError) -> Answer {
         var endpoint: HTTPClient.Endpoint
-        var (method, path, headers, body) = (method, path, headers, body)
+        var (method, path, headers, body) = (op.method, op.path, [(String, String)](), [UInt8]())
+        switch op.input {
+        case .body: (headers, body) = ([("Content-Type", "application/json")], input)
+        case .requestHeader: headers = [("Spawngate-Request", String(decoding: input, as: UTF8.self))]
+        case .none: break
+        }
         if let target = Self.relayTarget(peer.url) {
             // Through the workspace: the same bytes, handed to this home's relay guard, which sends them to the
             // target's gateway as a direct message and brings back its answer. The guard is trusted for nothing:
@@ -130,10 +132,9 @@ public struct RemoteGateway: Sendable {
             guard let guardFile = relayGuard, let e = guardFile.endpoint else {
                 throw RemoteError(.unreachable, "\(peer.name) is reached through the Agent Relay workspace (url relay:\(target)), but no relay guard runs for this home; start 'spawngate relay guard' (see the README), then try again")
             }
-            guard let op = RelayWire.Operation(path: path) else { throw RemoteError(.usage, "\(path) cannot be sent through the workspace") }
-            if body.isEmpty, let header = headers.first(where: { $0.0 == "Spawngate-Request" }) { body = Array(header.1.utf8) }
+            guard op.throughWorkspace else { throw RemoteError(.usage, "\(op.path) cannot be sent through the workspace") }
             endpoint = e
-            method = "POST"
+            (method, body) = ("POST", input)
             path = "/_spawngate/v1/relay?to=\(target)&op=\(op.rawValue)&timeout=\(Int(timeout.rounded(.up)))"
             headers = [("Content-Type", "application/json")]
         } else {

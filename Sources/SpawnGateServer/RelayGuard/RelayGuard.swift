@@ -363,7 +363,7 @@ struct Forwarder: Sendable {
         case (.post, "/_spawngate/v1/relay"):
             let q = request.uri.queryParameters
             guard let to = q["to"].map(String.init), (try? Home.validateBrokerName(to)) != nil,
-                  let op = q["op"].flatMap({ RelayWire.Operation(rawValue: String($0)) }) else {
+                  let op = q["op"].flatMap({ GatewayOperation(rawValue: String($0)) }), op.throughWorkspace else {
                 return Self.error(400, "POST /_spawngate/v1/relay needs to=BROKER and op=spawn|release|agents|logs")
             }
             let timeout = min(max(q["timeout"].flatMap { Double(String($0)) } ?? 30, 1), 300)

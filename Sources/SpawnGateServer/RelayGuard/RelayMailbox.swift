@@ -180,21 +180,16 @@ final class RelayMailbox: Service, Sendable {
         return (sender, text)
     }
 
-    /// One request from the workspace, through the same calls as serve's HTTP routes.
-    private func handle(sender: String, id: String, op: RelayWire.Operation, payload: [UInt8]) async {
+    /// One request from the workspace, through the same entry as serve's HTTP routes.
+    private func handle(sender: String, id: String, op: GatewayOperation, payload: [UInt8]) async {
         let source = "relay:" + sender
-        let answer: WireAnswer
-        if let refused = gateway.admit(source) {
+        let answer: GatewayAnswer
+        if op.spendsAllowance, let refused = gateway.admit(source) {
             answer = refused
         } else {
-            switch op {
-            case .spawn: answer = await gateway.spawn(body: payload, source: source)
-            case .release: answer = await gateway.release(body: payload, source: source)
-            case .agents: answer = await gateway.agents(header: String(decoding: payload, as: UTF8.self), source: source)
-            case .logs: answer = await gateway.logs(header: String(decoding: payload, as: UTF8.self), source: source)
-            }
+            answer = await gateway.answer(op, input: payload, source: source)
         }
-        await reply(to: sender, id: id, status: answer.status, body: answer.body)
+        await reply(to: sender, id: id, status: answer.wireStatus, body: answer.wireBody)
     }
 
     private func reply(to sender: String, id: String, status: Int, body: [UInt8]) async {
@@ -220,7 +215,7 @@ final class RelayMailbox: Service, Sendable {
 
     /// Sends a request to `to`'s gateway and waits for its answer: (HTTP status, body) as the target gave them, or
     /// the guard's own error (503 offline, 502 not sent, 504 no answer in time).
-    func call(to: String, op: RelayWire.Operation, payload: [UInt8], timeout: Double) async -> (Int, [UInt8]) {
+    func call(to: String, op: GatewayOperation, payload: [UInt8], timeout: Double) async -> (Int, [UInt8]) {
         func failed(_ status: Int, _ message: String) -> (Int, [UInt8]) { (status, JSONWriter.object([("error", .string(message))])) }
         guard await state.token != nil else {
             if await state.source == .conflict {

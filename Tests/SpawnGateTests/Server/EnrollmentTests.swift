@@ -105,7 +105,7 @@ struct EnrollmentTests {
         }
 
         /// An enrollment request from `source` as the route handles it: the allowance first, then the gateway.
-        func enroll(_ name: String, from source: String) async -> WireAnswer {
+        func enroll(_ name: String, from source: String) async -> GatewayAnswer {
             if let refused = gateway.admit(source) { return refused }
             let id = Identity(name: name, key: SigningKey.generate())
             return await gateway.enroll(body: EnrollmentRequest.make(identity: id, to: "vps-broker", now: SystemClock().now()), source: source)
@@ -138,17 +138,17 @@ struct EnrollmentTests {
         var heard = 0, kept = 0
         for i in 0..<60 {
             let answer = await p.enroll("flood-\(i)", from: "10.0.0.9")
-            let text = String(decoding: answer.body, as: UTF8.self)
-            if answer.status == 202 { kept += 1 }
-            if answer.status == 202 || text.contains("enrollment requests from this address") { heard += 1 }
+            let text = String(decoding: answer.wireBody, as: UTF8.self)
+            if answer.wireStatus == 202 { kept += 1 }
+            if answer.wireStatus == 202 || text.contains("enrollment requests from this address") { heard += 1 }
         }
         #expect(heard == 10 && kept == PendingKeys.perSource, "heard \(heard), kept \(kept)")
         p.clock.advance(0.5)
-        #expect(await p.enroll("late-1", from: "10.0.0.9").status == 429)
+        #expect(await p.enroll("late-1", from: "10.0.0.9").wireStatus == 429)
         p.clock.advance(0.5)
         let next = await p.enroll("late-2", from: "10.0.0.9")
-        #expect(String(decoding: next.body, as: UTF8.self).contains("enrollment requests from this address"), "heard again after 1 s")
-        #expect(await p.enroll("late-3", from: "10.0.0.9").status == 429)
+        #expect(String(decoding: next.wireBody, as: UTF8.self).contains("enrollment requests from this address"), "heard again after 1 s")
+        #expect(await p.enroll("late-3", from: "10.0.0.9").wireStatus == 429)
         #expect(PendingKeys(home: p.g.vps).list(now: SystemClock().now()).count == PendingKeys.perSource)
     }
 
@@ -158,12 +158,12 @@ struct EnrollmentTests {
     /// source still gets in; a repeat of a kept request only refreshes it.
     @Test func oneSourceFillsItsShareAndAnotherStillGetsIn() async throws {
         let p = try InProcess()
-        for i in 0..<PendingKeys.perSource { #expect(await p.enroll("first-\(i)", from: "10.0.0.1").status == 202) }
+        for i in 0..<PendingKeys.perSource { #expect(await p.enroll("first-\(i)", from: "10.0.0.1").wireStatus == 202) }
         let refused = await p.enroll("one-more", from: "10.0.0.1")
-        #expect(refused.status == 429)
-        #expect(String(decoding: refused.body, as: UTF8.self) == String(decoding: JSONWriter.object([("error", .string(SpawnGateServer.Gateway.enrollSourceFull))]) + [10], as: UTF8.self))
+        #expect(refused.wireStatus == 429)
+        #expect(String(decoding: refused.wireBody, as: UTF8.self) == String(decoding: JSONWriter.object([("error", .string(SpawnGateServer.Gateway.enrollSourceFull))]) + [10], as: UTF8.self))
         #expect(SpawnGateServer.Gateway.enrollSourceFull.hasPrefix("rate_limited: "))
-        #expect(await p.enroll("other", from: "10.0.0.2").status == 202, "another source is not crowded out")
+        #expect(await p.enroll("other", from: "10.0.0.2").wireStatus == 202, "another source is not crowded out")
         let pending = PendingKeys(home: p.g.vps).list(now: SystemClock().now())
         #expect(pending.count == PendingKeys.perSource + 1 && !pending.contains { $0.name == "one-more" })
 
@@ -206,8 +206,8 @@ struct EnrollmentTests {
         // `pending` is a file, so nothing can be written under it.
         try Data().write(to: URL(fileURLWithPath: p.g.vps.root + "/pending"))
         let answer = await p.enroll("mini-pc", from: "10.0.0.3")
-        let text = String(decoding: answer.body, as: UTF8.self)
-        #expect(answer.status == 500, "\(text)")
+        let text = String(decoding: answer.wireBody, as: UTF8.self)
+        #expect(answer.wireStatus == 500, "\(text)")
         #expect(text.contains("internal_error: this gateway could not keep the enrollment request"), "\(text)")
         #expect(!text.contains(p.g.vps.root) && !text.contains("pending"), "no path of the target: \(text)")
         let reference = try #require(text.range(of: "ref-").map { String(text[$0.lowerBound...].prefix(20)) })

@@ -14,8 +14,8 @@ struct PreAuthClockTests {
         let p = try EnrollmentTests.InProcess()
         let junk = Array(#"{"sealed":"AAAA"}"#.utf8)
         func send() async -> Int {
-            if let refused = p.gateway.admit("10.0.0.2") { return refused.status }
-            return await p.gateway.spawn(body: junk, source: "10.0.0.2").status
+            if let refused = p.gateway.admit("10.0.0.2") { return refused.wireStatus }
+            return await p.gateway.spawn(body: junk, source: "10.0.0.2").wireStatus
         }
         func audited() throws -> Int { try p.g.auditLines().filter { $0["reason"] as? String == "malformed" }.count }
         var statuses: [Int] = []
