@@ -92,6 +92,35 @@ struct RelayPeerSurfaceTests {
         #expect(spawned.status == 200 && spawned.json["ok"] as? Bool == true, "\(spawned.body) \(d.stderr)")
         let released = try d.send("POST", "/api/release", body: #"{"broker":"vps-broker","name":"coder-dash"}"#)
         #expect(released.status == 200 && released.json["ok"] as? Bool == true, "\(released.body)")
+        // The page itself, in headless Chromium: the relay: peer in the Spawn dialog's selector, a spawn through it,
+        // the agent listed from the peer's signed listing, and its Release button.
+        let running = "tr[data-broker=\"vps-broker\"][data-agent=\"coder-page\"][data-state=\"running\"]"
+        let page = try Browser.run(d.url, [
+            Browser.wait("[...document.querySelectorAll('#spawn-broker option')].some(o => o.value === 'vps-broker')", 40),
+            Browser.eval("""
+                (() => {
+                  document.getElementById('spawn-open').click();
+                  const select = document.getElementById('spawn-broker');
+                  select.value = 'vps-broker';
+                  select.dispatchEvent(new Event('change'));
+                  document.getElementById('spawn-name').value = 'coder-page';
+                  document.getElementById('spawn-cli').value = 'claude';
+                  document.getElementById('spawn-task').value = 'Implement the plan';
+                  document.getElementById('spawn-cwd').value = \(String(decoding: try JSONSerialization.data(withJSONObject: [relay.project]), as: UTF8.self))[0];
+                  document.getElementById('spawn-submit').click();
+                  return select.value;
+                })()
+                """),
+            Browser.wait("(r => r.className !== 'dim' && r.textContent)(document.getElementById('spawn-result'))", 60),
+            Browser.wait("(r => r && r.textContent)(document.querySelector('\(running)'))", 60),
+            Browser.eval("document.getElementById('spawn-cancel').click(); document.querySelector('\(running) button.release').click(); true"),
+            Browser.wait("!document.querySelector('\(running)') && document.getElementById('message').textContent", 60),
+        ])
+        // Six steps, then the driver's report of console errors (none).
+        #expect(page.count == 7 && (page[1] as? String) == "vps-broker", "\(page)")
+        #expect(((page.last as? [String: Any])?["problems"] as? [Any])?.isEmpty == true, "\(page)")
+        #expect((page[2] as? String)?.hasPrefix("started coder-page on vps-broker: pid ") == true && (page[2] as? String)?.hasSuffix("(receipt verified)") == true, "\(page)")
+        #expect(page[5] as? String == "released coder-page on vps-broker (receipt verified)", "\(page)")
 
         // The command line, then handoff: vps-broker moves the agent the laptop started there back to the laptop,
         // whose guard decides it with its own policy; the relay worker there stops only once the laptop's signed
