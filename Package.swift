@@ -47,6 +47,8 @@ let package = Package(
                 "CSpawn",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "GRDB", package: "GRDB.swift"),
+                // The gateway service logs as the server does (swift-log is an API only: no backend, no I/O here).
+                .product(name: "Logging", package: "swift-log"),
             ]),
         // The long-running gateway (`serve`): HTTP, the hooks' Unix socket, reload, metrics. Kept apart from the
         // domain so fuzz targets and the hook path do not carry the network stack's code.

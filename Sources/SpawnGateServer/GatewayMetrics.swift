@@ -3,7 +3,7 @@ import SpawnGate
 
 /// `GET /metrics`, Prometheus text: decisions by reason, decision latency, live agents, policy reloads, and group
 /// commits (decisions per commit is how many fsyncs the grouping saved).
-public final class GatewayMetrics: Sendable {
+public final class GatewayMetrics: GatewayMetricsRecording {
     public let registry = PrometheusCollectorRegistry()
     private let latency: DurationHistogram
     private let live: Gauge
@@ -41,11 +41,12 @@ public final class GatewayMetrics: Sendable {
                                                                              helpText: "Policy reloads"), labels: [("result", "refused")])
     }
 
-    func count(_ reason: ReasonCode) { byReason[reason]?.increment() }
-    func observe(duration: Duration) { latency.record(duration) }
-    func liveAgents(_ n: Int) { live.set(Double(n)) }
-    func commits(groups: Int, decisions: Int) { commitGroups.set(Double(groups)); commitDecisions.set(Double(decisions)) }
-    func reloads(ok: Bool) { (ok ? reloadOK : reloadFailed).increment() }
+    public func count(_ reason: ReasonCode) { byReason[reason]?.increment() }
+    public func observe(duration: Duration) { latency.record(duration) }
+    public func liveAgents(_ n: Int) { live.set(Double(n)) }
+    public func commits(groups: Int, decisions: Int) { commitGroups.set(Double(groups)); commitDecisions.set(Double(decisions)) }
+    public func reloads(ok: Bool) { (ok ? reloadOK : reloadFailed).increment() }
 
     public func text() -> [UInt8] { registry.emitToBuffer() }
+    public var contentType: String { "text/plain; version=0.0.4" }
 }

@@ -26,12 +26,12 @@ public struct GatewayServer {
         public init(listen: ListenAddress?, socket: String?) { self.listen = listen; self.socket = socket }
     }
 
-    public let gateway: Gateway
+    public let gateway: GatewayService
     public let options: Options
     /// Called with each listener's address once it accepts connections (`http://127.0.0.1:7717`, `unix:/path`).
     public var onListening: @Sendable (String) -> Void = { _ in }
 
-    public init(gateway: Gateway, options: Options) {
+    public init(gateway: GatewayService, options: Options) {
         self.gateway = gateway
         self.options = options
     }

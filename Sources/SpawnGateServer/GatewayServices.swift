@@ -1,12 +1,13 @@
 import Foundation
 import Logging
 import ServiceLifecycle
+import SpawnGate
 import UnixSignals
 
 /// Reloads the policy on SIGHUP and when the file changes (checked every `interval`). A policy that fails to load
 /// or to pass its own tests is logged and ignored: the last good one stays in force.
 struct PolicyWatcher: Service {
-    let gateway: Gateway
+    let gateway: GatewayService
     var watchFile = true
     var interval: Duration = .milliseconds(500)
 
@@ -36,7 +37,7 @@ struct PolicyWatcher: Service {
 
 /// Reaps agents that exited (children of this process) and stops those past their rule's max_runtime.
 struct Reaper: Service {
-    let gateway: Gateway
+    let gateway: GatewayService
     var interval: Duration = .milliseconds(200)
 
     func run() async throws {

@@ -9,12 +9,12 @@ import Glibc
 
 /// The gateway's HTTP surface: a route for each operation of ``GatewayOperation`` answered on the network. Every
 /// handler reads at most `bodyLimit` bytes, refusing a larger declared length before reading any of it, and hands
-/// the bytes to ``Gateway/answer(_:input:source:)``; no decision logic, and no list of operations, lives here.
+/// the bytes to ``GatewayService/answer(_:input:source:)``; no decision logic, and no list of operations, lives here.
 enum HTTPRoutes {
     /// The largest request body accepted (the sealed envelope), as issue #6 and PRODUCT.md's 64 KiB bound say.
     static let bodyLimit = 64 * 1024
 
-    static func network(_ gateway: Gateway) -> Router<GateRequestContext> {
+    static func network(_ gateway: GatewayService) -> Router<GateRequestContext> {
         let router = Router(context: GateRequestContext.self)
         for op in GatewayOperation.allCases where op.onNetwork {
             let handler: @Sendable (Request, GateRequestContext) async throws -> Response = { request, context in

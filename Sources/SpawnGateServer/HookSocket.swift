@@ -32,7 +32,7 @@ final class HookSocket: Service, @unchecked Sendable {
     static let bodyLimit = HTTPRoutes.bodyLimit
 
     let path: String
-    let gateway: Gateway
+    let gateway: GatewayService
     let limits: Limits
     /// Opened to every local user (the kernel-checked uid still decides each request) when hook_users names others.
     let widen: Bool
@@ -44,7 +44,7 @@ final class HookSocket: Service, @unchecked Sendable {
     private var stopping = false
     private let threads = DispatchGroup()
 
-    init(path: String, gateway: Gateway, limits: Limits, widen: Bool, onListening: @escaping @Sendable (String) -> Void) {
+    init(path: String, gateway: GatewayService, limits: Limits, widen: Bool, onListening: @escaping @Sendable (String) -> Void) {
         self.path = path; self.gateway = gateway; self.limits = limits; self.widen = widen; self.onListening = onListening
     }
 

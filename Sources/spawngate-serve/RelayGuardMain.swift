@@ -59,8 +59,8 @@ struct RelayGuardMain: AsyncParsableCommand {
         var logger = Logger(label: "spawngate-relay-guard")
         logger.logLevel = .notice
         let resolved = Home.resolve(home)
-        let gateway: Gateway
-        do { gateway = try Gateway(home: resolved, logger: logger) } catch {
+        let gateway: GatewayService
+        do { gateway = try GatewayService(home: resolved, logger: logger, metrics: GatewayMetrics()) } catch {
             Console.error("cannot guard: \(error.message)")
             throw ExitCode(2)
         }

@@ -69,8 +69,8 @@ struct Serve: AsyncParsableCommand {
         if let warning = address?.exposureWarning { Console.error("warning: \(warning)") }
         var logger = Logger(label: "spawngate")
         logger.logLevel = .notice
-        let gateway: Gateway
-        do { gateway = try Gateway(home: Home.resolve(home), logger: logger) } catch {
+        let gateway: GatewayService
+        do { gateway = try GatewayService(home: Home.resolve(home), logger: logger, metrics: GatewayMetrics()) } catch {
             Console.error("cannot serve: \(error.message)")
             throw ExitCode(2)
         }

@@ -48,7 +48,7 @@ public struct RelayUpstream: Sendable, Equatable {
 /// `spawngate relay guard`: the local Agent Relay broker's Relaycast. HTTP requests and WebSocket frames go to the
 /// real upstream and back unchanged, except that no frame that would start an agent or open a terminal reaches the
 /// broker (``GuardFilter``); each frame dropped is an audited denial. Spawn requests arrive instead as workspace
-/// messages to this gateway's mailbox (``RelayMailbox``), decided by the one pipeline (``Gateway``) and started
+/// messages to this gateway's mailbox (``RelayMailbox``), decided by the one pipeline (``GatewayService``) and started
 /// through the one start path, exactly as `serve`'s `POST /v1/spawn`.
 ///
 /// One ServiceGroup: the listener, the mailbox and the reaper. SIGTERM or SIGINT stops accepting, closes the
@@ -73,12 +73,12 @@ public struct RelayGuard {
         public init(listen: ListenAddress, upstream: RelayUpstream) { self.listen = listen; self.upstream = upstream }
     }
 
-    public let gateway: Gateway
+    public let gateway: GatewayService
     public let options: Options
     /// Called with the listener's address once it accepts connections.
     public var onListening: @Sendable (String) -> Void = { _ in }
 
-    public init(gateway: Gateway, options: Options) {
+    public init(gateway: GatewayService, options: Options) {
         self.gateway = gateway
         self.options = options
     }
@@ -144,7 +144,7 @@ public struct RelayGuard {
 /// says how many went unrecorded, so a key holder flooding spawn frames cannot fill the disk with fsynced lines.
 // @unchecked: the window counters are read and written only under `lock`.
 final class DropAuditor: @unchecked Sendable {
-    let gateway: Gateway
+    let gateway: GatewayService
     let burst: Int
     let window: Duration
     /// The time, for the window (tests move it instead of sleeping).
@@ -155,7 +155,7 @@ final class DropAuditor: @unchecked Sendable {
     private var suppressed = 0
     private(set) var total = 0
 
-    init(gateway: Gateway, burst: Int, window: Duration, now: @escaping @Sendable () -> ContinuousClock.Instant = { ContinuousClock.now }) {
+    init(gateway: GatewayService, burst: Int, window: Duration, now: @escaping @Sendable () -> ContinuousClock.Instant = { ContinuousClock.now }) {
         self.gateway = gateway; self.burst = burst; self.window = window; self.now = now
         windowStart = now()
     }

@@ -9,7 +9,7 @@ import WSClient
 
 /// This gateway's own presence in the Agent Relay workspace: a Relaycast agent named `spawngate-<broker>` (see
 /// ``RelayWire``), with its own socket to the upstream. Requests that arrive as direct messages are decided by the
-/// one pipeline and started by the one start path (``Gateway/spawn(body:source:)``, the same call as `serve`'s
+/// one pipeline and started by the one start path (``GatewayService/spawn(body:source:)``, the same call as `serve`'s
 /// `POST /v1/spawn`); the signed answer goes back as a direct message. Requests this machine sends to a `relay:`
 /// peer go out the same way, and the answer is handed back unchanged to whoever asked (`spawn --broker`), which
 /// verifies it.
@@ -20,7 +20,7 @@ import WSClient
 /// different accepted keys are seen the mailbox goes offline rather than choose (`doctor` says so). Until it has a
 /// key it is offline and requests to `relay:` peers fail with a sentence saying so.
 final class RelayMailbox: Service, Sendable {
-    let gateway: Gateway
+    let gateway: GatewayService
     let upstream: RelayUpstream
     let client: AsyncHTTPClient.HTTPClient
     let tls: TLSConfiguration?
@@ -34,7 +34,7 @@ final class RelayMailbox: Service, Sendable {
     /// Requests this machine waits on at once.
     static let maxWaiting = 64
 
-    init(gateway: Gateway, upstream: RelayUpstream, client: AsyncHTTPClient.HTTPClient, tls: TLSConfiguration?, maxMessage: Int,
+    init(gateway: GatewayService, upstream: RelayUpstream, client: AsyncHTTPClient.HTTPClient, tls: TLSConfiguration?, maxMessage: Int,
          workspaceKey: String?, drops: DropAuditor) {
         self.gateway = gateway
         self.upstream = upstream

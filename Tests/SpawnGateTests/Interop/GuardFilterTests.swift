@@ -92,7 +92,7 @@ struct DropAuditorTests {
         let dir = TestSupport.tempDir("drops")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let (home, _) = try TestSupport.makeHome("vps-broker", in: dir)
-        let gateway = try SpawnGateServer.Gateway(home: home, logger: .init(label: "test"))
+        let gateway = try SpawnGate.GatewayService(home: home, logger: .init(label: "test"))
         final class Clock: @unchecked Sendable { var t = ContinuousClock.now }
         let clock = Clock()
         let auditor = DropAuditor(gateway: gateway, burst: 3, window: .seconds(10), now: { clock.t })

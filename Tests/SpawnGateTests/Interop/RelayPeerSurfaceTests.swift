@@ -68,18 +68,21 @@ struct RelayPeerSurfaceTests {
         try target.waitForMailbox()
         try laptop.waitForMailbox()
 
-        // spawngate mcp: agent.add, agent.list and agent.remove on the relay: peer.
-        let mcp = try MCPClient.run(home: laptopHome.root, [
-            MCPClient.call("broker.list"),
-            MCPClient.call("agent.add", ["name": "coder-mcp", "cli": "claude", "task": "Implement the plan", "cwd": relay.project, "broker": "vps-broker"]),
-            MCPClient.call("agent.list", ["broker": "vps-broker"]),
-            MCPClient.call("agent.remove", ["name": "coder-mcp", "broker": "vps-broker"]),
-        ], extra: ["--timeout", "15"])
-        let (listed, added, agents, removed) = (try ToolResult(mcp[0]), try ToolResult(mcp[1]), try ToolResult(mcp[2]), try ToolResult(mcp[3]))
-        #expect(!listed.isError && listed.text.contains("vps-broker"), "\(listed.raw)")
-        #expect(!added.isError && added.text.contains("receipt verified"), "\(added.raw)")
-        #expect(!agents.isError && agents.text.contains("coder-mcp"), "\(agents.raw)")
-        #expect(!removed.isError, "\(removed.raw)")
+        // spawngate mcp, with PyPI's client of both lines: agent.add, agent.list and agent.remove on the relay: peer.
+        for line in MCPClientLine.allCases {
+            let name = "coder-mcp-\(line.rawValue)"
+            let mcp = try MCPClient.run(home: laptopHome.root, line: line, [
+                MCPClient.call("broker.list"),
+                MCPClient.call("agent.add", ["name": name, "cli": "claude", "task": "Implement the plan", "cwd": relay.project, "broker": "vps-broker"]),
+                MCPClient.call("agent.list", ["broker": "vps-broker"]),
+                MCPClient.call("agent.remove", ["name": name, "broker": "vps-broker"]),
+            ], extra: ["--timeout", "15"])
+            let (listed, added, agents, removed) = (try ToolResult(mcp[0]), try ToolResult(mcp[1]), try ToolResult(mcp[2]), try ToolResult(mcp[3]))
+            #expect(!listed.isError && listed.text.contains("vps-broker"), "\(line): \(listed.raw)")
+            #expect(!added.isError && added.text.contains("receipt verified"), "\(line): \(added.raw)")
+            #expect(!agents.isError && agents.text.contains(name), "\(line): \(agents.raw)")
+            #expect(!removed.isError, "\(line): \(removed.raw)")
+        }
 
         // The dashboard: the relay: peer answers in the state, and a spawn and a release through it.
         let d = try DashboardProcess(home: laptopHome.root)

@@ -95,12 +95,12 @@ struct EnrollmentTests {
         let g: Gateway
         let clock = Clock()
         let log = LogLines()
-        let gateway: SpawnGateServer.Gateway
+        let gateway: SpawnGate.GatewayService
 
         init(_ rule: [String] = []) throws {
             g = try DecisionCLITests.live(rule)
             let clock = self.clock, log = self.log
-            gateway = try SpawnGateServer.Gateway(home: g.vps, logger: Logger(label: "test") { _ in LogLines.Handler(lines: log) },
+            gateway = try SpawnGate.GatewayService(home: g.vps, logger: Logger(label: "test") { _ in LogLines.Handler(lines: log) },
                                                   limiter: PreAuthLimiter(now: { clock.now }))
         }
 
@@ -161,8 +161,8 @@ struct EnrollmentTests {
         for i in 0..<PendingKeys.perSource { #expect(await p.enroll("first-\(i)", from: "10.0.0.1").wireStatus == 202) }
         let refused = await p.enroll("one-more", from: "10.0.0.1")
         #expect(refused.wireStatus == 429)
-        #expect(String(decoding: refused.wireBody, as: UTF8.self) == String(decoding: JSONWriter.object([("error", .string(SpawnGateServer.Gateway.enrollSourceFull))]) + [10], as: UTF8.self))
-        #expect(SpawnGateServer.Gateway.enrollSourceFull.hasPrefix("rate_limited: "))
+        #expect(String(decoding: refused.wireBody, as: UTF8.self) == String(decoding: JSONWriter.object([("error", .string(SpawnGate.GatewayService.enrollSourceFull))]) + [10], as: UTF8.self))
+        #expect(SpawnGate.GatewayService.enrollSourceFull.hasPrefix("rate_limited: "))
         #expect(await p.enroll("other", from: "10.0.0.2").wireStatus == 202, "another source is not crowded out")
         let pending = PendingKeys(home: p.g.vps).list(now: SystemClock().now())
         #expect(pending.count == PendingKeys.perSource + 1 && !pending.contains { $0.name == "one-more" })

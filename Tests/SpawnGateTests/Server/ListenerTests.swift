@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import SpawnGate
 import SpawnGateServer
 
 @Suite("Listener settings and pre-authentication limits")

@@ -1,6 +1,5 @@
 import Foundation
 import Logging
-import SpawnGate
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -13,16 +12,17 @@ import Glibc
 /// ``GroupCommitter`` on its own queue: one transaction and one fsync serve every decision waiting, and no pool
 /// thread waits for the disk. Starting an agent runs on a queue of its own for the same reason.
 // @unchecked: `_pipeline` and `policyStamp` are swapped only under `lock`; the rest is immutable or Sendable.
-public final class Gateway: @unchecked Sendable {
+public final class GatewayService: @unchecked Sendable {
     public let home: Home
     public let identity: Identity
     /// Starts, lists, releases and reaps agents: the same service `exec` uses.
     public let agentService: AgentService
     /// The relay launcher relay workers run (`spawngate launch`), beside this executable.
     public var launcher = AgentService.defaultLauncher
-    let logger: Logger
-    public let metrics: GatewayMetrics
-    let limiter: PreAuthLimiter
+    public let logger: Logger
+    /// Where counts and latencies go (`serve`'s Prometheus registry; nothing, when none is given).
+    public let metrics: any GatewayMetricsRecording
+    public let limiter: PreAuthLimiter
     private let blocking = DispatchQueue(label: "spawngate.blocking", attributes: .concurrent)
     private let committer = GroupCommitter()
     private let lock = NSLock()
@@ -30,14 +30,15 @@ public final class Gateway: @unchecked Sendable {
     /// The policy file as last loaded, good or bad, so a watcher reloads only on change.
     private(set) var policyStamp: FileStamp
 
-    public init(home: Home, logger: Logger, limiter: PreAuthLimiter = PreAuthLimiter()) throws(GatewayFailure) {
+    public init(home: Home, logger: Logger, metrics: any GatewayMetricsRecording = NoGatewayMetrics(),
+                limiter: PreAuthLimiter = PreAuthLimiter()) throws(GatewayFailure) {
         self.home = home
         do { identity = try home.loadIdentity() } catch { throw GatewayFailure(error.message) }
         policyStamp = FileStamp(path: home.policyFile)
         _pipeline = try Self.openPipeline(home: home, identity: identity, state: nil, audit: nil)
         agentService = AgentService(spawner: LocalSpawner(home: home), state: _pipeline.state)
         self.logger = logger
-        metrics = GatewayMetrics()
+        self.metrics = metrics
         self.limiter = limiter
     }
 
@@ -242,9 +243,9 @@ public final class Gateway: @unchecked Sendable {
                                                                              ("policy", .string(pipeline.policy.hash))]) + [10])
     }
 
-    /// `GET /metrics` on every listener: Prometheus text.
+    /// `GET /metrics` on every listener: the recorder's text (Prometheus, from `serve`).
     public var metricsText: GatewayAnswer {
-        .document(contentType: "text/plain; version=0.0.4", body: metrics.text())
+        .document(contentType: metrics.contentType, body: metrics.text())
     }
 
     /// `POST /v1/release`: stops the requester's own agents of that name (TERM, then KILL after the grace).
@@ -456,4 +457,29 @@ public final class Gateway: @unchecked Sendable {
         metrics.liveAgents((try? agentService.running().count) ?? 0)
         return ended
     }
+}
+
+/// What the gateway records for monitoring. `serve` and the relay guard give it their Prometheus registry
+/// (`GatewayMetrics`, in the server target, so the library carries no metrics backend).
+public protocol GatewayMetricsRecording: Sendable {
+    func count(_ reason: ReasonCode)
+    func observe(duration: Duration)
+    func liveAgents(_ n: Int)
+    func commits(groups: Int, decisions: Int)
+    func reloads(ok: Bool)
+    /// The exposition text for `GET /metrics`, and its content type.
+    func text() -> [UInt8]
+    var contentType: String { get }
+}
+
+/// Records nothing: for a gateway with no metrics listener (tests, one-off tools).
+public struct NoGatewayMetrics: GatewayMetricsRecording {
+    public init() {}
+    public func count(_ reason: ReasonCode) {}
+    public func observe(duration: Duration) {}
+    public func liveAgents(_ n: Int) {}
+    public func commits(groups: Int, decisions: Int) {}
+    public func reloads(ok: Bool) {}
+    public func text() -> [UInt8] { [] }
+    public var contentType: String { "text/plain; version=0.0.4" }
 }
