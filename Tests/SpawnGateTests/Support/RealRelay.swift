@@ -273,7 +273,14 @@ final class RealRelay: @unchecked Sendable {
     func spawn(name: String, cli: String, task: String, cwd: String?) throws -> HTTPResponse {
         var body: [String: Any] = ["name": name, "cli": cli, "task": task]
         if let cwd { body["cwd"] = cwd }
-        return try Self.http("POST", url + "/api/spawn", json: body, headers: ["X-API-Key": apiKey], timeout: 60)
+        // A broker that has written its connection file can still answer 503 "Broker is starting, please retry"
+        // for a moment (seen under load): retried, as the message asks, for up to 20 s.
+        var answer = try Self.http("POST", url + "/api/spawn", json: body, headers: ["X-API-Key": apiKey], timeout: 60)
+        for _ in 0..<40 where answer.status == 503 && answer.text.contains("starting") {
+            usleep(500_000)
+            answer = try Self.http("POST", url + "/api/spawn", json: body, headers: ["X-API-Key": apiKey], timeout: 60)
+        }
+        return answer
     }
 
     @discardableResult
