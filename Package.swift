@@ -70,18 +70,25 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // The exit vocabulary every executable shares (0 done, 1 refused, 2 cannot decide, 64 usage), as
+        // argument-parser exit codes, and the `main` that maps what a command throws through it.
+        .target(
+            name: "SpawnGateCLI",
+            dependencies: ["SpawnGate", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // The command line. It does not link the network stack: `spawngate serve` execs spawngate-serve, so every
         // other command (the hook path and `spawn` above all) starts in a few milliseconds.
         .executableTarget(
             name: "spawngate",
             dependencies: [
                 "SpawnGate",
+                "SpawnGateCLI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(
             name: "spawngate-serve",
             dependencies: [
                 "SpawnGate",
+                "SpawnGateCLI",
                 "SpawnGateServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -92,6 +99,7 @@ let package = Package(
             name: "spawngate-mcp",
             dependencies: [
                 "SpawnGate",
+                "SpawnGateCLI",
                 .product(name: "MCP", package: "swift-sdk"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -101,6 +109,7 @@ let package = Package(
             name: "spawngate-dashboard",
             dependencies: [
                 "SpawnGate",
+                "SpawnGateCLI",
                 "SpawnGateServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -118,7 +127,7 @@ let package = Package(
         .executableTarget(name: "FuzzHTTPRequest", dependencies: ["SpawnGate"], path: "Fuzz/FuzzHTTPRequest"),
         .testTarget(
             name: "SpawnGateTests",
-            dependencies: ["SpawnGate", "SpawnGateServer", .product(name: "GRDB", package: "GRDB.swift")]),
+            dependencies: ["SpawnGate", "SpawnGateServer", "SpawnGateCLI", .product(name: "GRDB", package: "GRDB.swift")]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -9,9 +9,11 @@ import SpawnGate
 import Glibc
 #endif
 
-/// `spawngate serve`: one ServiceGroup of the HTTP listener, the hooks' Unix socket (``HookSocket``), the policy watcher and the
-/// reaper. SIGTERM or SIGINT stops accepting, lets requests in flight finish, and exits; agents keep running and
-/// the next start finds them in state.db (the ones gone are forgotten and their slots freed).
+/// `spawngate serve`: one ServiceGroup (``Lifecycle``) of the policy watcher and the reaper, then the listeners: the
+/// HTTP listener and the hooks' Unix socket (``HookSocket``). SIGTERM or SIGINT stops the listeners first (no new
+/// connection; the requests in flight are decided, committed, audited and answered), then the reaper and the
+/// watcher, and exits, within ``Options/shutdownBudget``; agents keep running and the next start finds them in
+/// state.db (the ones gone are forgotten and their slots freed).
 public struct GatewayServer {
     public struct Options: Sendable {
         public var listen: ListenAddress?
@@ -23,6 +25,8 @@ public struct GatewayServer {
         public var idleTimeout: TimeAmount = .seconds(30)
         /// Also reload when the policy file changes, not only on SIGHUP.
         public var watchPolicyFile = true
+        /// How long a graceful shutdown may take before the group is cancelled (``Lifecycle/budget``).
+        public var shutdownBudget = Lifecycle.budget
         public init(listen: ListenAddress?, socket: String?) { self.listen = listen; self.socket = socket }
     }
 
@@ -43,10 +47,10 @@ public struct GatewayServer {
         let http1 = HTTPServerBuilder.http1(configuration: .init(
             additionalChannelHandlers: [ConnectionGuard(table: sources, headerTimeout: o.headerTimeout, bodyTimeout: o.bodyTimeout)],
             idleTimeout: o.idleTimeout))
-        var services: [any Service] = []
+        var listeners: [any Service] = []
         if let listen = options.listen {
             let notify = onListening
-            services.append(Application(
+            listeners.append(Application(
                 router: HTTPRoutes.network(gateway), server: http1,
                 configuration: .init(address: .hostname(listen.host, port: listen.port),
                                      availableConnectionsDelegate: MaximumAvailableConnections(o.maxConnections)),
@@ -64,14 +68,11 @@ public struct GatewayServer {
             let limits = HookSocket.Limits(maxConnections: o.maxConnections, perUID: o.perSourceConnections,
                                            headerTimeout: Double(o.headerTimeout.nanoseconds) / 1e9,
                                            bodyTimeout: Double(o.bodyTimeout.nanoseconds) / 1e9)
-            services.append(HookSocket(path: path, gateway: gateway, limits: limits, widen: widen, onListening: onListening))
+            listeners.append(HookSocket(path: path, gateway: gateway, limits: limits, widen: widen, onListening: onListening))
         }
-        services.append(PolicyWatcher(gateway: gateway, watchFile: o.watchPolicyFile))
-        services.append(Reaper(gateway: gateway))
-        let group = ServiceGroup(configuration: .init(
-            services: services.map { .init(service: $0) },
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger))
+        // Listeners last: they stop first on SIGTERM, while the reaper and the watcher still run.
+        let group = Lifecycle.group(background: [PolicyWatcher(gateway: gateway, watchFile: o.watchPolicyFile), Reaper(gateway: gateway)],
+                                    listeners: listeners, budget: o.shutdownBudget, logger: logger)
         try await group.run()
         if let path = options.socket { unlink(path) }
     }

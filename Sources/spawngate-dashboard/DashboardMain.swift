@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import SpawnGate
+import SpawnGateCLI
 import SpawnGateServer
 #if canImport(Glibc)
 import Glibc
@@ -32,7 +33,7 @@ struct Dashboard: AsyncParsableCommand {
 
     static func main() async {
         ProcessHardening.apply()
-        await main(nil)
+        await mainWithExitVocabulary(nil)
     }
 
     func validate() throws {
@@ -49,17 +50,11 @@ struct Dashboard: AsyncParsableCommand {
         let address = listen.flatMap { try? ListenAddress.parse($0).get() } ?? DashboardServer.defaultListen
         let home = Home.resolve(home)
         let identity: Identity
-        do { identity = try home.loadIdentity() } catch {
-            Console.error("cannot start the dashboard: \(error.message)")
-            throw ExitCode(2)
-        }
+        do { identity = try home.loadIdentity() } catch { throw failure(error, doing: "cannot start the dashboard") }
         var options = DashboardServer.Options(listen: address)
         options.timeout = timeout
         var server: DashboardServer
-        do { server = try DashboardServer(home: home, options: options) } catch {
-            Console.error("cannot start the dashboard: \(error.message)")
-            throw ExitCode(2)
-        }
+        do { server = try DashboardServer(home: home, options: options) } catch { throw failure(error, doing: "cannot start the dashboard") }
         var logger = Logger(label: "spawngate-dashboard")
         logger.logLevel = .notice
         server.logger = logger
@@ -71,9 +66,6 @@ struct Dashboard: AsyncParsableCommand {
             Console.write(1, url + "\n")
             Console.error("dashboard of \(identity.name): open the URL above in a browser on this machine; it holds this start's secret, so do not share it. Ctrl-C stops the dashboard.")
         }
-        do { try await server.run() } catch {
-            Console.error("cannot serve the dashboard: \(error)")
-            throw ExitCode(2)
-        }
+        do { try await server.run() } catch { throw failure(error, doing: "cannot serve the dashboard") }
     }
 }

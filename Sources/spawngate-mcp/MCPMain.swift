@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import MCP
 import SpawnGate
+import SpawnGateCLI
 
 /// `spawngate mcp`, as its own executable (the MCP SDK lives only here): an MCP server on stdio whose tools sign
 /// with this broker's key and send to a target's gateway, through the same library code as `spawngate spawn`,
@@ -27,7 +28,7 @@ struct MCPMain: AsyncParsableCommand {
 
     static func main() async {
         ProcessHardening.apply()
-        await main(nil)
+        await mainWithExitVocabulary(nil)
     }
 
     func validate() throws {
@@ -52,8 +53,7 @@ struct MCPMain: AsyncParsableCommand {
         do {
             try await server.start(transport: LineTransport(logger: logger))
         } catch {
-            Console.error("cannot start the MCP server: \(error)")
-            throw ExitCode(2)
+            throw failure(error, doing: "cannot start the MCP server")
         }
         await server.waitUntilCompleted()
     }

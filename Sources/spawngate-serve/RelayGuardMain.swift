@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import SpawnGate
+import SpawnGateCLI
 import SpawnGateServer
 #if canImport(Glibc)
 import Glibc
@@ -61,8 +62,7 @@ struct RelayGuardMain: AsyncParsableCommand {
         let resolved = Home.resolve(home)
         let gateway: GatewayService
         do { gateway = try GatewayService(home: resolved, logger: logger, metrics: GatewayMetrics()) } catch {
-            Console.error("cannot guard: \(error.message)")
-            throw ExitCode(2)
+            throw failure(error, doing: "cannot guard")
         }
         var signals = sigset_t()
         sigemptyset(&signals)
@@ -73,8 +73,7 @@ struct RelayGuardMain: AsyncParsableCommand {
         options.maxMessage = maxMessage
         if let key = ProcessInfo.processInfo.environment["RELAY_API_KEY"], key.hasPrefix("rk_") { options.workspaceKey = key }
         do throws(GatewayFailure) { _ = try RelayGuard.tlsConfiguration(caFile: up.tls ? caFile : nil) } catch {
-            Console.error("cannot guard: \(error.message)")
-            throw ExitCode(2)
+            throw failure(error, doing: "cannot guard")
         }
         var server = RelayGuard(gateway: gateway, options: options)
         let name = gateway.identity.name
@@ -87,12 +86,6 @@ struct RelayGuardMain: AsyncParsableCommand {
         defer {
             if RelayGuardFile.load(resolved)?.pid == getpid() { unlink(RelayGuardFile.path(resolved)) }
         }
-        do { try await server.run() } catch let e as GatewayFailure {
-            Console.error("cannot guard: \(e.message)")
-            throw ExitCode(2)
-        } catch {
-            Console.error("cannot guard: \(error)")
-            throw ExitCode(2)
-        }
+        do { try await server.run() } catch { throw failure(error, doing: "cannot guard") }
     }
 }

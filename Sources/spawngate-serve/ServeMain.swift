@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import SpawnGate
+import SpawnGateCLI
 import SpawnGateServer
 #if canImport(Glibc)
 import Glibc
@@ -23,7 +24,9 @@ struct Serve: AsyncParsableCommand {
             committed together (one transaction, one fsync). Bodies over 64 KiB, slow clients and sources sending \
             unauthenticated junk are cut off before any decision. The policy is reloaded on SIGHUP and when the \
             file changes; a policy that fails to load or to pass its tests is refused and the last good one stays. \
-            SIGTERM stops serving; agents keep running and are found again at the next start.
+            SIGTERM stops serving: the listeners stop accepting first, and the requests in flight are decided, \
+            recorded and answered; an HTTP connection still open after 10 s is closed (a hook connection ends within \
+            its header and body deadlines). Agents keep running and are found again at the next start.
             Without --listen or --socket, listens on 127.0.0.1:7717. Port 0 picks a free port; the address is \
             printed on standard output ("listening on …").
             """,
@@ -39,21 +42,24 @@ struct Serve: AsyncParsableCommand {
     var bodyTimeout: Double = 10
     @Flag(help: ArgumentHelp("Reload the policy on SIGHUP only, not when the file changes.", visibility: .hidden))
     var noWatch = false
+    @Option(help: ArgumentHelp("Seconds a graceful stop may take before the connections left are closed.", valueName: "seconds", visibility: .hidden))
+    var shutdownBudget: Double = 10
 
     static func main() async {
         ProcessHardening.apply()
         let arguments = Array(CommandLine.arguments.dropFirst())
         if arguments.first == "relay-guard" {
-            await RelayGuardMain.main(Array(arguments.dropFirst()))
+            await RelayGuardMain.mainWithExitVocabulary(Array(arguments.dropFirst()))
             return
         }
-        await main(nil)
+        await mainWithExitVocabulary(nil)
     }
 
     func validate() throws {
         guard headerTimeout > 0, headerTimeout <= 300, bodyTimeout > 0, bodyTimeout <= 300 else {
             throw ValidationError("--header-timeout and --body-timeout must be between 0 and 300 seconds")
         }
+        guard shutdownBudget > 0, shutdownBudget <= 300 else { throw ValidationError("--shutdown-budget must be between 0 and 300 seconds") }
     }
 
     func run() async throws {
@@ -71,8 +77,7 @@ struct Serve: AsyncParsableCommand {
         logger.logLevel = .notice
         let gateway: GatewayService
         do { gateway = try GatewayService(home: Home.resolve(home), logger: logger, metrics: GatewayMetrics()) } catch {
-            Console.error("cannot serve: \(error.message)")
-            throw ExitCode(2)
+            throw failure(error, doing: "cannot serve")
         }
         if let address, let keys = try? gateway.home.keyStore.entries() {
             let listen = address.host.contains(":") ? "[\(address.host)]:\(address.port)" : "\(address.host):\(address.port)"
@@ -89,15 +94,10 @@ struct Serve: AsyncParsableCommand {
         options.headerTimeout = .milliseconds(Int64(headerTimeout * 1000))
         options.bodyTimeout = .milliseconds(Int64(bodyTimeout * 1000))
         options.watchPolicyFile = !noWatch
+        options.shutdownBudget = .milliseconds(Int64(shutdownBudget * 1000))
         var server = GatewayServer(gateway: gateway, options: options)
         let name = gateway.identity.name
         server.onListening = { address in Console.write(1, "spawngate \(name): listening on \(address)\n") }
-        do { try await server.run() } catch let e as GatewayFailure {
-            Console.error("cannot serve: \(e.message)")
-            throw ExitCode(2)
-        } catch {
-            Console.error("cannot serve: \(error)")
-            throw ExitCode(2)
-        }
+        do { try await server.run() } catch { throw failure(error, doing: "cannot serve") }
     }
 }

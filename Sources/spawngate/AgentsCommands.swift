@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SpawnGate
+import SpawnGateCLI
 
 struct Agents: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -84,8 +85,7 @@ struct Release: ParsableCommand {
                 throw Exit.of(answer.receipt.reason)
             }
             guard !released.isEmpty else {
-                printError("\(broker): \(answer.receipt.detail)")
-                throw Exit.denied
+                throw failure(OperatorError("\(broker): \(answer.receipt.detail)"))
             }
             for case .object(let o) in released {
                 let stopped = o["stopped"] == .bool(true)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import SpawnGate
+import SpawnGateCLI
 
 struct Audit: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,5 +1,6 @@
 import ArgumentParser
 import SpawnGate
+import SpawnGateCLI
 
 /// Prints an outcome's decision JSON and exits with its status (0 allow, 1 deny, 2 cannot decide).
 func finish(_ outcome: DecisionPipeline.Outcome) throws {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SpawnGate
+import SpawnGateCLI
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -12,8 +13,9 @@ struct Exec: ParsableCommand {
             For a broker that owns the terminal: run 'spawngate exec request.json' as the agent command. The agent \
             gets this terminal (or, with --log, files under agents/NAME/ in the home), exactly the approved argv, cwd \
             and environment, and the rule's sandbox profile. Exit status: the agent's own (128 + signal when killed); \
-            when nothing was started, 1 for a denial and 2 when the gateway cannot decide, with the decision JSON on \
-            standard error.
+            when nothing was started, the decision JSON on standard error and its status: 1 for a denial, or for \
+            start_failed (a relay worker that did not come up, as 'spawn --broker' reports it), 2 when the gateway \
+            cannot decide or could not start the agent (internal_error).
             """)
     @OptionGroup var home: HomeOption
     @Argument(help: ArgumentHelp("The envelope file, or - for standard input.", valueName: "file")) var file: String?
@@ -37,8 +39,11 @@ struct Exec: ParsableCommand {
                 printLine("started \(authorized.request.request.name) as an Agent Relay worker (pid \(s.pid), sandbox \(authorized.match.rule.sandbox.rawValue): \(s.layers.joined(separator: ", ")))")
                 return
             case .failed(let why, let status, let tail):
-                printError("allowed, but not running: \(why)\(status.map { " (exit status \($0))" } ?? "")\(tail.map { "; it last wrote:\n" + $0 } ?? "")")
-                throw Exit.cannotDecide
+                // The same record, and so the same reason and status, as serve's receipt for this start.
+                let d = outcome.decision.notStarted(why: why, exitStatus: status, relayWorker: true)
+                printError(d.json)
+                printError("\(d.reason.rawValue): \(d.detail)\(status.map { " (exit status \($0))" } ?? "")\(tail.map { "; it last wrote:\n" + $0 } ?? "")")
+                throw Exit.of(d.reason)
             }
         }
         let started: AgentService.Started
@@ -48,7 +53,10 @@ struct Exec: ParsableCommand {
             // process dies, the next 'agents' finds the agent gone and frees its slot.
             started = try service.start(authorized, output: log ? .logFiles : .inherit, inheritStdin: !(file == nil || file == "-"))
         } catch {
-            throw failure(GatewayFailure("allowed, but not started: \(error.message)"))
+            let d = outcome.decision.notStarted(why: error.message, exitStatus: nil, relayWorker: false)
+            printError(d.json)
+            printError(d.detail)
+            throw Exit.of(d.reason)
         }
         let agent = started.agent
         if log {

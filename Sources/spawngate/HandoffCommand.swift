@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SpawnGate
+import SpawnGateCLI
 
 /// `spawngate handoff NAME --broker TARGET`: the library's ``Handoff``, which the MCP tool `agent.handoff` uses too.
 struct HandoffCommand: ParsableCommand {
@@ -16,7 +17,8 @@ struct HandoffCommand: ParsableCommand {
             directory on TARGET is the same path unless --cwd names another, and this command never copies a tree, \
             so a cwd with uncommitted git changes (or one that is not a git worktree) is refused unless --force.
             Exit 0: moved; 1: refused here, denied by TARGET, or not seen running there (signed answer); \
-            2: no verified answer from TARGET, or this gateway's state cannot be read.
+            2: no verified answer from TARGET, TARGET could not decide (its receipt says internal_error or \
+            audit_unavailable), or this gateway's state cannot be read.
             Example: spawngate handoff coder --broker vps-broker --cwd /srv/app
             """)
     @OptionGroup var home: HomeOption
@@ -38,14 +40,8 @@ struct HandoffCommand: ParsableCommand {
         let moved: Handoff.Moved
         do { moved = try handoff.run(home: home.resolved) } catch {
             if json, let r = error.receipt { print(String(decoding: r.payload, as: UTF8.self)) }
-            switch error.kind {
-            case .refused, .denied:
-                if error.kind == .denied { printLine("not moved to \(target.broker!): \(error.message)") } else { printError(error.message) }
-                throw Exit.denied
-            case .cannotDecide:
-                printError(error.message)
-                throw Exit.cannotDecide
-            }
+            if error.kind == .denied { printLine("not moved to \(target.broker!): \(error.message)") } else { printError(error.message) }
+            throw Exit.of(error: error)
         }
         if json { print(String(decoding: moved.receipt.payload, as: UTF8.self)); return }
         let s = moved.receipt.started!

@@ -1,5 +1,6 @@
 import ArgumentParser
 import SpawnGate
+import SpawnGateCLI
 
 struct Init: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SpawnGate
+import SpawnGateCLI
 
 struct Key: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -20,22 +21,29 @@ struct Key: ParsableCommand {
         @Option(help: ArgumentHelp("The target broker, as named in peers.yaml.", valueName: "target")) var broker: String
         @Option(help: ArgumentHelp("The target's gateway address, when it is not in peers.yaml yet.", valueName: "url")) var url: String?
 
+        func validate() throws {
+            if let url {
+                do { _ = try RemoteGateway.endpoint(url: url, name: broker) } catch { throw ValidationError("--url: \(error.message)") }
+            }
+        }
+
         func run() throws {
             try operatorAction {
                 let home = home.resolved
                 let identity = try home.loadIdentity()
                 let address: String
                 if let url { address = url } else if let peer = try PeerList.load(home.peersFile).peer(broker) { address = peer.url } else {
-                    throw OperatorError("no peer named '\(broker)' in \(home.peersFile); give its gateway's address with --url http://HOST:PORT")
+                    // As for every command naming a peer peers.yaml does not have ('spawn', 'agents --broker'): 2.
+                    throw OperatorError.unusable("no peer named '\(broker)' in \(home.peersFile); give its gateway's address with --url http://HOST:PORT")
                 }
-                let endpoint: HTTPClient.Endpoint
-                do { endpoint = try RemoteGateway.endpoint(url: address, name: broker) } catch let e as RemoteError { throw OperatorError(e.message) }
+                // A bad --url was refused as usage; a bad url in peers.yaml is this home's config: cannot act (2).
+                let endpoint = try RemoteGateway.endpoint(url: address, name: broker)
                 let body = EnrollmentRequest.make(identity: identity, to: broker, now: SystemClock().now())
                 let response: HTTPClient.Response
-                do {
+                do throws(HTTPClient.Failure) {
                     response = try HTTPClient.exchange(endpoint, method: "POST", path: "/v1/enroll", headers: [("Content-Type", "application/json")],
                                                        body: body, timeout: 10)
-                } catch { throw GatewayFailure("\(broker) (\(address)) is unreachable: \(error)") }
+                } catch { throw RemoteError(.unreachable, "\(broker) (\(address)) is unreachable: \(error.message); is 'spawngate serve' running there, and is the address right?") }
                 guard response.status == 202 else {
                     throw OperatorError("\(broker) refused the request (HTTP \(response.status)): \(String(decoding: response.body.prefix(512), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))")
                 }
@@ -142,6 +150,10 @@ struct Key: ParsableCommand {
             guard (key == nil) != (file == nil) else { throw ValidationError("Give the key with exactly one of --key or --file.") }
             guard Fingerprint(fingerprint) != nil else {
                 throw ValidationError("'--fingerprint' must look like SHA256: followed by 43 base64 characters (as 'spawngate key show' or 'ssh-keygen -lf' print it).")
+            }
+            // A --key that is not a key line is a bad value (64); a --file whose contents are not is refused (1).
+            if let key {
+                do { _ = try PublicKey.parseLine(key) } catch { throw ValidationError("--key: \(error.message)") }
             }
         }
 

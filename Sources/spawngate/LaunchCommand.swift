@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SpawnGate
+import SpawnGateCLI
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -16,7 +17,9 @@ struct Launch: ParsableCommand {
             The launcher redeems it, checks again what could have changed (the key, the policy, the binary), starts \
             the approved program with exactly the approved arguments in the rule's sandbox, stays in the terminal \
             while it runs (forwarding Ctrl-C and window size), and reports to the gateway how it started and ended. \
-            Exit status: the agent's own; 2 when nothing was started.
+            Exit status: the agent's own; when nothing was started, start_failed's (1), as the requester's \
+            receipt says (a ticket unknown, used or expired, or a request no longer allowed), or 2 when this \
+            gateway's state cannot be used.
             """,
         shouldDisplay: false)
     @OptionGroup var home: HomeOption
@@ -25,25 +28,20 @@ struct Launch: ParsableCommand {
     func run() throws {
         let home = home.resolved
         let pipeline: DecisionPipeline
-        do { pipeline = try DecisionPipeline.open(home: home) } catch {
-            printError("cannot launch: \(error.message)")
-            throw Exit.cannotDecide
-        }
+        do { pipeline = try DecisionPipeline.open(home: home) } catch { throw failure(error, doing: "cannot launch") }
         let state = pipeline.state
         let redeemed: LaunchTicket?
-        do { redeemed = try state.redeemTicket(ticket, now: SystemClock().now()) } catch {
-            printError("cannot launch: \(error.message)")
-            throw Exit.cannotDecide
-        }
+        do { redeemed = try state.redeemTicket(ticket, now: SystemClock().now()) } catch { throw failure(error, doing: "cannot launch") }
+        // Nothing started: the outcome the gateway reports to the requester as start_failed, with its status.
         guard let t = redeemed else {
             printError("this launch ticket is unknown, already used or expired: a ticket starts one allowed spawn, once, within \(LaunchTicket.lifetime) s of the decision")
-            throw Exit.cannotDecide
+            throw Exit.of(.startFailed)
         }
         func fail(_ why: String) -> ExitCode {
             printError("not started: \(why)")
             try? state.report(ticketFor: t.requestID, failure: why)
             if let lease = t.leaseID { _ = try? state.releaseLease(requestID: lease) }
-            return Exit.cannotDecide
+            return Exit.of(.startFailed)
         }
         // The ticket travels on the broker's command line: only a process the broker started may use it.
         let parent = Files.readLink("/proc/\(getppid())/exe") ?? "?"

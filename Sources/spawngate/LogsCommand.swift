@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SpawnGate
+import SpawnGateCLI
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -15,6 +16,8 @@ struct Logs: ParsableCommand {
             is a receipt sealed to this broker, and the target shows only this broker's own agents, at most 64 KiB \
             at a time and never a file path of its own. A relay worker's terminal is its Agent Relay broker's: only \
             the last lines it wrote to standard error when it ended are kept.
+            Exit 0: shown; 1: no such agent, or the target refused (signed answer); 2: no verified answer from the \
+            target, or it could not decide (its receipt says internal_error or audit_unavailable).
             """)
     @OptionGroup var home: HomeOption
     @Argument(help: ArgumentHelp("The agent's name, as 'spawngate agents' lists it.", valueName: "name")) var name: String
@@ -41,7 +44,7 @@ struct Logs: ParsableCommand {
                 let r = answer.receipt
                 guard r.allowed else {
                     printError("refused by \(broker): \(r.reason.rawValue): \(r.detail)")
-                    throw Exit.denied
+                    throw Exit.of(r.reason)
                 }
                 guard r.members["found"] == .bool(true) else { return nil }
                 func s(_ k: String) -> String { if case .string(let v)? = r.members[k] { v } else { "" } }
@@ -58,8 +61,7 @@ struct Logs: ParsableCommand {
             }
         }
         guard var chunk = try read(nil) else {
-            printError("no agent named '\(name)' \(target.broker.map { "of this broker on \($0)" } ?? "here") is running or exited in the last hour; 'spawngate agents\(target.broker.map { " --broker \($0)" } ?? "")' lists them")
-            throw Exit.denied
+            throw failure(OperatorError("no agent named '\(name)' \(target.broker.map { "of this broker on \($0)" } ?? "here") is running or exited in the last hour; 'spawngate agents\(target.broker.map { " --broker \($0)" } ?? "")' lists them"))
         }
         if let note = chunk.note { Console.write(1, "(\(note))\n") }
         Console.write(1, TerminalText.escaped(chunk.stdout, keepingNewlines: true))

@@ -1,5 +1,6 @@
 import ArgumentParser
 import SpawnGate
+import SpawnGateCLI
 
 struct PeerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -15,6 +16,9 @@ struct PeerCommand: ParsableCommand {
                 their machine): receipts are only trusted from this key. Re-adding a peer with the same key moves \
                 it to a new URL; a name already bound to another key is refused. Without --key, the key is fetched \
                 from the gateway itself (GET /v1/identity) and must still match the fingerprint.
+                Exit 0: added; 1: refused (the fingerprint does not match, the name or the key is already bound); \
+                2: no key came back from the gateway, or this home's files cannot be used; 64: a bad name, URL, key \
+                or fingerprint.
                 """)
         @OptionGroup var home: HomeOption
         @Argument(help: ArgumentHelp("The target broker's name, as requests address it (--to / --broker).", valueName: "name")) var name: String
@@ -22,9 +26,17 @@ struct PeerCommand: ParsableCommand {
         @Option(help: ArgumentHelp("Its identity key as one OpenSSH line: 'ssh-ed25519 AAAA… name' (default: fetched from the gateway).", valueName: "line")) var key: String?
         @Option(help: ArgumentHelp("The fingerprint you were given out of band: SHA256:…", valueName: "fingerprint")) var fingerprint: String
 
+        /// What is wrong with the arguments themselves is a usage error (64), before anything is read or fetched.
         func validate() throws {
             guard Fingerprint(fingerprint) != nil else {
                 throw ValidationError("'--fingerprint' must look like SHA256: followed by 43 base64 characters (as 'spawngate key show' prints it).")
+            }
+            do { try Home.validateBrokerName(name) } catch { throw ValidationError("the peer's name: \(error.message)") }
+            if let problem = PeerList.urlProblem(url) { throw ValidationError("--url: \(problem)") }
+            if let key {
+                do { _ = try PublicKey.parseLine(key) } catch { throw ValidationError("--key: \(error.message)") }
+            } else if RemoteGateway.relayTarget(url) != nil {
+                throw ValidationError("\(name) is reached through the Agent Relay workspace (\(url)), so its key cannot be fetched over HTTP; pass it with --key (its operator prints it with 'spawngate key show')")
             }
         }
 
@@ -36,6 +48,7 @@ struct PeerCommand: ParsableCommand {
                     do { parsed = try PublicKey.parseLine(key).key } catch let e as OperatorError { throw OperatorError("--key: \(e.message)") }
                 } else {
                     // Fetched over plain HTTP: worth nothing until it matches the fingerprint given out of band.
+                    // No verified key from there (unreachable, refused, not a key line) cannot decide: 2.
                     parsed = try Self.fetchKey(url: url, peer: name)
                 }
                 var peers = try PeerList.load(home.peersFile)
@@ -45,21 +58,19 @@ struct PeerCommand: ParsableCommand {
             }
         }
 
-        static func fetchKey(url: String, peer: String) throws -> PublicKey {
-            if RemoteGateway.relayTarget(url) != nil {
-                throw OperatorError("\(peer) is reached through the Agent Relay workspace (\(url)), so its key cannot be fetched over HTTP; pass it with --key (its operator prints it with 'spawngate key show')")
-            }
-            let endpoint: HTTPClient.Endpoint
-            do { endpoint = try RemoteGateway.endpoint(url: url, name: peer) } catch { throw OperatorError(error.message) }
+        /// The key `url`'s gateway says it has: no answer, or an answer that is not a key line, is a ``RemoteError``
+        /// (no verified answer: 2); only the fingerprint check that follows can refuse it (1).
+        static func fetchKey(url: String, peer: String) throws(RemoteError) -> PublicKey {
+            let endpoint = try RemoteGateway.endpoint(url: url, name: peer)
             let response: HTTPClient.Response
             do { response = try HTTPClient.exchange(endpoint, method: "GET", path: "/v1/identity", timeout: 10) } catch {
-                throw OperatorError("cannot fetch \(peer)'s key from \(url): \(error); pass it with --key instead")
+                throw RemoteError(.unreachable, "cannot fetch \(peer)'s key from \(url): \(error.message); is 'spawngate serve' running there? Or pass the key with --key")
             }
             guard response.status == 200, response.body.count <= 1024 else {
-                throw OperatorError("\(url) answered HTTP \(response.status) for its key; is 'spawngate serve' running there?")
+                throw RemoteError(.refusedUnsigned, "\(url) answered HTTP \(response.status) for its key; is 'spawngate serve' running there? Or pass the key with --key")
             }
             do { return try PublicKey.parseLine(String(decoding: response.body, as: UTF8.self)).key } catch {
-                throw OperatorError("\(url) answered something that is not a key line: \(error.message)")
+                throw RemoteError(.badReceipt, "\(url) answered something that is not a key line: \(error.message); pass the key with --key")
             }
         }
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SpawnGate
+import SpawnGateCLI
 
 struct PolicyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

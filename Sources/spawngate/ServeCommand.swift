@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SpawnGate
+import SpawnGateCLI
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SpawnGate
+import SpawnGateCLI
 
 /// `--broker TARGET`: a peer from peers.yaml, and this broker's identity to sign with.
 struct BrokerOption: ParsableArguments {

@@ -110,6 +110,14 @@ public enum CommandStatus: Int32, Sendable, CaseIterable {
         case let e as OperatorError: self = e.kind == .refused ? .denied : .cannotDecide
         case is GatewayFailure: self = .cannotDecide
         case let e as RemoteError: self = e.kind == .unboundDenial ? .denied : .cannotDecide
+        case let e as Handoff.Failure:
+            switch e.kind {
+            case .refused: self = .denied
+            case .cannotDecide: self = .cannotDecide
+            // TARGET's verified answer: its reason's status, as `spawn` gives it (a target that could not decide
+            // is 2 here too); a start it reported but its listing does not show (an allow receipt) is refused.
+            case .denied: self = e.receipt.map { $0.allowed ? .denied : $0.reason.exitStatus } ?? .denied
+            }
         default: self = .cannotDecide
         }
     }

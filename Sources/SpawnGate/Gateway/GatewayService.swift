@@ -361,10 +361,7 @@ public final class GatewayService: @unchecked Sendable {
         let requester = authorized.request.fingerprint
         func notStarted(_ why: String) -> GatewayAnswer {
             logger.error("allowed, but not started: \(why)", metadata: ["request_id": .string(authorized.request.requestID)])
-            let d = outcome.decision
-            let failed = Decision(reason: .internalError, detail: "allowed by rule '\(d.rule ?? "")', but not started: \(why)",
-                                  requestID: d.requestID, broker: d.broker, fingerprint: d.fingerprint, rule: d.rule, policy: d.policy)
-            return receipt(failed, started: nil, sealTo: requester, pipeline: p)
+            return receipt(outcome.decision.notStarted(why: why, exitStatus: nil, relayWorker: false), started: nil, sealTo: requester, pipeline: p)
         }
         let relay = authorized.match.rule.spawner == .agentRelay
         let result = relay ? agentService.startRelayWorker(authorized, environment: ProcessInfo.processInfo.environment, launcher: launcher)
@@ -380,9 +377,8 @@ public final class GatewayService: @unchecked Sendable {
         case .failed(let why, let status, let tail):
             guard status != nil || relay else { return notStarted(why) }
             logger.notice("allowed, but the agent did not start", metadata: ["request_id": .string(authorized.request.requestID), "why": .string(why)])
-            let d = outcome.decision
-            let failed = Decision(reason: .startFailed, detail: "allowed by rule '\(d.rule ?? "")', but not running: \(why)",
-                                  requestID: d.requestID, broker: d.broker, fingerprint: d.fingerprint, rule: d.rule, policy: d.policy)
+            // The one record every start path gives (exec, serve, the mailbox): start_failed, the same exit status.
+            let failed = outcome.decision.notStarted(why: why, exitStatus: status, relayWorker: relay)
             var more = extra
             if let status { more.append(("exit_status", .int(Int64(status)))) }
             if let tail { more.append(("output", .string(tail))) }

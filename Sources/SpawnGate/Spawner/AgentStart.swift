@@ -77,3 +77,17 @@ extension AgentService {
         return .started(started)
     }
 }
+
+extension Decision {
+    /// What an allowed decision is reported as when its agent is not running after all: the one record every start
+    /// path gives (`exec`, `serve`'s receipt, the relay guard mailbox's receipt), so the requester sees the same
+    /// reason, and exits with the same status, whichever path started it. `start_failed` when the agent exited
+    /// within its startup check (`exitStatus`) or its relay worker did not come up (the broker missing or refusing,
+    /// the launcher never run or refusing); `internal_error` when this gateway could not start a local agent at all.
+    public func notStarted(why: String, exitStatus: Int32?, relayWorker: Bool) -> Decision {
+        let reported = exitStatus != nil || relayWorker
+        return Decision(reason: reported ? .startFailed : .internalError,
+                        detail: "allowed by rule '\(rule ?? "")', but \(reported ? "not running" : "not started"): \(why)",
+                        requestID: requestID, broker: broker, fingerprint: fingerprint, rule: rule, policy: policy)
+    }
+}

@@ -42,7 +42,8 @@ public struct Handoff: Sendable {
         public enum Kind: Sendable {
             /// Refused here before anything was sent (no such agent, uncommitted changes, task not kept): exit 1.
             case refused
-            /// TARGET answered with a verified denial (or a start that failed, or an agent not running): exit 1.
+            /// TARGET answered with a verified denial (or a start that failed, or an agent not running): exit 1, or 2
+            /// when TARGET's receipt says it could not decide (internal_error, audit_unavailable).
             case denied
             /// No verified answer from TARGET, or this gateway's own state cannot be read: exit 2.
             case cannotDecide

@@ -80,10 +80,7 @@ public struct DashboardServer {
                 notify("http://\(host):\(port)/#s=\(secret)")
             },
             logger: logger)
-        let group = ServiceGroup(configuration: .init(
-            services: [.init(service: app)],
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger))
+        let group = Lifecycle.group(background: [], listeners: [app], logger: logger)
         try await group.run()
     }
 }

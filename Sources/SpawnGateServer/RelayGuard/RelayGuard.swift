@@ -51,8 +51,9 @@ public struct RelayUpstream: Sendable, Equatable {
 /// messages to this gateway's mailbox (``RelayMailbox``), decided by the one pipeline (``GatewayService``) and started
 /// through the one start path, exactly as `serve`'s `POST /v1/spawn`.
 ///
-/// One ServiceGroup: the listener, the mailbox and the reaper. SIGTERM or SIGINT stops accepting, closes the
-/// sockets and exits; the broker reconnects to whatever it is pointed at next.
+/// One ServiceGroup (``Lifecycle``): the policy watcher, the reaper and the mailbox, then the listener. SIGTERM or
+/// SIGINT stops the listener first (its relay calls in flight are still answered through the mailbox), then the
+/// mailbox, within ``Lifecycle/budget``; the broker reconnects to whatever it is pointed at next.
 public struct RelayGuard {
     public struct Options: Sendable {
         public var listen: ListenAddress
@@ -127,11 +128,10 @@ public struct RelayGuard {
                 notify("http://\(host):\(port)")
             },
             logger: logger)
-        let group = ServiceGroup(configuration: .init(
-            services: [.init(service: app), .init(service: mailbox), .init(service: PolicyWatcher(gateway: gateway)),
-                       .init(service: Reaper(gateway: gateway))],
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger))
+        // The listener last: on SIGTERM it stops first, and its relay calls in flight are still answered through
+        // the mailbox, which stops after it (then the reaper and the watcher); within Lifecycle.budget.
+        let group = Lifecycle.group(background: [PolicyWatcher(gateway: gateway), Reaper(gateway: gateway), mailbox],
+                                    listeners: [app], logger: logger)
         do { try await group.run() } catch {
             try? await client.shutdown()
             throw error

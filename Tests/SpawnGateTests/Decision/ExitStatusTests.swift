@@ -40,6 +40,32 @@ struct ExitStatusTests {
         #expect(CommandStatus(for: RemoteError(.unreachable, "x")) == .cannotDecide)
         struct Unknown: Error {}
         #expect(CommandStatus(for: Unknown()) == .cannotDecide, "an unknown failure must never look like an answer")
+        // A handoff: refused here 1, no verified answer 2, and TARGET's signed answer with its reason's status, as
+        // `spawn` gives it (an allow whose agent is not seen running there is refused).
+        func receipt(_ reason: ReasonCode) -> VerifiedReceipt {
+            VerifiedReceipt(reason: reason, detail: "d", requestID: "r", rule: nil, started: nil, members: [:], payload: [])
+        }
+        #expect(CommandStatus(for: Handoff.Failure(.refused, "x")) == .denied)
+        #expect(CommandStatus(for: Handoff.Failure(.cannotDecide, "x")) == .cannotDecide)
+        #expect(CommandStatus(for: Handoff.Failure(.denied, "x", receipt: receipt(.cwdNotAllowed))) == .denied)
+        #expect(CommandStatus(for: Handoff.Failure(.denied, "x", receipt: receipt(.auditUnavailable))) == .cannotDecide)
+        #expect(CommandStatus(for: Handoff.Failure(.denied, "x", receipt: receipt(.internalError))) == .cannotDecide)
+        #expect(CommandStatus(for: Handoff.Failure(.denied, "x", receipt: receipt(.allowed))) == .denied)
+        #expect(CommandStatus(for: Handoff.Failure(.denied, "x")) == .denied)
+    }
+
+    /// Every start path reports an agent that is not running after all with the same record: start_failed (1) when
+    /// it was handed over and did not come up, internal_error (2) when this gateway could not start it at all.
+    @Test func notStartedIsOneRecord() {
+        let allowed = Decision(reason: .allowed, detail: "allowed by rule 'r'", requestID: "id", broker: "b", fingerprint: "f", rule: "r", policy: "p",
+                               spawn: .init(argv: ["x"], cwd: "/", env: [], sandbox: "none"))
+        let relay = allowed.notStarted(why: "no broker", exitStatus: nil, relayWorker: true)
+        #expect(relay.reason == .startFailed && relay.detail == "allowed by rule 'r', but not running: no broker")
+        #expect(relay.requestID == "id" && relay.rule == "r" && relay.policy == "p" && relay.spawn == nil)
+        #expect(allowed.notStarted(why: "died", exitStatus: 3, relayWorker: false).reason == .startFailed)
+        let local = allowed.notStarted(why: "exec failed", exitStatus: nil, relayWorker: false)
+        #expect(local.reason == .internalError && local.detail == "allowed by rule 'r', but not started: exec failed")
+        #expect(relay.reason.exitStatus == .denied && local.reason.exitStatus == .cannotDecide)
     }
 
     /// A home without an identity is the same error whichever command meets it: this machine cannot act (2).

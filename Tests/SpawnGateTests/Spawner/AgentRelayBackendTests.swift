@@ -32,13 +32,14 @@ struct AgentRelayBackendTests {
 
     /// connection.json lives in a directory agents may write: a listener of the agent's own, written down as
     /// the broker, would receive the task and the launch ticket. Its pid is not an agent-relay-broker, so it is
-    /// refused before anything is sent (the stand-in records every request it gets: none).
+    /// refused before anything is sent (the stand-in records every request it gets: none). The worker did not
+    /// start: start_failed (exit 1), as serve's receipt says for the same start.
     @Test func aListenerThatIsNotTheBrokerGetsNothing() throws {
         let g = try DecisionCLITests.live(["sandbox: standard", "spawner: agent-relay", "max_concurrent: 1"])
         let planted = try Self.startStandIn(g, key: "br_planted")
         defer { Self.stop(planted) }
         let out = try g.cli(["exec", "-"], stdin: g.envelope())
-        #expect(out.status == 2)
+        #expect(out.status == 1 && out.stderr.contains("\"reason\":\"start_failed\""), "\(out.stderr)")
         #expect(out.stderr.contains("which is not a running agent-relay-broker"), "\(out.stderr)")
         #expect(try Self.received(g).isEmpty, "nothing reached the planted listener")
         #expect(try g.check(g.envelope(), ["--dry-run"]).status == 0, "the slot is free again")
@@ -51,12 +52,12 @@ struct AgentRelayBackendTests {
         try FileManager.default.createDirectory(atPath: g.app + "/.agent-relay", withIntermediateDirectories: true)
         try #"{"url":"http://198.51.100.7:3888","port":3888,"api_key":"k","pid":1}"#.write(toFile: g.app + "/.agent-relay/connection.json", atomically: true, encoding: .utf8)
         let out = try g.cli(["exec", "-"], stdin: g.envelope())
-        #expect(out.status == 2)
+        #expect(out.status == 1 && out.stderr.contains("\"reason\":\"start_failed\""), "\(out.stderr)")
         #expect(out.stderr.contains("not http on this machine's loopback"), "\(out.stderr)")
         #expect(try g.check(g.envelope(), ["--dry-run"]).status == 0)
         unlink(g.app + "/.agent-relay/connection.json")
         let missing = try g.cli(["exec", "-"], stdin: g.envelope())
-        #expect(missing.status == 2)
+        #expect(missing.status == 1)
         #expect(missing.stderr.contains("no Agent Relay broker found") && missing.stderr.contains(".agentworkforce/relay/connection.json (v14)"), "\(missing.stderr)")
     }
 }
