@@ -242,17 +242,9 @@ final class SigningPeer: @unchecked Sendable {  // the fd, key and port are set 
     var fingerprint: String { key.publicKey.fingerprint.description }
 
     init(answering reason: ReasonCode, requester: PublicKey) throws {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let ok = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && listen(fd, 8) == 0 && getsockname(fd, $0, &len) == 0 }
-        }
-        guard ok else { close(fd); throw GatewayFailure("cannot listen on loopback") }
+        let (fd, port) = try TestSupport.loopbackListener()
         listener = fd
-        url = "http://127.0.0.1:\(UInt16(bigEndian: addr.sin_port))"
+        url = "http://127.0.0.1:\(port)"
         let (key, done) = (self.key, self.done)
         Thread {
             defer { done.signal() }

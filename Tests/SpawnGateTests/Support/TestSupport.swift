@@ -26,6 +26,20 @@ enum TestSupport {
         return packageRoot + "/.build/debug/spawngate"
     }()
 
+    /// A TCP listener on 127.0.0.1, on a port the kernel picks: for the tests' own stand-in peers.
+    static func loopbackListener(backlog: Int32 = 8) throws -> (fd: Int32, port: UInt16) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && listen(fd, backlog) == 0 && getsockname(fd, $0, &len) == 0 }
+        }
+        guard ok else { close(fd); throw GatewayFailure("cannot listen on loopback") }
+        return (fd, UInt16(bigEndian: addr.sin_port))
+    }
+
     /// A fresh private directory; each test gets its own, so the parallel runner never shares state.
     static func tempDir(_ label: String = "t", base: String = "/tmp") -> String {
         var template = Array("\(base)/spawngate-\(label)-XXXXXX".utf8CString)
