@@ -12,15 +12,10 @@ extension RealRelayTests {
 /// and still meet the brokers' start-up windows.
 @Suite("Relay guard: real brokers, the workspace, TLS")
 struct RelayGuardTests {
-    /// The user's story over the workspace only: the VPS runs its broker behind its relay guard and no `serve`
-    /// (no HTTP port); the laptop runs a relay guard (with the workspace key) and `spawn --broker vps-broker` to
-    /// a peer whose url is `relay:vps-broker`. The VPS decides through the one pipeline and starts a sandboxed relay
-    /// worker through the one start path; the receipt comes back the same way and verifies. A replay of the
-    /// captured request, and a message that is not a sealed request, are audited denials.
-    @Test("spawn --broker to a relay: peer starts a relay worker through the workspace only", arguments: RealRelay.Version.allCases)
-    func remoteSpawnOverTheWorkspace(_ version: RealRelay.Version) throws {
+    /// vps-broker's side of the workspace story: a relay-worker rule (sandbox standard) for the broker's project, the
+    /// probe as `claude`, and the real broker (v6 or v14) behind vps-broker's relay guard, whose policy has reloaded.
+    static func vpsBehindItsGuard(_ version: RealRelay.Version) throws -> (Gateway, RealRelay, GuardProcess) {
         let g = try Gateway(rule: ["spawner: agent-relay", "sandbox: standard"], now: SystemClock().now(), base: "/var/tmp")
-        defer { try? FileManager.default.removeItem(atPath: g.dir) }
         let probe = g.dir + "/bin/relay-probe.sh"
         try FileManager.default.copyItem(atPath: RealRelay.probe, toPath: probe)
         chmod(probe, 0o755)
@@ -35,6 +30,18 @@ struct RelayGuardTests {
         let policy = try String(contentsOfFile: g.vps.policyFile, encoding: .utf8)
         try policy.replacingOccurrences(of: "\(g.app)/**", with: "\(relay.project)/**").write(toFile: g.vps.policyFile, atomically: true, encoding: .utf8)
         _ = try RealRelay.waitFor("the guard to reload the policy", within: 10) { target.stderr.contains("policy loaded") ? true : nil }
+        return (g, relay, target)
+    }
+
+    /// The user's story over the workspace only: the VPS runs its broker behind its relay guard and no `serve`
+    /// (no HTTP port); the laptop runs a relay guard (with the workspace key) and `spawn --broker vps-broker` to
+    /// a peer whose url is `relay:vps-broker`. The VPS decides through the one pipeline and starts a sandboxed relay
+    /// worker through the one start path; the receipt comes back the same way and verifies. A replay of the
+    /// captured request, and a message that is not a sealed request, are audited denials.
+    @Test("spawn --broker to a relay: peer starts a relay worker through the workspace only", arguments: RealRelay.Version.allCases)
+    func remoteSpawnOverTheWorkspace(_ version: RealRelay.Version) throws {
+        let (g, relay, target) = try Self.vpsBehindItsGuard(version)
+        defer { try? FileManager.default.removeItem(atPath: g.dir) }
         let laptopHome = g.dir + "/mac-laptop"
         let laptop = try GuardProcess(home: laptopHome, upstream: relay.standinURL, environment: ["RELAY_API_KEY": try relay.workspaceKey()])
         defer {

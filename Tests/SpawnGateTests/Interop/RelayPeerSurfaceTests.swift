@@ -15,22 +15,8 @@ extension RealRelayTests {
 struct RelayPeerSurfaceTests {
     @Test("MCP, dashboard and handoff reach a relay: peer through the workspace", arguments: RealRelay.Version.allCases)
     func everySurfaceReachesARelayPeer(_ version: RealRelay.Version) throws {
-        let g = try Gateway(rule: ["spawner: agent-relay", "sandbox: standard"], now: SystemClock().now(), base: "/var/tmp")
+        let (g, relay, target) = try RelayGuardTests.vpsBehindItsGuard(version)
         defer { try? FileManager.default.removeItem(atPath: g.dir) }
-        let probe = g.dir + "/bin/relay-probe.sh"
-        try FileManager.default.copyItem(atPath: RealRelay.probe, toPath: probe)
-        chmod(probe, 0o755)
-        try g.script("exec \(probe) \"$@\"")
-        var vpsGuard: GuardProcess?
-        let relay = try RealRelay(version, via: { standin in
-            let guardProcess = try GuardProcess(home: g.vps.root, upstream: standin)
-            vpsGuard = guardProcess
-            return guardProcess.url
-        })
-        let target = try #require(vpsGuard)
-        let policy = try String(contentsOfFile: g.vps.policyFile, encoding: .utf8)
-        try policy.replacingOccurrences(of: "\(g.app)/**", with: "\(relay.project)/**").write(toFile: g.vps.policyFile, atomically: true, encoding: .utf8)
-        _ = try RealRelay.waitFor("the guard to reload the policy", within: 10) { target.stderr.contains("policy loaded") ? true : nil }
 
         // The laptop: a relay guard with the workspace key (no broker, no serve), vps-broker as a relay: peer, and
         // a policy of its own that lets vps-broker hand work over to it (a local stand-in CLI, no relay worker).
