@@ -31,8 +31,13 @@ public struct AgentRelayConnection: Sendable, Equatable {
     }
 
     public static func load(_ path: String, layout: String = "v6") throws(GatewayFailure) -> AgentRelayConnection {
+        // The file sits where agents may write: read as data, a regular file only, without blocking (a FIFO in its
+        // place would hold the start, and the gateway's thread, for ever).
         let bytes: [UInt8]
-        do { bytes = try Files.read(path, limit: 64 * 1024) } catch {
+        do throws(OperatorError) {
+            guard let read = try Files.readRegular(path, limit: 64 * 1024) else { throw OperatorError("\(path) does not exist") }
+            bytes = read
+        } catch {
             throw GatewayFailure("no Agent Relay broker to hand the agent to: \(error.message); start one with 'agent-relay up' in that directory, or set AGENT_RELAY_STATE_DIR")
         }
         let value: JSONValue
@@ -61,11 +66,39 @@ public struct AgentRelayConnection: Sendable, Equatable {
                   exe.split(separator: "/").last?.hasPrefix("agent-relay-broker") == true else {
                 throw GatewayFailure("\(path) names pid \(n), which is not a running agent-relay-broker of this user (\(exe.isEmpty ? "no such process" : exe)); restart the Agent Relay broker so it rewrites the file")
             }
+            // And the port must be that broker's: a planted file could name the real broker's pid beside a port
+            // the agent listens on.
+            let port = url.port ?? 80
+            guard listens(pid: Int32(n), port: port) else {
+                throw GatewayFailure("\(path) names pid \(n) (an agent-relay-broker) but port \(port), on which that process does not listen; restart the Agent Relay broker so it rewrites the file")
+            }
             #endif
         }
         return AgentRelayConnection(url: url, apiKey: key, file: path, pid: pid, layout: layout)
     }
 }
+
+#if os(Linux)
+/// Whether process `pid` holds a TCP socket listening on `port`: the inodes of listening sockets on that port
+/// (/proc/net/tcp and tcp6, state 0A) against the socket links among /proc/PID/fd. Read as data, bounded.
+func listens(pid: Int32, port: Int) -> Bool {
+    var inodes = Set<String>()
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        guard let bytes = try? Files.read(table, limit: 16 << 20) else { continue }
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n").dropFirst() {
+            let f = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard f.count > 9, f[3] == "0A", let colon = f[1].lastIndex(of: ":"),
+                  Int(f[1][f[1].index(after: colon)...], radix: 16) == port else { continue }
+            inodes.insert(String(f[9]))
+        }
+    }
+    guard !inodes.isEmpty, let fds = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd") else { return false }
+    return fds.prefix(65_536).contains { fd in
+        guard let link = Files.readLink("/proc/\(pid)/fd/\(fd)"), link.hasPrefix("socket:["), link.hasSuffix("]") else { return false }
+        return inodes.contains(String(link.dropFirst(8).dropLast()))
+    }
+}
+#endif
 
 /// The `spawner: agent-relay` backend: an approved request is forwarded to the local broker's `POST /api/spawn`,
 /// which starts the agent itself (with its own PTY, channels and relay identity, and without spawngate's sandbox:

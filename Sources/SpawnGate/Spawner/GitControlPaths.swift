@@ -109,7 +109,7 @@ struct GitControlPaths {
     /// `key = value` pairs of a git config file, keys as `section.name` (a subsection kept in the middle),
     /// lowercased except the subsection. Enough of git's format to find includes and hooksPath.
     static func settings(_ path: String) -> [(String, String)] {
-        guard let bytes = try? readRegular(path, limit: 1 << 20) else { return [] }
+        guard let bytes = try? Files.readRegular(path, limit: 1 << 20) else { return [] }
         var section = ""
         var out: [(String, String)] = []
         for raw in String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isNewline) {
@@ -140,40 +140,8 @@ struct GitControlPaths {
     }
 
     static func firstLine(_ path: String) -> String? {
-        guard let bytes = try? readRegular(path, limit: 4096) else { return nil }
+        guard let bytes = try? Files.readRegular(path, limit: 4096) else { return nil }
         return String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isNewline).first.map { $0.trimmingCharacters(in: .whitespaces) }
-    }
-
-    /// A file of a repository the agent may have written, read as data: symlinks followed (as git does), but only a
-    /// regular file, opened without blocking (a FIFO or a device in its place would hang ``Files/read(_:limit:)``),
-    /// and at most `limit` bytes. Nil when it does not exist; an error when it is something else or too large.
-    static func readRegular(_ path: String, limit: Int) throws(OperatorError) -> [UInt8]? {
-        try readRegularWithStat(path, limit: limit)?.bytes
-    }
-
-    /// ``readRegular(_:limit:)`` with the `stat` of the file read (its size and times).
-    static func readRegularWithStat(_ path: String, limit: Int) throws(OperatorError) -> (bytes: [UInt8], stat: stat)? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
-        guard fd >= 0 else {
-            if errno == ENOENT || errno == ENOTDIR { return nil }
-            throw OperatorError.unusable("cannot read \(path): \(errnoText())")
-        }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw OperatorError.unusable("cannot read \(path): \(errnoText())") }
-        guard st.st_mode & S_IFMT == S_IFREG else { throw OperatorError("\(path) is not a regular file") }
-        guard st.st_size <= off_t(limit) else { throw OperatorError("\(path) is larger than \(limit) bytes") }
-        var out = [UInt8](repeating: 0, count: Int(st.st_size) + 1)
-        var got = 0
-        while got < out.count {
-            let n = out.withUnsafeMutableBytes { read(fd, $0.baseAddress! + got, $0.count - got) }
-            if n < 0 { if errno == EINTR { continue }; throw OperatorError.unusable("cannot read \(path): \(errnoText())") }
-            if n == 0 { break }
-            got += n
-            if got == out.count, out.count <= limit { out += [UInt8](repeating: 0, count: min(limit + 1, out.count * 2) - out.count) }
-        }
-        guard got <= limit else { throw OperatorError("\(path) is larger than \(limit) bytes") }
-        return (Array(out[0..<got]), st)
     }
 
     /// `..` and `.` removed, symlinks left as they are (``add`` decides about them).

@@ -176,3 +176,37 @@ public struct FileStamp: Equatable, Sendable {
         ctime = Int64(st.st_ctim.tv_sec) * 1_000_000_000 + Int64(st.st_ctim.tv_nsec)
     }
 }
+
+extension Files {
+    /// A file an agent may have written (its repository, its cwd), read as data: symlinks followed (as git does), but only a
+    /// regular file, opened without blocking (a FIFO or a device in its place would hang ``Files/read(_:limit:)``),
+    /// and at most `limit` bytes. Nil when it does not exist; an error when it is something else or too large.
+    static func readRegular(_ path: String, limit: Int) throws(OperatorError) -> [UInt8]? {
+        try readRegularWithStat(path, limit: limit)?.bytes
+    }
+
+    /// ``readRegular(_:limit:)`` with the `stat` of the file read (its size and times).
+    static func readRegularWithStat(_ path: String, limit: Int) throws(OperatorError) -> (bytes: [UInt8], stat: stat)? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
+        guard fd >= 0 else {
+            if errno == ENOENT || errno == ENOTDIR { return nil }
+            throw OperatorError.unusable("cannot read \(path): \(errnoText())")
+        }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw OperatorError.unusable("cannot read \(path): \(errnoText())") }
+        guard st.st_mode & S_IFMT == S_IFREG else { throw OperatorError("\(path) is not a regular file") }
+        guard st.st_size <= off_t(limit) else { throw OperatorError("\(path) is larger than \(limit) bytes") }
+        var out = [UInt8](repeating: 0, count: Int(st.st_size) + 1)
+        var got = 0
+        while got < out.count {
+            let n = out.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + got, $0.count - got) }
+            if n < 0 { if errno == EINTR { continue }; throw OperatorError.unusable("cannot read \(path): \(errnoText())") }
+            if n == 0 { break }
+            got += n
+            if got == out.count, out.count <= limit { out += [UInt8](repeating: 0, count: min(limit + 1, out.count * 2) - out.count) }
+        }
+        guard got <= limit else { throw OperatorError("\(path) is larger than \(limit) bytes") }
+        return (Array(out[0..<got]), st)
+    }
+}

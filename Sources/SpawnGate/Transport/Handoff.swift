@@ -445,7 +445,7 @@ public enum GitWorktree {
         /// A file of the agent's repository, bounded: nil when it does not exist, an error when it cannot be read
         /// as a regular file of at most `limit` bytes.
         static func read(_ path: String, limit: Int, what: String) throws(OperatorError) -> (bytes: [UInt8], stat: stat)? {
-            do { return try GitControlPaths.readRegularWithStat(path, limit: limit) } catch {
+            do { return try Files.readRegularWithStat(path, limit: limit) } catch {
                 throw OperatorError("\(what) of the repository cannot be read safely: \(error.message)")
             }
         }
@@ -501,7 +501,7 @@ public enum GitWorktree {
             done.wait()
         }
         try? out.close(); try? err.close()
-        let text = { (f: String) in String(decoding: (try? GitControlPaths.readRegular(f, limit: 16 << 20)) ?? [], as: UTF8.self) }
+        let text = { (f: String) in String(decoding: (try? Files.readRegular(f, limit: 16 << 20)) ?? [], as: UTF8.self) }
         return Output(status: p.terminationStatus, stdout: text(outPath), stderr: text(errPath), timedOut: timedOut)
     }
 }
