@@ -37,13 +37,12 @@ struct Key: ParsableCommand {
                     throw OperatorError.unusable("no peer named '\(broker)' in \(home.peersFile); give its gateway's address with --url http://HOST:PORT")
                 }
                 // A bad --url was refused as usage; a bad url in peers.yaml is this home's config: cannot act (2).
-                let endpoint = try RemoteGateway.endpoint(url: address, name: broker)
                 let body = EnrollmentRequest.make(identity: identity, to: broker, now: SystemClock().now())
                 let response: HTTPClient.Response
-                do throws(HTTPClient.Failure) {
-                    response = try HTTPClient.exchange(endpoint, method: "POST", path: "/v1/enroll", headers: [("Content-Type", "application/json")],
-                                                       body: body, timeout: 10)
-                } catch { throw RemoteError(.unreachable, "\(broker) (\(address)) is unreachable: \(error.message); is 'spawngate serve' running there, and is the address right?") }
+                do throws(RemoteError) { response = try RemoteGateway.unverified(.enroll, url: address, name: broker, body: body, timeout: 10) } catch {
+                    guard error.kind != .usage else { throw error }
+                    throw RemoteError(error.kind, "\(broker) (\(address)) is unreachable: \(error.message); is 'spawngate serve' running there, and is the address right?")
+                }
                 guard response.status == 202 else {
                     throw OperatorError("\(broker) refused the request (HTTP \(response.status)): \(String(decoding: response.body.prefix(512), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))")
                 }

@@ -61,10 +61,10 @@ struct PeerCommand: ParsableCommand {
         /// The key `url`'s gateway says it has: no answer, or an answer that is not a key line, is a ``RemoteError``
         /// (no verified answer: 2); only the fingerprint check that follows can refuse it (1).
         static func fetchKey(url: String, peer: String) throws(RemoteError) -> PublicKey {
-            let endpoint = try RemoteGateway.endpoint(url: url, name: peer)
             let response: HTTPClient.Response
-            do { response = try HTTPClient.exchange(endpoint, method: "GET", path: "/v1/identity", timeout: 10) } catch {
-                throw RemoteError(.unreachable, "cannot fetch \(peer)'s key from \(url): \(error.message); is 'spawngate serve' running there? Or pass the key with --key")
+            do { response = try RemoteGateway.unverified(.identity, url: url, name: peer, timeout: 10) } catch {
+                guard error.kind != .usage else { throw error }
+                throw RemoteError(error.kind, "cannot fetch \(peer)'s key from \(url): \(error.message); is 'spawngate serve' running there? Or pass the key with --key")
             }
             guard response.status == 200, response.body.count <= 1024 else {
                 throw RemoteError(.refusedUnsigned, "\(url) answered HTTP \(response.status) for its key; is 'spawngate serve' running there? Or pass the key with --key")

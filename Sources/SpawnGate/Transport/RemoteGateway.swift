@@ -110,6 +110,22 @@ public struct RemoteGateway: Sendable {
         return .tcp(host: bare, port: UInt16(u.port ?? 80))
     }
 
+    /// The two operations asked of a gateway before it is a trusted peer, so with no key to verify an answer by:
+    /// fetching its key (`peer add --url`, which keeps it only with the fingerprint given) and offering ours
+    /// (`key request`). Addressed by the operation table like every other; the answer is unsigned and the caller
+    /// treats it as such. Only over http:// (a relay: peer has no key to fetch through the workspace).
+    public static func unverified(_ op: GatewayOperation, url: String, name: String, body: [UInt8] = [], timeout: Double) throws(RemoteError) -> HTTPClient.Response {
+        guard op == .identity || op == .enroll else { throw RemoteError(.usage, "\(op.path) needs a trusted peer: use RemoteGateway.to") }
+        let endpoint = try endpoint(url: url, name: name)
+        let headers: [(String, String)] = op.input == .body ? [("Content-Type", "application/json")] : []
+        do { return try HTTPClient.exchange(endpoint, method: op.method, path: op.path, headers: headers, body: body, timeout: timeout) } catch {
+            switch error {
+            case .unreachable(let m), .timedOut(let m): throw RemoteError(.unreachable, m)
+            case .protocolError(let m): throw RemoteError(.badReceipt, "answered something that is not HTTP: \(m)")
+            }
+        }
+    }
+
     /// The workspace name a `relay:NAME` url reaches, else nil.
     public static func relayTarget(_ url: String) -> String? {
         url.hasPrefix("relay:") ? String(url.dropFirst("relay:".count)) : nil
