@@ -84,7 +84,7 @@ public struct GatewayServer {
         guard (st.st_mode & S_IFMT) == S_IFSOCK else {
             throw GatewayFailure("\(path) exists and is not a socket; choose another --socket path or remove it")
         }
-        if (try? HTTPClient.exchange(.unix(path: path), method: "GET", path: "/healthz", timeout: 1)) != nil {
+        if (try? HTTPClient.exchange(.unix(path: path), method: GatewayOperation.health.method, path: GatewayOperation.health.path, timeout: 1)) != nil {
             throw GatewayFailure("another gateway is already serving on \(path); stop it first, or choose another --socket path")
         }
         unlink(path)

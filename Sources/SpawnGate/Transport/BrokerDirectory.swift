@@ -42,7 +42,7 @@ public enum BrokerDirectory {
             return o["mailbox"] == .string("online") ? nil : "this home's relay guard is not connected to the workspace yet (its mailbox is offline; 'spawngate doctor' says why)"
         }
         do {
-            let r = try HTTPClient.exchange(try RemoteGateway.endpoint(peer), method: "GET", path: "/healthz", timeout: timeout)
+            let r = try HTTPClient.exchange(try RemoteGateway.endpoint(peer), method: GatewayOperation.health.method, path: GatewayOperation.health.path, timeout: timeout)
             return r.status == 200 ? nil : "HTTP \(r.status)"
         } catch let e as RemoteError { return e.message } catch { return "\(error)" }
     }
