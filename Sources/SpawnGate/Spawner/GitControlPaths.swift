@@ -141,7 +141,12 @@ struct GitControlPaths {
 
     static func firstLine(_ path: String) -> String? {
         guard let bytes = try? Files.readRegular(path, limit: 4096) else { return nil }
-        return String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isNewline).first.map { $0.trimmingCharacters(in: .whitespaces) }
+        return firstLine(bytes)
+    }
+
+    /// The first line of a file's bytes, trimmed of spaces.
+    static func firstLine(_ bytes: [UInt8]) -> String? {
+        String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isNewline).first.map { $0.trimmingCharacters(in: .whitespaces) }
     }
 
     /// `..` and `.` removed, symlinks left as they are (``add`` decides about them).

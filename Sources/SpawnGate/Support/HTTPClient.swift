@@ -68,7 +68,6 @@ public enum HTTPClient {
         public init(seconds: Double) { self.seconds = seconds; at = Supervisor.monotonic() + seconds }
         /// Milliseconds left for poll(2), at least 0.
         var pollMilliseconds: Int32 { Int32(max(0, min((at - Supervisor.monotonic()) * 1000, 3_600_000)).rounded(.up)) }
-        var passed: Bool { Supervisor.monotonic() >= at }
     }
 
     /// Waits (within the deadline) for `fd` to be ready for `events`.

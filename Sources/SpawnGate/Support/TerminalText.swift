@@ -48,36 +48,25 @@ public enum TerminalText {
     /// that is not part of a valid sequence shown as `\xNN`, then ``escaped(_:keepingNewlines:)`` with line feeds
     /// kept. Nothing is decoded lossily, so what is shown says which bytes were written.
     public static func displayed(bytes: some Collection<UInt8>) -> String {
+        // The standard library's UTF-8 parser: well-formed sequences only (no overlongs, surrogates or values past
+        // U+10FFFF); each byte of an ill-formed subsequence is shown as `\xNN`.
         let b = Array(bytes)
         var text = ""
         text.unicodeScalars.reserveCapacity(b.count)
-        var i = 0
-        while i < b.count {
-            let lead = b[i]
-            if lead < 0x80 { text.unicodeScalars.append(Unicode.Scalar(lead)); i += 1; continue }
-            // The well-formed sequences of Unicode's table 3-7: no overlongs, surrogates or values past U+10FFFF.
-            let (length, low, high): (Int, UInt8, UInt8) = switch lead {
-            case 0xC2...0xDF: (2, 0x80, 0xBF)
-            case 0xE0: (3, 0xA0, 0xBF)
-            case 0xE1...0xEC, 0xEE...0xEF: (3, 0x80, 0xBF)
-            case 0xED: (3, 0x80, 0x9F)
-            case 0xF0: (4, 0x90, 0xBF)
-            case 0xF1...0xF3: (4, 0x80, 0xBF)
-            case 0xF4: (4, 0x80, 0x8F)
-            default: (0, 0, 0)
-            }
-            if length > 0, i + length <= b.count, (low...high).contains(b[i + 1]),
-               b[(i + 2)..<(i + length)].allSatisfy({ $0 & 0xC0 == 0x80 }) {
-                var value = UInt32(lead) & (0xFF >> (length + 1))
-                for k in 1..<length { value = value << 6 | UInt32(b[i + k] & 0x3F) }
-                text.unicodeScalars.append(Unicode.Scalar(value)!)
-                i += length
-            } else {
-                let hex = String(lead, radix: 16)
-                text += "\\x" + (hex.count < 2 ? "0" : "") + hex
-                i += 1
+        var input = b.makeIterator()
+        var parser = Unicode.UTF8.ForwardParser()
+        var at = 0  // where the next scalar or ill-formed run starts: the parser reports exactly how many bytes each took
+        while true {
+            switch parser.parseScalar(from: &input) {
+            case .valid(let encoded):
+                text.unicodeScalars.append(Unicode.UTF8.decode(encoded))
+                at += encoded.count
+            case .error(let length):
+                for byte in b[at..<(at + length)] { text += "\\x" + (byte < 0x10 ? "0" : "") + String(byte, radix: 16) }
+                at += length
+            case .emptyInput:
+                return escaped(text, keepingNewlines: true)
             }
         }
-        return escaped(text, keepingNewlines: true)
     }
 }

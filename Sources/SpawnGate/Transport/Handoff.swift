@@ -384,7 +384,7 @@ public enum GitWorktree {
                 let id = s.lowercased()
                 return id.utf8.count == length && id.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) }) ? id : nil
             }
-            guard let line = try read(repo.gitDir + "/HEAD", limit: 4096, what: "HEAD").flatMap({ firstLine($0.bytes) }) else {
+            guard let line = try read(repo.gitDir + "/HEAD", limit: 4096, what: "HEAD").flatMap({ GitControlPaths.firstLine($0.bytes) }) else {
                 throw OperatorError("\(repo.gitDir)/HEAD cannot be read")
             }
             var current = line
@@ -397,7 +397,7 @@ public enum GitWorktree {
                 if first == nil { first = name }
                 // Per-worktree refs live in this worktree's git directory, the rest in the common one.
                 let perWorktree = ["refs/worktree/", "refs/bisect/", "refs/rewritten/"].contains { name.hasPrefix($0) }
-                if let loose = try read((perWorktree ? repo.gitDir : repo.commonDir) + "/" + name, limit: 4096, what: name).flatMap({ firstLine($0.bytes) }) {
+                if let loose = try read((perWorktree ? repo.gitDir : repo.commonDir) + "/" + name, limit: 4096, what: name).flatMap({ GitControlPaths.firstLine($0.bytes) }) {
                     current = loose
                     continue
                 }
@@ -422,10 +422,6 @@ public enum GitWorktree {
                 return false
             }
             return name.split(separator: "/").allSatisfy { !$0.hasPrefix(".") && !$0.hasSuffix(".lock") }
-        }
-
-        static func firstLine(_ bytes: [UInt8]) -> String? {
-            String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isNewline).first.map { $0.trimmingCharacters(in: .whitespaces) }
         }
 
         /// The operator's own global excludes file (their `core.excludesFile`, else git's default place), or nil.

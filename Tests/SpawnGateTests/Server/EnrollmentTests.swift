@@ -86,6 +86,7 @@ struct EnrollmentTests {
 
     /// A gateway in this process whose allowance runs on a clock the test moves, and whose log the test reads.
     struct InProcess {
+        // @unchecked: `t` is read and written only under `lock`.
         final class Clock: @unchecked Sendable {
             private let lock = NSLock()
             private var t = 0.0
@@ -113,6 +114,7 @@ struct EnrollmentTests {
     }
 
     /// What a gateway logged, message and metadata, one line each.
+    // @unchecked: `lines` is read and written only under `lock`.
     final class LogLines: @unchecked Sendable {
         private let lock = NSLock()
         private var lines: [String] = []
