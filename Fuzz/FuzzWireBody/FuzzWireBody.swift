@@ -7,6 +7,7 @@ import SpawnGate
 enum Keys {
     static let gateway = try! SigningKey(seed: [UInt8](repeating: 7, count: 32))
     static let target = try! SigningKey(seed: [UInt8](repeating: 9, count: 32))
+    static let reply = RelayWire.ReplyKey.generate()
 }
 
 @_cdecl("LLVMFuzzerTestOneInput")
@@ -25,13 +26,25 @@ public func fuzzWireBody(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     case 2:
         _ = Receipt.verify(bytes, from: Keys.target.publicKey, requestID: nil)
     case 3:
-        // A workspace message (relay: peers), as a relay guard's mailbox reads every one it sees.
-        _ = RelayWire.parse(String(decoding: bytes, as: UTF8.self))
-        _ = RelayWire.parse(RelayWire.prefix + String(decoding: bytes, as: UTF8.self))
+        // A workspace message (relay: peers), as a relay guard's mailbox reads every one it sees: as text, and
+        // sealed to the gateway's key so that the inner message's reader (reached only once a box opens) is
+        // fuzzed too.
+        _ = RelayWire.open(String(decoding: bytes, as: UTF8.self), identity: Keys.gateway, reply: Keys.reply)
+        if let sealed = SealedBody.seal(bytes, to: Keys.gateway.publicKey).sealedText {
+            _ = RelayWire.open(RelayWire.prefix + sealed, identity: Keys.gateway, reply: Keys.reply)
+        }
     default:
         // The pieces on their own: a base64url text and a box that is not sealed to this key.
         _ = Base64.urlDecode(String(decoding: bytes, as: UTF8.self))
         _ = SealedBody.open(JSONWriter.object([("sealed", .string(Base64.urlEncode(bytes)))]), with: Keys.gateway)
     }
     return 0
+}
+
+extension [UInt8] {
+    /// The base64url box inside a sealed body `{"sealed":"…"}`.
+    var sealedText: String? {
+        guard case .object(let o)? = try? StrictJSONReader.parse(self), case .string(let t)? = o["sealed"] else { return nil }
+        return t
+    }
 }

@@ -85,6 +85,30 @@ public enum Sodium {
         return out
     }
 
+    /// A fresh X25519 key pair for sealed boxes (public, secret).
+    static func boxKeyPair() -> (publicKey: [UInt8], secretKey: [UInt8]) {
+        var pk = [UInt8](repeating: 0, count: Int(crypto_box_PUBLICKEYBYTES))
+        var sk = [UInt8](repeating: 0, count: Int(crypto_box_SECRETKEYBYTES))
+        crypto_box_keypair(&pk, &sk)
+        return (pk, sk)
+    }
+
+    /// An anonymous sealed box to an X25519 public key; nil for a key of the wrong length.
+    static func seal(_ message: [UInt8], toX25519 publicKey: [UInt8]) -> [UInt8]? {
+        guard publicKey.count == Int(crypto_box_PUBLICKEYBYTES) else { return nil }
+        var out = [UInt8](repeating: 0, count: message.count + crypto_box_sealbytes())
+        guard crypto_box_seal(&out, message, UInt64(message.count), publicKey) == 0 else { return nil }
+        return out
+    }
+
+    /// Opens a sealed box with an X25519 key pair; nil when it was not sealed to it or was altered.
+    static func openSealed(_ box: [UInt8], x25519PublicKey pk: [UInt8], secretKey sk: [UInt8]) -> [UInt8]? {
+        guard box.count >= crypto_box_sealbytes() else { return nil }
+        var out = [UInt8](repeating: 0, count: box.count - crypto_box_sealbytes())
+        guard crypto_box_seal_open(&out, box, UInt64(box.count), pk, sk) == 0 else { return nil }
+        return out
+    }
+
     /// Constant-time comparison, for MACs and hashes an attacker may probe.
     static func equal(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         a.count == b.count && sodium_memcmp(a, b, a.count) == 0

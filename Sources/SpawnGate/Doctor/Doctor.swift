@@ -214,8 +214,37 @@ public enum Doctor {
     }
 
 
+    /// This home's relay guard's workspace mailbox, if a guard runs for it: what it sent and what Relaycast refused
+    /// (the workspace's message budget is shared by everyone holding the key), and the signs of someone else using
+    /// a gateway's mailbox name: messages that do not verify, and the mailbox's own token replaced.
+    public static func mailbox(_ home: Home) -> [Finding] {
+        guard let guardFile = RelayGuardFile.load(home), let endpoint = guardFile.endpoint else { return [] }
+        guard let health = try? HTTPClient.exchange(endpoint, method: "GET", path: "/_spawngate/v1/health", timeout: 2), health.status == 200,
+              case .object(let o)? = try? StrictJSONReader.parse(health.body), case .object(let stats)? = o["stats"] else {
+            return [Finding(severity: .warn, subject: "relay mailbox", message: "this home's relay guard (pid \(guardFile.pid), \(guardFile.url)) does not answer its health check; restart 'spawngate relay guard'")]
+        }
+        func n(_ k: String) -> Int64 { stats[k]?.safeInteger ?? 0 }
+        var name = RelayWire.mailbox(guardFile.name), state = "?"
+        if case .string(let v)? = o["mailbox_name"] { name = v }
+        if case .string(let v)? = o["mailbox"] { state = v }
+        var out = [Finding(severity: state == "online" ? .ok : .warn, subject: "relay mailbox",
+                           message: "\(name) is \(state): \(n("sent")) messages sent (\(n("send_failures")) failed posts), \(n("requests")) requests sent, \(n("answers")) answers given (\(n("duplicates")) retries answered again), \(n("resyncs")) resyncs (\(n("replayed")) events replayed), \(n("withheld")) messages and frames withheld or dropped (audited)")]
+        if n("rate_limited") > 0 {
+            out.append(Finding(severity: .warn, subject: "relay mailbox", message: "Relaycast refused \(n("rate_limited")) of \(name)'s messages with HTTP 429 (last asked to wait \(n("last_retry_after")) s): the workspace is over its message rate limit, which everyone holding the workspace key spends; each remote spawn costs two messages"))
+        }
+        if case .object(let unverified)? = stats["unverified"] {
+            for (sender, count) in unverified.sorted(by: { $0.key < $1.key }) {
+                out.append(Finding(severity: .warn, subject: "relay mailbox", message: "\(count.safeInteger ?? 0) workspace messages from \(TerminalText.escaped(String(sender.prefix(64)))) did not verify and were not trusted: \(sender.hasPrefix("spawngate-") ? "someone other than that gateway may hold the mailbox name \(TerminalText.escaped(String(sender.prefix(64)))) in the workspace (or it runs another spawngate version)" : "they are not from a spawngate gateway")"))
+            }
+        }
+        if n("token_replaced") > 0 {
+            out.append(Finding(severity: .warn, subject: "relay mailbox", message: "\(name)'s token was replaced \(n("token_replaced")) times by someone else registering that name in the workspace: another holder of the workspace key is using this gateway's mailbox name; nothing it sends verifies, but requests for this machine may reach it; rotate the workspace key"))
+        }
+        return out
+    }
+
     /// `listen`: the address `serve` listens on (doctor's --listen), to check source binding against it.
     public static func examine(_ home: Home, from: String? = nil, environment: [String: String] = [:], listen: String? = nil) -> [Finding] {
-        layers() + files(home) + policy(home, listen: listen) + relay(home, from: from, environment: environment)
+        layers() + files(home) + policy(home, listen: listen) + relay(home, from: from, environment: environment) + mailbox(home)
     }
 }

@@ -143,7 +143,7 @@ public final class GatewayService: @unchecked Sendable {
         }
         limiter.refund(source)
         let found = await offPool { [agentService] in
-            Self.fittingOutput { limit in
+            Self.fittingOutput(budget: source.hasPrefix("relay:") ? Self.workspaceLogsBudget : Self.logsBudget) { limit in
                 try? agentService.output(name: name, broker: control.broker, lines: control.request.lines ?? 50,
                                          offset: control.request.offset, limit: limit)
             }
@@ -161,6 +161,8 @@ public final class GatewayService: @unchecked Sendable {
     /// The most the members of a logs receipt may take, so that the receipt, signed and sealed, stays within
     /// ``Envelope/maxSize`` and ``SealedBody/maxSize`` (which requesters enforce): about 48 KiB of payload.
     static let logsBudget = 40 * 1024
+    /// The same through the workspace, where the receipt is sealed once more and must fit ``RelayWire/maxText``.
+    static let workspaceLogsBudget = 16 * 1024
 
     /// What a logs receipt adds to the decision: the output as shown, and `next`, the byte offset to go on from.
     static func logsMembers(_ found: AgentOutput) -> [(String, JSONWriter.Value)] {
@@ -174,12 +176,12 @@ public final class GatewayService: @unchecked Sendable {
 
     /// Reads output with fewer bytes until it fits ``logsBudget``: shown text can be up to 7 times the bytes it
     /// shows (`\u0001` for one control byte, written as `\\u0001` in JSON), and a receipt that does not fit would
-    /// never verify. `next` tells the requester where to go on, so sending less loses nothing. At 2 KiB of each
-    /// stream even the worst case fits.
-    static func fittingOutput(_ read: (Int) -> AgentOutput?) -> AgentOutput? {
+    /// never verify. `next` tells the requester where to go on, so sending less loses nothing. At 512 bytes of
+    /// each stream even the worst case fits either budget.
+    static func fittingOutput(budget: Int = logsBudget, _ read: (Int) -> AgentOutput?) -> AgentOutput? {
         var limit = AgentOutput.maxBytes
         var found = read(limit)
-        while let f = found, limit > 2048, JSONWriter.object(logsMembers(f)).count > logsBudget {
+        while let f = found, limit > 512, JSONWriter.object(logsMembers(f)).count > budget {
             limit /= 2
             found = read(limit)
         }

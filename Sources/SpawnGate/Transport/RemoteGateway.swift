@@ -151,7 +151,8 @@ public struct RemoteGateway: Sendable {
             guard op.throughWorkspace else { throw RemoteError(.usage, "\(op.path) cannot be sent through the workspace") }
             endpoint = e
             (method, body) = ("POST", input)
-            path = "/_spawngate/v1/relay?to=\(target)&op=\(op.rawValue)&timeout=\(Int(timeout.rounded(.up)))"
+            // The peer's key from peers.yaml: the guard seals the message to it (only that gateway reads it).
+            path = "/_spawngate/v1/relay?to=\(target)&op=\(op.rawValue)&timeout=\(Int(timeout.rounded(.up)))&key=\(Base64.urlEncode(peer.key.bytes))"
             headers = [("Content-Type", "application/json")]
         } else {
             endpoint = try Self.endpoint(peer)
@@ -169,7 +170,12 @@ public struct RemoteGateway: Sendable {
             }
         }
         guard response.status == 200 else {
-            let text = String(decoding: response.body.prefix(512), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            var text = String(decoding: response.body.prefix(512), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            if case .object(let o)? = try? StrictJSONReader.parse(response.body), case .string(let e)? = o["error"] { text = TerminalText.escaped(String(e.prefix(600))) }
+            if Self.relayTarget(peer.url) != nil, [413, 429, 502, 503, 504].contains(response.status) {
+                // The guard's own answer (the workspace, not the peer, said no): a sentence, never a decision.
+                throw RemoteError(response.status == 413 ? .usage : .unreachable, "\(peer.name) (\(peer.url)) was not asked: \(text)")
+            }
             throw RemoteError(.refusedUnsigned, "\(peer.name) refused before deciding (HTTP \(response.status)): \(text.isEmpty ? "no reason given" : text) (unsigned, not proof of anything)")
         }
         var envelope = response.body

@@ -48,29 +48,69 @@ struct GuardFilterTests {
         #expect(reason(judge(#"{"type":"message.created"} trailing"#, .workspace)) == .malformed)
     }
 
-    @Test("a spawngate workspace message is the mailbox's, never the broker's")
-    func ourMessagesAreIntercepted() {
-        let text = RelayWire.format(.request(to: "vps-broker", id: "abcdef0123456789", op: .spawn, payload: Array(#"{"sealed":"x"}"#.utf8)))
-        let frame = String(decoding: try! JSONSerialization.data(withJSONObject: ["type": "dm.received", "message": ["agent_name": "spawngate-mac-laptop", "text": text]]), as: UTF8.self)
-        #expect(judge(frame, .workspace) == .ours)
-        let deliver = String(decoding: try! JSONSerialization.data(withJSONObject: ["type": "deliver", "payload": ["type": "dm.received", "data": ["text": text]]]), as: UTF8.self)
-        #expect(judge(deliver, .node) == .ours)
+    @Test("a spawngate workspace message (any version) is withheld from the broker, and recorded")
+    func ourMessagesAreWithheld() throws {
+        let target = SigningKey.generate()
+        let sealed = try RelayWire.request(to: "vps-broker", id: "abcdef0123456789", op: .spawn, replyKey: RelayWire.ReplyKey.generate().publicKey,
+                                           payload: Array(#"{"sealed":"x"}"#.utf8), recipient: target.publicKey).get()
+        for text in [sealed, "spawngate-v1 request vps-broker abcdef0123456789 spawn {}", "spawngate-v9 anything"] {
+            let frame = String(decoding: try JSONSerialization.data(withJSONObject: ["type": "dm.received", "message": ["agent_name": "spawngate-mac-laptop", "text": text]]), as: UTF8.self)
+            guard case .drop(let d) = judge(frame, .workspace) else { Issue.record("passed to the broker: \(text.prefix(40))"); continue }
+            #expect(d.reason == .deniedByRule && d.detail.contains("withheld") && d.detail.contains("spawngate-mac-laptop"), "\(d.detail)")
+            let deliver = String(decoding: try JSONSerialization.data(withJSONObject: ["type": "deliver", "payload": ["type": "dm.received", "data": ["agent_name": "x", "text": text]]]), as: UTF8.self)
+            guard case .drop(let n) = judge(deliver, .node) else { Issue.record("delivered to an agent: \(text.prefix(40))"); continue }
+            #expect(n.detail.contains("withheld"))
+        }
     }
 
-    @Test("workspace messages: round trip, and anything else is malformed")
+    /// A message text sealed to `key` whose inner bytes are exactly `inner` (for the reader's refusals).
+    static func sealedText(_ inner: String, to key: SigningKey) throws -> String {
+        let body = SealedBody.seal(Array(inner.utf8), to: key.publicKey)
+        guard case .object(let o) = try StrictJSONReader.parse(body), case .string(let box)? = o["sealed"] else { throw Failure("no box") }
+        return RelayWire.prefix + box
+    }
+    struct Failure: Error { let m: String; init(_ m: String) { self.m = m } }
+
+    @Test("workspace messages: sealed round trip, padded sizes, and anything else is malformed")
     func wire() throws {
-        let m = RelayWire.Message.request(to: "vps-broker", id: "abcdef0123456789", op: .agents, payload: Array("eyJ2IjoxfQ".utf8))
-        #expect(try RelayWire.parse(RelayWire.format(m)).get() == m)
-        let a = RelayWire.Message.answer(to: "mac-laptop", id: "abcdef0123456789", status: 200, body: Array(#"{"sealed":"abc"}"#.utf8))
-        #expect(try RelayWire.parse(RelayWire.format(a)).get() == a)
-        for bad in ["spawngate-v1 ", "spawngate-v1 request vps-broker abcdef0123 spawn", "spawngate-v1 request ../x abcdef0123 spawn {}",
-                    "spawngate-v1 request vps-broker ab spawn {}", "spawngate-v1 request vps-broker abcdef0123 exec {}",
-                    "spawngate-v1 answer vps-broker abcdef0123 999 {}", "spawngate-v1 hello vps-broker abcdef0123 1 {}",
-                    "spawngate-v1 request vps-broker abcdef0123 spawn {\n}", "hello"] {
-            guard case .failure(let d) = RelayWire.parse(bad) else { Issue.record("accepted: \(bad)"); continue }
+        let gateway = SigningKey.generate(), other = SigningKey.generate()
+        let reply = RelayWire.ReplyKey.generate()
+        let text = try RelayWire.request(to: "vps-broker", id: "abcdef0123456789", op: .agents, replyKey: reply.publicKey,
+                                         payload: Array("eyJ2IjoxfQ".utf8), recipient: gateway.publicKey).get()
+        #expect(try RelayWire.open(text, identity: gateway, reply: RelayWire.ReplyKey.generate()).get()
+                == .request(to: "vps-broker", id: "abcdef0123456789", op: .agents, replyKey: reply.publicKey, payload: Array("eyJ2IjoxfQ".utf8)))
+        // Only the addressee opens it: another gateway (or an observer with the workspace key) cannot.
+        #expect(RelayWire.open(text, identity: other, reply: reply).failure?.detail.contains("does not open") == true)
+        let answer = try RelayWire.answer(to: "mac-laptop", id: "abcdef0123456789", status: 200, body: Array(#"{"sealed":"abc"}"#.utf8), replyKey: reply.publicKey).get()
+        #expect(try RelayWire.open(answer, identity: other, reply: reply).get() == .answer(to: "mac-laptop", id: "abcdef0123456789", status: 200, body: Array(#"{"sealed":"abc"}"#.utf8)))
+        #expect(RelayWire.open(answer, identity: gateway, reply: RelayWire.ReplyKey.generate()).failure != nil)
+        // Sizes are padded: a short and a longer request look the same.
+        let longer = try RelayWire.request(to: "vps-broker", id: "abcdef0123456789", op: .spawn, replyKey: reply.publicKey,
+                                           payload: Array(String(repeating: "y", count: 1500).utf8), recipient: gateway.publicKey).get()
+        #expect(longer.utf8.count == text.utf8.count)
+        // Too large for the workspace: refused before sending, with the limit named.
+        let huge = RelayWire.request(to: "vps-broker", id: "abcdef0123456789", op: .spawn, replyKey: reply.publicKey,
+                                     payload: Array(String(repeating: "z", count: RelayWire.maxText).utf8), recipient: gateway.publicKey)
+        #expect(huge.failure?.detail.contains("\(RelayWire.maxText) bytes") == true)
+        let key = Base64.urlEncode(reply.publicKey)
+        let bad: [String] = [
+            "spawngate-v1 request vps-broker abcdef0123 spawn {}", "spawngate-v2 ", "spawngate-v2 !!!", "hello",
+            try Self.sealedText("not json", to: gateway),
+            try Self.sealedText(#"{"kind":"request","to":"vps-broker","id":"abcdef0123","op":"spawn","reply_key":"\#(key)","payload":"{}","extra":1}"#, to: gateway),
+            try Self.sealedText(#"{"kind":"request","to":"vps-broker","id":"abcdef0123","op":"exec","reply_key":"\#(key)","payload":"{}"}"#, to: gateway),
+            try Self.sealedText(#"{"kind":"request","to":"../x","id":"abcdef0123","op":"spawn","reply_key":"\#(key)","payload":"{}"}"#, to: gateway),
+            try Self.sealedText(#"{"kind":"request","to":"vps-broker","id":"ab","op":"spawn","reply_key":"\#(key)","payload":"{}"}"#, to: gateway),
+            try Self.sealedText(#"{"kind":"request","to":"vps-broker","id":"abcdef0123","op":"spawn","reply_key":"AAAA","payload":"{}"}"#, to: gateway),
+            try Self.sealedText(#"{"kind":"request","to":"vps-broker","id":"abcdef0123","op":"spawn","reply_key":"\#(key)","payload":""}"#, to: gateway),
+            try Self.sealedText(#"{"kind":"answer","to":"vps-broker","id":"abcdef0123","status":999,"body":"{}"}"#, to: gateway),
+            try Self.sealedText(#"{"kind":"answer","to":"vps-broker","id":"abcdef0123","status":200,"body":"{}","body":"x"}"#, to: gateway),
+            try Self.sealedText(#"{"kind":"hello","to":"vps-broker","id":"abcdef0123","status":200,"body":"{}"}"#, to: gateway),
+            RelayWire.prefix + String(repeating: "x", count: RelayWire.maxText),
+        ]
+        for b in bad {
+            guard case .failure(let d) = RelayWire.open(b, identity: gateway, reply: reply) else { Issue.record("accepted: \(b.prefix(60))"); continue }
             #expect(d.reason == .malformed)
         }
-        #expect(RelayWire.parse("spawngate-v1 request vps-broker abcdef0123 spawn " + String(repeating: "x", count: RelayWire.maxText)).failure?.reason == .malformed)
     }
 
     @Test("the upstream: https anywhere, plain http only to loopback")

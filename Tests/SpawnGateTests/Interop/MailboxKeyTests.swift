@@ -84,7 +84,7 @@ struct MailboxKeyTests {
             return h["mailbox"] as? String == "offline" && h["workspace_key"] as? String == "conflict" ? h : nil
         }
         #expect(health["workspace_key"] as? String == "conflict")
-        let call = try RealRelay.http("POST", guardProcess.url + "/_spawngate/v1/relay?to=mac-laptop&op=agents&timeout=1", json: [String: Any]())
+        let call = try RealRelay.http("POST", guardProcess.url + "/_spawngate/v1/relay?to=mac-laptop&op=agents&timeout=1&key=\(Base64.urlEncode(SigningKey.generate().publicKey.bytes))", json: [String: Any]())
         #expect(call.status == 503 && call.text.contains("two different workspace keys"), "\(call.text)")
         #expect(guardProcess.stderr.contains("RELAY_API_KEY"), "the guard's log says what to do")
     }

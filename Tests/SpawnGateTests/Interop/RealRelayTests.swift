@@ -252,6 +252,11 @@ struct RealRelayTests {
         }
         print(String(format: "[relay-guard] %@: DM posted to Relaycast → typed into the agent's terminal through the guard in %.3f s",
                      version.rawValue, Date().timeIntervalSince(started)))
+        // And a channel message (v6 reads it from its workspace stream, v14 gets a deliver frame on its node socket).
+        try relay.postChannelMessage(from: "tester", channel: "general", text: "hello channel through the guard \(version)")
+        _ = try RealRelay.waitFor("the channel message in listener's terminal", within: 30) {
+            record.input.contains("hello channel through the guard \(version)") ? true : nil
+        }
         // Messages out: the broker's own send goes up through the guard to Relaycast.
         let sent = try RealRelay.http("POST", relay.url + "/api/send", json: ["to": "tester", "text": "hello out \(version)"], headers: ["X-API-Key": relay.apiKey])
         #expect((200..<300).contains(sent.status), "POST /api/send answered \(sent.status): \(sent.text)")

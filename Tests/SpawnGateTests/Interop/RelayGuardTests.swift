@@ -65,21 +65,31 @@ struct RelayGuardTests {
         _ = try RealRelay.waitFor("the broker to type the task", within: 45) { record.input.contains("Implement the plan") ? true : nil }
         #expect(record.argv == [], "exactly the approved argv: \(record.argv ?? ["?"])")
 
-        // Only the workspace carried it: the request and the answer are direct messages between the two mailboxes.
+        // Only the workspace carried it: the request and the answer are direct messages between the two mailboxes,
+        // each one sealed box.
         let dms = try relay.directMessages()
-        let request = try #require(dms.first { $0.to == "spawngate-vps-broker" && $0.text.hasPrefix("spawngate-v1 request vps-broker ") })
-        #expect(request.from == "spawngate-mac-laptop")
-        #expect(dms.contains { $0.to == "spawngate-mac-laptop" && $0.text.hasPrefix("spawngate-v1 answer mac-laptop ") })
-        #expect(!request.text.contains("Implement the plan"), "the task is sealed to the target's key, not readable in the workspace")
+        let request = try #require(dms.first { $0.to == "spawngate-vps-broker" && $0.from == "spawngate-mac-laptop" && $0.text.hasPrefix("spawngate-v2 ") })
+        #expect(dms.contains { $0.to == "spawngate-mac-laptop" && $0.from == "spawngate-vps-broker" && $0.text.hasPrefix("spawngate-v2 ") })
+        #expect(!request.text.contains("Implement the plan") && !request.text.contains("spawn "), "the request is sealed to the target's key")
+        if version == .v6 {
+            // The broker's workspace stream carries every DM: the guard withholds spawngate's and records it.
+            try target.waitForAudit("denied_by_rule", containing: "withheld from the broker")
+        }
 
-        // A replay of the captured message: refused and audited, nothing new starts.
+        // The captured message posted again by its sender (a retry): the same answer again, no second decision.
         try relay.postMessage(from: "spawngate-mac-laptop", to: "spawngate-vps-broker", text: request.text)
+        _ = try RealRelay.waitFor("the retry to be answered again", within: 20) {
+            ((try target.health()["stats"] as? [String: Any])?["duplicates"] as? Int ?? 0) >= 1 ? true : nil
+        }
+        // Posted by someone else with the workspace key: a new request as far as the mailbox knows, and the
+        // pipeline refuses the replayed envelope; nothing new starts.
+        try relay.postMessage(from: "mallory", to: "spawngate-vps-broker", text: request.text)
         try target.waitForAudit("replay", containing: "was already accepted")
-        // A message that is not a valid sealed request: an audited denial, and the guard carries on.
-        try relay.postMessage(from: "mallory", to: "spawngate-vps-broker", text: "spawngate-v1 request vps-broker abcdef0123456789 spawn {\"sealed\":\"AAAA\"}")
-        try target.waitForAudit("malformed", containing: "sealed")
-        try relay.postMessage(from: "mallory", to: "spawngate-vps-broker", text: "spawngate-v1 request vps-broker ../../etc spawn {}")
-        try target.waitForAudit("malformed", containing: "from mallory")
+        // Messages that are not valid sealed requests: audited denials, and the guard carries on.
+        try relay.postMessage(from: "mallory", to: "spawngate-vps-broker", text: "spawngate-v2 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+        try target.waitForAudit("malformed", containing: "does not open")
+        try relay.postMessage(from: "mallory", to: "spawngate-vps-broker", text: "spawngate-v1 request vps-broker abcdef0123456789 spawn {}")
+        try target.waitForAudit("malformed", containing: "another version")
         #expect(target.running && laptop.running)
         let spawned = try RealRelay.http("GET", relay.url + "/api/spawned", headers: ["X-API-Key": relay.apiKey])
         #expect(spawned.text.components(separatedBy: "\"coder\"").count == 2, "one worker only: \(spawned.text)")

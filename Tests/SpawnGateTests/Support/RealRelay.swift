@@ -166,6 +166,13 @@ final class RealRelay: @unchecked Sendable {
         guard r.status == 200 else { throw Failure("/_standin/message answered \(r.status): \(r.text)") }
     }
 
+    /// Posts `text` to the channel `channel` as the agent `from`, through the stand-in's control API (as if that
+    /// agent had called the channel message API).
+    func postChannelMessage(from: String, channel: String, text: String) throws {
+        let r = try Self.http("POST", standinURL + "/_standin/message", json: ["from": from, "channel": channel, "text": text])
+        guard r.status == 200 else { throw Failure("/_standin/message answered \(r.status): \(r.text)") }
+    }
+
     /// Stops the broker (its process group, then anything left that carries this run's marker, such as CLIs in their
     /// own PTY sessions) and the stand-in. Bounded: waits by polling, never longer than a few seconds per step.
     func stop() {

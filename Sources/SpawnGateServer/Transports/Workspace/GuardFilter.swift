@@ -32,9 +32,8 @@ public enum GuardFilter {
     public enum Verdict: Sendable, Equatable {
         /// Forward unchanged.
         case pass
-        /// A spawngate workspace message (RelayWire): the guard's mailbox answers it; the broker never sees it.
-        case ours
-        /// Dropped; record this denial.
+        /// Dropped; record this denial. A spawngate workspace message (``RelayWire``) is dropped too: the guard's
+        /// mailbox reads it on its own socket, and no broker's agent ever sees it.
         case drop(Denial)
     }
 
@@ -45,7 +44,7 @@ public enum GuardFilter {
         "message.created", "message.updated", "thread.reply", "reaction.added", "reaction.removed", "dm.received",
         "group_dm.received", "agent.online", "agent.offline", "agent.release_requested", "channel.created",
         "channel.updated", "channel.archived", "member.joined", "member.left", "message.read", "file.uploaded",
-        "webhook.received", "pong", "ping",
+        "webhook.received", "pong", "ping", "resync_ack",
     ]
 
     /// The node socket's frames that deliver messages or answer the broker's own calls. Not here: `action.invoke`
@@ -75,7 +74,12 @@ public enum GuardFilter {
             guard workspaceTypes.contains(type) else {
                 return .drop(Denial(.deniedByRule, "a '\(shown)' frame on the \(kind) was dropped: the relay guard passes only frame types it knows to be messaging, and fails closed on new ones", rule: rule))
             }
-            return carriesOurMessage(o) ? .ours : .pass
+            if case .object(let m)? = o["message"], case .string(let t)? = m["text"], RelayWire.isOurs(t) {
+                var from = "?"
+                if case .string(let f)? = m["agent_name"] { from = f }
+                return .drop(withheld(from: from, kind: kind))
+            }
+            return .pass
         case .node:
             if type == "action.invoke" {
                 var action = "?"
@@ -89,7 +93,11 @@ public enum GuardFilter {
                 guard case .object(let payload)? = o["payload"], case .string(let inner)? = payload["type"], deliveredTypes.contains(inner) else {
                     return .drop(Denial(.deniedByRule, "a deliver frame whose payload is not a message was dropped: the relay guard delivers only messages", rule: rule))
                 }
-                if case .object(let data)? = payload["data"], case .string(let t)? = data["text"], RelayWire.isOurs(t) { return .ours }
+                if case .object(let data)? = payload["data"], case .string(let t)? = data["text"], RelayWire.isOurs(t) {
+                    var from = "?"
+                    if case .string(let f)? = data["agent_name"] ?? data["from_name"] { from = f }
+                    return .drop(withheld(from: from, kind: kind))
+                }
             }
             return .pass
         case .terminal:
@@ -97,10 +105,9 @@ public enum GuardFilter {
         }
     }
 
-    /// Whether a workspace event's message text is a spawngate workspace message.
-    static func carriesOurMessage(_ o: [String: JSONValue]) -> Bool {
-        if case .object(let m)? = o["message"], case .string(let t)? = m["text"] { return RelayWire.isOurs(t) }
-        return false
+    /// The record of a spawngate workspace message kept from the broker.
+    static func withheld(from sender: String, kind: String) -> Denial {
+        Denial(.deniedByRule, "a spawngate workspace message from \(TerminalText.escaped(String(sender.prefix(64)))) on the \(kind) was withheld from the broker: the gateway's mailbox reads it, no agent does", rule: rule)
     }
 
     /// name and cli of a spawn frame, for the audit line (escaped and cut: they come from whoever pushed it).

@@ -255,8 +255,7 @@ struct SocketProxy: Sendable {
                                 }
                                 switch GuardFilter.judge(Array(s.utf8), on: socket) {
                                 case .pass: try await outbound.write(.text(s))
-                                case .ours: continue   // the mailbox answers it on its own socket
-                                case .drop(let denial): await drops.dropped(denial)
+                                case .drop(let denial): await drops.dropped(denial)   // withheld spawngate messages too
                                 }
                             }
                         }
@@ -344,7 +343,7 @@ struct Forwarder: Sendable {
         return Response(status: .init(code: Int(answer.status.code)), headers: headers, body: .init(byteBuffer: bytes))
     }
 
-    /// `GET /_spawngate/v1/health`; `POST /_spawngate/v1/relay?to=NAME&op=OP&timeout=S` (a request for a `relay:`
+    /// `GET /_spawngate/v1/health`, `GET /_spawngate/metrics`; `POST /_spawngate/v1/relay?to=NAME&op=OP&timeout=S&key=K` (a request for a `relay:`
     /// peer, sent through the workspace; the answer is the target's, unchanged).
     private func local(_ request: Request, path: String) async throws -> Response {
         switch (request.method, path) {
@@ -357,24 +356,40 @@ struct Forwarder: Sendable {
             case .accepted(let how): key = "from the broker's traffic, \(how)"
             case .conflict: key = "conflict"
             }
+            let stats = await mailbox.stats
+            let unverified = stats.unverified.sorted { $0.key < $1.key }.map { ($0.key, JSONWriter.Value.int(Int64($0.value))) }
+            let counts: [(String, JSONWriter.Value)] = [
+                ("sent", .int(Int64(stats.sent))), ("send_failures", .int(Int64(stats.sendFailures))),
+                ("rate_limited", .int(Int64(stats.rateLimited))), ("last_retry_after", .int(Int64(stats.lastRetryAfter))),
+                ("requests", .int(Int64(stats.requests))), ("answers", .int(Int64(stats.answers))), ("duplicates", .int(Int64(stats.duplicates))),
+                ("resyncs", .int(Int64(stats.resyncs))), ("replayed", .int(Int64(stats.replayed))),
+                ("token_replaced", .int(Int64(stats.tokenReplaced))), ("unverified", .raw(JSONWriter.object(unverified))),
+                ("withheld", .int(Int64(mailbox.drops.total))),
+            ]
             return Self.json(200, JSONWriter.object([("guard", .string("spawngate relay guard")), ("name", .string(name)),
                                                     ("upstream", .string(upstream.base)), ("mailbox", .string(online ? "online" : "offline")),
-                                                    ("workspace_key", .string(key))]))
+                                                    ("mailbox_name", .string(mailbox.agentName)),
+                                                    ("workspace_key", .string(key)), ("stats", .raw(JSONWriter.object(counts)))]))
+        case (.get, "/_spawngate/metrics"):
+            var headers = HTTPFields()
+            headers[.contentType] = "text/plain; version=0.0.4"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: await MailboxMetrics.text(mailbox.stats, withheld: mailbox.drops.total))))
         case (.post, "/_spawngate/v1/relay"):
             let q = request.uri.queryParameters
             guard let to = q["to"].map(String.init), (try? Home.validateBrokerName(to)) != nil,
-                  let op = q["op"].flatMap({ GatewayOperation(rawValue: String($0)) }), op.throughWorkspace else {
-                return Self.error(400, "POST /_spawngate/v1/relay needs to=BROKER and op=spawn|release|agents|logs")
+                  let op = q["op"].flatMap({ GatewayOperation(rawValue: String($0)) }), op.throughWorkspace,
+                  let key = q["key"].flatMap({ Base64.urlDecode(String($0)) }).flatMap({ try? PublicKey(validating: $0) }) else {
+                return Self.error(400, "POST /_spawngate/v1/relay needs to=BROKER, op=spawn|release|agents|logs and key=<the peer's public key, base64url>")
             }
             let timeout = min(max(q["timeout"].flatMap { Double(String($0)) } ?? 30, 1), 300)
             let body: ByteBuffer
             do { body = try await request.body.collect(upTo: SealedBody.maxSize) } catch {
                 return Self.error(413, "the request is over \(SealedBody.maxSize) bytes; a gateway accepts at most 64 KiB (shorten the task)")
             }
-            let (status, answer) = await mailbox.call(to: to, op: op, payload: Array(body.readableBytesView), timeout: timeout)
+            let (status, answer) = await mailbox.call(to: to, key: key, op: op, payload: Array(body.readableBytesView), timeout: timeout)
             return Self.json(status, answer)
         default:
-            return Self.error(404, "the relay guard's own API is GET /_spawngate/v1/health and POST /_spawngate/v1/relay")
+            return Self.error(404, "the relay guard's own API is GET /_spawngate/v1/health, GET /_spawngate/metrics and POST /_spawngate/v1/relay")
         }
     }
 
