@@ -11,6 +11,7 @@ let package = Package(
         .executable(name: "spawngate-serve", targets: ["spawngate-serve"]),
         .executable(name: "spawngate-mcp", targets: ["spawngate-mcp"]),
         .executable(name: "spawngate-dashboard", targets: ["spawngate-dashboard"]),
+        .executable(name: "spawngate-init", targets: ["spawngate-init"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
@@ -40,6 +41,10 @@ let package = Package(
             providers: [.apt(["libsodium-dev"]), .brew(["libsodium"])]),
         // fork/exec, Landlock and seccomp: the few things Swift cannot do safely itself.
         .target(name: "CSpawn", linkerSettings: [.linkedLibrary("seccomp")]),
+        // Every agent's init (pid 1 of its pid namespace): a small static C program that cspawn_start execs, so no
+        // copy of the gateway stays behind per agent. Static: no loader reads the agent's environment outside the
+        // sandbox.
+        .executableTarget(name: "spawngate-init", linkerSettings: [.unsafeFlags(["-static-executable"])]),
         .target(
             name: "SpawnGate",
             dependencies: [

@@ -5,16 +5,17 @@
 #   scripts/install.sh PREFIX [FROM]        DESTDIR=… is honoured, as packagers expect.
 #
 # Everything spawngate needs at run time is in the binaries (Swift runtime and Foundation linked statically by
-# `make release`); `spawngate serve` runs `spawngate-serve` from the same directory, so they go in together.
+# `make release`); `spawngate serve` runs `spawngate-serve` from the same directory, and every agent's init is
+# `spawngate-init` from there too, so they go in together.
 set -euo pipefail
 
 prefix=${1:?usage: scripts/install.sh PREFIX [FROM]  (FROM defaults to .build-static/release)}
 from=${2:-.build-static/release}
 root="${DESTDIR:-}${prefix}"
 
-for needed in spawngate spawngate-serve; do
+for needed in spawngate spawngate-serve spawngate-init; do
   if [ ! -x "$from/$needed" ]; then
-    echo "install: $from/$needed is missing; run 'make release' first (or give the directory that holds both binaries)" >&2
+    echo "install: $from/$needed is missing; run 'make release' first (or give the directory that holds all three)" >&2
     exit 1
   fi
 done

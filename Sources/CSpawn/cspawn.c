@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <poll.h>
+#include <stdio.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -45,53 +46,7 @@ static int close_from(int lo, int hi) {
     return 0;
 }
 
-struct child_args { const cspawn_spec *spec; int ep; uid_t uid; gid_t gid; };
-
-// The agent itself: runs in the init's pid namespace, sharing the init's memory until execve (CLONE_VM |
-// CLONE_VFORK, as posix_spawn does): only system calls and writes to its own stack, never the heap.
-static int agent_main(void *arg) {
-    const struct child_args *args = arg;
-    int ep = args->ep;
-    const cspawn_spec *s = args->spec;
-    // Signal mask and dispositions are inherited across exec: start the agent from a clean slate. Handlers are
-    // reset while every signal is still blocked: a handler of the gateway must never run here, in its memory.
-    struct sigaction dfl; memset(&dfl, 0, sizeof dfl); dfl.sa_handler = SIG_DFL;
-    for (int sig = 1; sig < 65; sig++) if (sig != SIGKILL && sig != SIGSTOP) sigaction(sig, &dfl, NULL);
-    sigset_t none; sigemptyset(&none);
-    if (sigprocmask(SIG_SETMASK, &none, NULL) != 0) report(ep, CSPAWN_SIGNALS);
-    for (int i = 0; i < s->n_rlimits; i++) {
-        struct rlimit rl = { s->rlimits[i].value, s->rlimits[i].value };
-        if (setrlimit(s->rlimits[i].resource, &rl) != 0) report(ep, CSPAWN_RLIMIT);
-    }
-    // The approved directory, by the descriptor the Landlock rule was made from: whatever its path names now,
-    // the fence and the working directory are the same object.
-    if (fchdir(s->cwd_fd) != 0) report(ep, CSPAWN_CHDIR);
-    // It must still be where the decision found it: getcwd(2) names where we really are.
-    char here[4096];
-    long n = syscall(SYS_getcwd, here, sizeof here);
-    if (n <= 0 || strcmp(here, s->cwd) != 0) { errno = ESTALE; report(ep, CSPAWN_CWD_CHANGED); }
-    if (s->cwd_fd_slot >= 0 && dup2(s->cwd_fd, s->cwd_fd_slot) < 0) report(ep, CSPAWN_CHDIR);
-    if (s->drop_caps) {
-        // Root without capabilities: no CAP_SYS_PTRACE to read the gateway's memory or environment, no
-        // CAP_DAC_OVERRIDE to read other users' files; the empty bounding set keeps exec from granting them back.
-        for (int cap = 0; cap < 64; cap++)
-            if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) report(ep, CSPAWN_CAPS);
-        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL) report(ep, CSPAWN_CAPS);
-        struct { uint32_t version; int pid; } hdr = { 0x20080522 /* _LINUX_CAPABILITY_VERSION_3 */, 0 };
-        struct { uint32_t effective, permitted, inheritable; } data[2];
-        memset(data, 0, sizeof data);
-        if (syscall(SYS_capset, &hdr, data) != 0) report(ep, CSPAWN_CAPS);
-    }
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) report(ep, CSPAWN_NO_NEW_PRIVS);
-    if (s->landlock_fd >= 0 && syscall(SYS_landlock_restrict_self, s->landlock_fd, 0) != 0) report(ep, CSPAWN_LANDLOCK);
-    if (s->filter) {
-        struct sock_fprog prog = { s->filter_len, (struct sock_filter *)s->filter };
-        if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) != 0) report(ep, CSPAWN_SECCOMP);
-    }
-    execve(s->path, s->argv, s->envp);
-    report(ep, CSPAWN_EXEC);
-    return 127;
-}
+struct child_args { const cspawn_spec *spec; int ep; uid_t uid; gid_t gid; int init_fd, env_fd; char *const *init_argv; };
 
 static int write_file(const char *path, const char *text) {
     int fd = open(path, O_WRONLY | O_CLOEXEC);
@@ -103,7 +58,7 @@ static int write_file(const char *path, const char *text) {
     return n == len ? 0 : -1;
 }
 
-// Small decimal formatting without stdio (this runs in a forked child of a multithreaded process).
+// Small decimal formatting without stdio (this runs in a child that shares a multithreaded process's memory).
 static char *put_uint(char *p, unsigned long v) {
     char tmp[24]; int i = 0;
     do { tmp[i++] = (char)('0' + v % 10); v /= 10; } while (v);
@@ -111,17 +66,18 @@ static char *put_uint(char *p, unsigned long v) {
     return p;
 }
 
-// The agent's init, pid 1 of a new pid namespace: a copy of the gateway made by clone without CLONE_VM (so it
-// outlives this call), running system calls only. It prepares what the agent inherits, starts the agent, and
-// then only forwards signals and reaps until the agent exits.
-static int init_main(void *arg) {
+// The agent's init before it is one: pid 1 of the new pid namespace, sharing the gateway's memory (CLONE_VM |
+// CLONE_VFORK, as posix_spawn does: the gateway waits, and nothing is copied) until it execs spawngate-init, so
+// system calls and writes to its own stack only. It makes what the agent inherits (user mapping, its own /proc,
+// the session, stdio, descriptors at fixed numbers) and hands over to that small program, which starts the agent.
+static int prepare_main(void *arg) {
     struct child_args *args = arg;
     int ep = args->ep;
     const cspawn_spec *s = args->spec;
     if (s->new_userns) {
         // Map our own uid and gid only: the agent keeps its identity and gains nothing outside. A non-dumpable
         // process's /proc files belong to root, so a gateway that is not root (itself non-dumpable, which this
-        // copy inherits) could not write its maps: dumpable only while writing them, as runc does. Nothing of ours
+        // child inherits) could not write its maps: dumpable only while writing them, as runc does. Nothing of ours
         // can reach this process meanwhile: agents live in pid namespaces of their own, and anything else of the
         // gateway's uid outside them can read the identity key file anyway.
         prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
@@ -132,17 +88,15 @@ static int init_main(void *arg) {
         p = put_uint(map, args->gid); *p++ = ' '; p = put_uint(p, args->gid); *p++ = ' '; *p++ = '1'; *p = 0;
         if (write_file("/proc/self/gid_map", map) != 0) report(ep, CSPAWN_NAMESPACE);
     }
-    // Not readable or traceable by the agent (same uid): this process still holds a copy of the gateway's memory.
+    // Not readable or traceable while it holds the gateway's memory (spawngate-init sets it again after exec).
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) report(ep, CSPAWN_NAMESPACE);
     // A relay worker's agent is its launcher's: when the broker kills the launcher, the whole agent goes too.
     if (s->die_with_parent && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) report(ep, CSPAWN_NAMESPACE);
-    // In `ps` it still shows the gateway's command line (it never execs); its name says what it is.
-    prctl(PR_SET_NAME, "spawngate-init", 0, 0, 0);
     // A /proc of the agent's own namespace, in a mount namespace of its own: the agent sees its processes (pids
     // as it knows them) and none of the host's, the gateway's command line and descriptors included.
     if (mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) report(ep, CSPAWN_NAMESPACE);
     if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) report(ep, CSPAWN_NAMESPACE);
-    // The gateway's cwd descriptor names a mount of its namespace, not of this copy (getcwd would say
+    // The gateway's cwd descriptor names a mount of its namespace, not of this one (getcwd would say
     // "(unreachable)"): the same directory is opened again here, without following symlinks, and must be the very
     // inode the Landlock rule was made from.
     int cwd_here = cspawn_open_dir(s->cwd);
@@ -150,91 +104,150 @@ static int init_main(void *arg) {
     if (cwd_here < 0) report(ep, errno == ELOOP ? CSPAWN_CWD_CHANGED : CSPAWN_CHDIR);
     if (fstat(s->cwd_fd, &was) != 0 || fstat(cwd_here, &now) != 0) report(ep, CSPAWN_CHDIR);
     if (was.st_dev != now.st_dev || was.st_ino != now.st_ino) { errno = ESTALE; report(ep, CSPAWN_CWD_CHANGED); }
-    // The gateway's handlers are not ours: default dispositions, every signal still blocked (the init takes
-    // them with sigwaitinfo below).
+    // The gateway's handlers are not ours: default dispositions, every signal still blocked (spawngate-init takes
+    // them with sigwaitinfo; exec keeps the mask).
     struct sigaction dfl; memset(&dfl, 0, sizeof dfl); dfl.sa_handler = SIG_DFL;
     for (int sig = 1; sig < 65; sig++) if (sig != SIGKILL && sig != SIGSTOP) sigaction(sig, &dfl, NULL);
     // A new session and process group, and no terminal unless stdio hands one over.
     if (setsid() < 0) report(ep, CSPAWN_SETSID);
     if (dup2(s->stdin_fd, 0) < 0 || dup2(s->stdout_fd, 1) < 0 || dup2(s->stderr_fd, 2) < 0) report(ep, CSPAWN_STDIO);
-    // Descriptors the program inherits go to 3, 4, …: first moved above every target slot (so no source is
-    // overwritten before it is copied), then into place, where dup2 clears close-on-exec.
-    int first_free = 3 + s->n_pass;
-    int high = first_free + 8;
-    int moved[8];
+    // Descriptors the program inherits go to 3, 4, …, then the error pipe, the cwd, the Landlock ruleset,
+    // spawngate-init itself and the agent's environment at the next five numbers (as build_init_argv told it):
+    // each first moved above every target slot (so no source is overwritten before it is copied), then into
+    // place, where dup2 clears close-on-exec so they survive the exec of spawngate-init.
     if (s->n_pass > 8) { errno = EINVAL; report(ep, CSPAWN_CLOSE_FDS); }
-    if ((ep = fcntl(ep, F_DUPFD_CLOEXEC, high)) < 0) report(args->ep, CSPAWN_CLOSE_FDS);
+    int base = 3 + s->n_pass, high = base + 5;
+    int moved[8];
+    int e2 = fcntl(ep, F_DUPFD_CLOEXEC, high);
+    if (e2 < 0) report(ep, CSPAWN_CLOSE_FDS);
+    ep = e2;
     int ll = s->landlock_fd >= 0 ? fcntl(s->landlock_fd, F_DUPFD_CLOEXEC, high) : -1;
     if (s->landlock_fd >= 0 && ll < 0) report(ep, CSPAWN_CLOSE_FDS);
     int cwd = fcntl(cwd_here, F_DUPFD_CLOEXEC, high);
-    if (cwd < 0) report(ep, CSPAWN_CLOSE_FDS);
+    int self = fcntl(args->init_fd, F_DUPFD_CLOEXEC, high);
+    int env = fcntl(args->env_fd, F_DUPFD_CLOEXEC, high);
+    if (cwd < 0 || self < 0 || env < 0) report(ep, CSPAWN_CLOSE_FDS);
     for (int i = 0; i < s->n_pass; i++)
         if ((moved[i] = fcntl(s->pass_fds[i], F_DUPFD_CLOEXEC, high)) < 0) report(ep, CSPAWN_CLOSE_FDS);
     for (int i = 0; i < s->n_pass; i++)
         if (dup2(moved[i], 3 + i) < 0) report(ep, CSPAWN_CLOSE_FDS);
-    // Close every other inherited descriptor, keeping only the error pipe, the Landlock ruleset and the cwd.
-    int keep[3] = { ep, ll, cwd }, lo = first_free;
-    for (int i = 0; i < 3; i++) for (int j = i + 1; j < 3; j++) if (keep[j] < keep[i]) { int t = keep[i]; keep[i] = keep[j]; keep[j] = t; }
-    for (int i = 0; i < 3; i++) {
-        if (keep[i] < lo) continue;
-        if (close_from(lo, keep[i] - 1) != 0) report(ep, CSPAWN_CLOSE_FDS);
-        lo = keep[i] + 1;
-    }
-    if (close_from(lo, ~0U >> 1) != 0) report(ep, CSPAWN_CLOSE_FDS);
-    cspawn_spec local = *s;
-    local.landlock_fd = ll; local.cwd_fd = cwd;
-    struct child_args agent_args = { &local, ep, args->uid, args->gid };
-    const size_t stack_size = 256 * 1024;
-    void *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (stack == MAP_FAILED) report(ep, CSPAWN_FORK);
-    pid_t agent = clone(agent_main, (char *)stack + stack_size, CLONE_VM | CLONE_VFORK | SIGCHLD, &agent_args);
-    if (agent < 0) report(ep, CSPAWN_FORK);
-    // The agent has exec'd (or reported why not, then exited): nothing here is for it any more.
-    close_from(3, ~0U >> 1);
-    munmap(stack, stack_size);
-    sigset_t wanted; sigemptyset(&wanted);
-    const int forwarded[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH };
-    for (size_t i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++) sigaddset(&wanted, forwarded[i]);
-    sigaddset(&wanted, SIGCHLD);
-    for (;;) {
-        int status;
-        pid_t r;
-        while ((r = waitpid(-1, &status, WNOHANG)) > 0) {
-            // The agent's own process is the agent: when it is gone, so is everything it started (the kernel
-            // kills the rest of the namespace when its init exits).
-            if (r == agent) _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+    if (dup2(cwd, base + 1) < 0 || dup2(self, base + 3) < 0 || dup2(env, base + 4) < 0) report(ep, CSPAWN_CLOSE_FDS);
+    if (ll >= 0 ? dup2(ll, base + 2) < 0 : (close(base + 2), 0)) report(ep, CSPAWN_CLOSE_FDS);
+    if (dup2(ep, base) < 0) report(ep, CSPAWN_CLOSE_FDS);
+    ep = base;
+    // Every other descriptor: the moved copies and whatever else the gateway had open.
+    if (close_from(base + 5, ~0U >> 1) != 0) report(ep, CSPAWN_CLOSE_FDS);
+    char *const empty[] = { NULL };
+    syscall(SYS_execveat, base + 3, "", args->init_argv, empty, AT_EMPTY_PATH);
+    report(ep, CSPAWN_INIT);
+    return 127;
+}
+
+// spawngate-init, next to the executable that starts agents, opened once: what every agent's init runs.
+static int init_fd = -1, init_errno = 0;
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static void open_init(void) {
+    char path[4096 + 32];
+    ssize_t n = readlink("/proc/self/exe", path, 4096);
+    if (n <= 0) { init_errno = errno; return; }
+    path[n] = 0;
+    char *slash = strrchr(path, '/');
+    if (!slash) { init_errno = ENOENT; return; }
+    strcpy(slash + 1, "spawngate-init");
+    init_fd = open(path, O_PATH | O_CLOEXEC);
+    if (init_fd < 0) init_errno = errno;
+}
+
+int cspawn_init_fd(void) {
+    pthread_once(&init_once, open_init);
+    if (init_fd < 0) errno = init_errno;
+    return init_fd;
+}
+
+// The agent's environment for spawngate-init, NUL-separated in a sealed memfd: never in its argv, which anyone
+// on the machine can read in /proc, and never its own environment, which its C library would read first.
+static int env_memfd(const cspawn_spec *s) {
+    int fd = memfd_create("spawngate-agent-env", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0) return -1;
+    for (int i = 0; s->envp[i]; i++) {
+        size_t len = strlen(s->envp[i]) + 1, off = 0;
+        while (off < len) {
+            ssize_t n = write(fd, s->envp[i] + off, len - off);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) { int e = errno; close(fd); errno = e; return -1; }
+            off += (size_t)n;
         }
-        if (r < 0 && errno == ECHILD) _exit(127);
-        siginfo_t info;
-        int sig = sigwaitinfo(&wanted, &info);
-        // Every process of the namespace but this one; only ever as its pid 1 (outside a pid namespace of its
-        // own, kill(-1) would reach every process of the user).
-        if (sig > 0 && sig != SIGCHLD && getpid() == 1) kill(-1, sig);
     }
+    fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL);
+    return fd;
+}
+
+// spawngate-init's arguments (see Sources/spawngate-init/main.c), in one allocation: the pointers, then the text.
+static char **build_init_argv(const cspawn_spec *s) {
+    int argc = 0;
+    while (s->argv[argc]) argc++;
+    size_t words = (size_t)(13 + 2 * s->n_rlimits + argc + 1);
+    size_t text = 64 * (size_t)(10 + 2 * s->n_rlimits) + (size_t)s->filter_len * 16 + 2;
+    char **v = malloc(words * sizeof(char *) + text);
+    if (!v) return NULL;
+    char *t = (char *)(v + words);
+    int k = 0, base = 3 + s->n_pass;
+#define NUM(x) do { v[k++] = t; t += sprintf(t, "%lld", (long long)(x)) + 1; } while (0)
+    v[k++] = "spawngate-init";
+    NUM(base); NUM(base + 1); NUM(s->landlock_fd >= 0 ? base + 2 : -1); NUM(base + 3); NUM(base + 4);
+    v[k++] = (char *)s->cwd;
+    NUM(s->cwd_fd_slot); NUM(s->drop_caps ? 1 : 0);
+    if (s->filter && s->filter_len) {
+        v[k++] = t;
+        const unsigned char *b = s->filter;
+        for (size_t i = 0; i < (size_t)s->filter_len * 8; i++) { *t++ = "0123456789abcdef"[b[i] >> 4]; *t++ = "0123456789abcdef"[b[i] & 15]; }
+        *t++ = 0;
+    } else {
+        v[k++] = "-";
+    }
+    NUM(s->n_rlimits);
+    for (int i = 0; i < s->n_rlimits; i++) { NUM(s->rlimits[i].resource); NUM(s->rlimits[i].value); }
+    NUM(argc);
+    v[k++] = (char *)s->path;
+    for (int i = 0; i < argc; i++) v[k++] = s->argv[i];
+    v[k] = NULL;
+#undef NUM
+    return v;
 }
 
 int cspawn_start(const cspawn_spec *s, pid_t *pid_out, int *stage, int *err) {
-    int pipefd[2];
     *stage = CSPAWN_OK; *err = 0;
-    if (pipe2(pipefd, O_CLOEXEC) != 0) { *stage = CSPAWN_FORK; *err = errno; return -1; }
+    int self = cspawn_init_fd();
+    if (self < 0) { *stage = CSPAWN_INIT; *err = errno; return -1; }
+    if (s->n_rlimits > 16) { *stage = CSPAWN_RLIMIT; *err = EINVAL; return -1; }
+    char **init_argv = build_init_argv(s);
+    if (!init_argv) { *stage = CSPAWN_FORK; *err = ENOMEM; return -1; }
+    int env_fd = env_memfd(s);
+    if (env_fd < 0) { *stage = CSPAWN_FORK; *err = errno; free(init_argv); return -1; }
+    int pipefd[2];
+    if (pipe2(pipefd, O_CLOEXEC) != 0) { *stage = CSPAWN_FORK; *err = errno; free(init_argv); close(env_fd); return -1; }
     const size_t stack_size = 256 * 1024;
     void *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (stack == MAP_FAILED) { *stage = CSPAWN_FORK; *err = errno; close(pipefd[0]); close(pipefd[1]); return -1; }
-    // Every signal blocked until the init has reset the handlers (a handler of ours must never run there).
+    if (stack == MAP_FAILED) { *stage = CSPAWN_FORK; *err = errno; close(pipefd[0]); close(pipefd[1]); free(init_argv); close(env_fd); return -1; }
+    // Every signal blocked until the child has reset the handlers (a handler of ours must never run there), and
+    // still blocked in spawngate-init, which takes them with sigwaitinfo.
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    struct child_args args = { s, pipefd[1], getuid(), getgid() };
-    int flags = CLONE_NEWPID | CLONE_NEWNS | SIGCHLD | (s->new_userns ? CLONE_NEWUSER : 0);
-    pid_t pid = clone(init_main, (char *)stack + stack_size, flags, &args);
+    struct child_args args = { s, pipefd[1], getuid(), getgid(), self, env_fd, init_argv };
+    int flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_VM | CLONE_VFORK | SIGCHLD | (s->new_userns ? CLONE_NEWUSER : 0);
+    // Returns once the child has exec'd spawngate-init (or failed): nothing of this process was copied.
+    pid_t pid = clone(prepare_main, (char *)stack + stack_size, flags, &args);
     int clone_errno = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    munmap(stack, stack_size);  // ours; the init has its own copy
+    munmap(stack, stack_size);
+    free(init_argv);
+    close(env_fd);
     if (pid < 0) { *stage = CSPAWN_NAMESPACE; *err = clone_errno; close(pipefd[0]); close(pipefd[1]); return -1; }
     close(pipefd[1]);
     int msg[2];
     ssize_t n;
-    // EOF once the init and the agent have both closed their ends: the agent at exec, the init right after.
+    // EOF once spawngate-init and the agent have both closed their ends: the agent at exec, the init right after.
     do { n = read(pipefd[0], msg, sizeof msg); } while (n < 0 && errno == EINTR);
     close(pipefd[0]);
     if (n == (ssize_t)sizeof msg) {

@@ -119,6 +119,7 @@ struct Bench {
         let only = ProcessInfo.processInfo.environment["SPAWNGATE_BENCH_ONLY"].map { Set($0.split(separator: ",").map(String.init)) }
         func runs(_ part: String) -> Bool { only?.contains(part) ?? true }
         if runs("starts") { try agentStarts(row) }
+        if runs("memory") { try agentMemory(section) }
         if let exe {
             if runs("remote") { try remoteVersusSSH(exe: exe, row, section) }
             if runs("daemon") { try daemonCurve(exe: exe, row, section) }

@@ -40,16 +40,22 @@ typedef struct {
 enum cspawn_stage {
     CSPAWN_OK = 0, CSPAWN_FORK, CSPAWN_SIGNALS, CSPAWN_SETSID, CSPAWN_STDIO, CSPAWN_CLOSE_FDS, CSPAWN_RLIMIT,
     CSPAWN_CHDIR, CSPAWN_CWD_CHANGED, CSPAWN_NO_NEW_PRIVS, CSPAWN_LANDLOCK, CSPAWN_SECCOMP, CSPAWN_EXEC,
-    CSPAWN_NAMESPACE, CSPAWN_CAPS
+    CSPAWN_NAMESPACE, CSPAWN_CAPS,
+    /// spawngate-init (next to the executable) could not be found or run.
+    CSPAWN_INIT
 };
 
 /// Starts the agent per `spec` inside a pid namespace of its own, whose first process (pid 1 there) is a small
-/// init that stays behind: it forwards TERM, INT, HUP, QUIT, USR1, USR2 and WINCH to every process of the namespace,
+/// init (spawngate-init, exec'd: no copy of this process stays behind) that stays behind: it forwards TERM, INT, HUP, QUIT, USR1, USR2 and WINCH to every process of the namespace,
 /// reaps them, and exits with the agent's status once the agent's own process exits, at which point the kernel
 /// kills whatever else is left in the namespace. So the agent is one process to watch and to stop (the init), and
 /// nothing it starts (setsid, double fork, a daemon) outlives it. Returns 0 and the init's pid (the agent's
 /// identity from outside) on success; otherwise -1 with the stage and errno.
 int cspawn_start(const cspawn_spec *spec, pid_t *pid, int *stage, int *err);
+
+/// The descriptor of spawngate-init (the agents' init, a small static program next to this executable), opened
+/// once; -1 with errno when it is missing.
+int cspawn_init_fd(void);
 
 /// Opens the directory `path` (absolute) as an O_PATH descriptor without following any symlink on the way
 /// (openat2 RESOLVE_NO_SYMLINKS, else a component walk with O_NOFOLLOW). Returns the fd, or -1 with errno (ELOOP

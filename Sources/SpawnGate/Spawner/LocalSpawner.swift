@@ -272,6 +272,9 @@ public struct LocalSpawner: Sendable {
         case CSPAWN_FORK.rawValue: return "cannot fork: \(why)"
         case CSPAWN_NAMESPACE.rawValue: return "cannot give the agent a pid namespace of its own: \(why); \(SandboxSupport.containmentFix)"
         case CSPAWN_CAPS.rawValue: return "cannot drop the agent's capabilities: \(why)"
+        case CSPAWN_INIT.rawValue:
+            let dir = ((Files.readLink("/proc/self/exe") ?? "?") as NSString).deletingLastPathComponent
+            return "cannot run spawngate-init, the agents' init, from \(dir): \(why); install it next to this program ('make install' puts them together)"
         default: return "the agent could not be started (stage \(stage)): \(why)"
         }
     }

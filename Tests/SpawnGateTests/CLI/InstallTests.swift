@@ -23,6 +23,7 @@ struct InstallTests {
         let help = try TestSupport.run(installed, ["serve", "--help"])
         #expect(help.status == 0 && help.stdout.contains("--listen"), "\(help.stdout)\(help.stderr)")
         #expect(!FileManager.default.fileExists(atPath: prefix + "/bin/spawngate-bench"), "the benchmark is not a server tool")
+        #expect(access(prefix + "/bin/spawngate-init", X_OK) == 0, "every agent's init goes in with the gateway")
 
         for (file, word) in [("share/bash-completion/completions/spawngate", "_spawngate"),
                              ("share/zsh/site-functions/_spawngate", "#compdef spawngate"),

@@ -107,6 +107,37 @@ struct ContainmentTests {
         #expect(TestSupport.gone("sleep 302.5", within: 30) && TestSupport.gone("sleep 302.25", within: 10), "the restarted gateway enforced the deadline")
     }
 
+    /// T108 (issue 27): every agent's init is spawngate-init, a small static program the start execs, not a copy
+    /// of the gateway: it holds none of the gateway's memory (the resident size of a fork of the test process was
+    /// tens of MiB), its command line, which anyone on the machine can read, carries no environment, its own
+    /// environment is empty, and no dynamic loader ran for it (a static binary reads no LD_PRELOAD).
+    @Test func theInitIsASmallExecdProgram() throws {
+        let g = try Gateway(rule: ["sandbox: standard"])
+        try g.script("exec sleep 303.5")
+        let spawn = try #require(try g.pipeline().decide(g.envelope(g.request())).authorized)
+        let agent = try LocalSpawner(home: g.vps, environment: ["PATH": "/usr/bin:/bin", "SECRET_TOKEN": "s3cr3t-value"],
+                                     passThrough: ["SECRET_TOKEN"]).start(spawn, output: .logFiles)
+        defer { _ = Supervisor.stop(agent.process, grace: 0.2) }
+        let pid = agent.process.pid
+        #expect(Files.readLink("/proc/\(pid)/exe")?.hasSuffix("/spawngate-init") == true, "\(Files.readLink("/proc/\(pid)/exe") ?? "?")")
+        let cmdline = String(decoding: (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline"))) ?? Data(), as: UTF8.self)
+        #expect(!cmdline.isEmpty && !cmdline.contains("PATH=") && !cmdline.contains("s3cr3t-value"), "\(cmdline)")
+        #expect(((try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/environ"))) ?? Data([1])).isEmpty, "the init's own environment is empty")
+        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        let rss = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") }.flatMap { Int($0.split(separator: " ").dropFirst().first ?? "") } ?? Int.max
+        #expect(rss < 8 * 1024, "the init's resident size is \(rss) KiB")
+        // The agent itself still gets its environment, as before.
+        let child = try RealRelay.waitFor("the agent under its init", within: 5) { TestSupport.pids(withCommandLine: "sleep 303.5").first }
+        let environ = String(decoding: (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(child)/environ"))) ?? Data(), as: UTF8.self)
+        #expect(environ.contains("SECRET_TOKEN=s3cr3t-value"), "the agent got its environment: \(environ.replacingOccurrences(of: "\0", with: " "))")
+        // Static: an ELF without a PT_INTERP program header (no loader reads the agent's LD_* or GLIBC_TUNABLES).
+        let exe = try #require(Files.readLink("/proc/\(pid)/exe"))
+        let elf = [UInt8](try Data(contentsOf: URL(fileURLWithPath: exe)))
+        func word(_ at: Int, _ size: Int) -> Int { (0..<size).reduce(0) { $0 | Int(elf[at + $1]) << (8 * $1) } }
+        let phoff = word(0x20, 8), phentsize = word(0x36, 2), phnum = word(0x38, 2)
+        #expect(phnum > 0 && !(0..<phnum).contains { word(phoff + $0 * phentsize, 4) == 3 }, "spawngate-init is linked statically")
+    }
+
     /// T29: a `standard` agent cannot signal anything outside its own tree: not by pid (it lives in a pid
     /// namespace of its own) and not through a pidfd made from /proc (its /proc shows only its own processes, and
     /// pidfd_send_signal is refused). The same script run outside the sandbox stops the victim.
