@@ -138,6 +138,20 @@ struct ContainmentTests {
         #expect(phnum > 0 && !(0..<phnum).contains { word(phoff + $0 * phentsize, 4) == 3 }, "spawngate-init is linked statically")
     }
 
+    /// Without spawngate-init next to the gateway, nothing starts, under any profile, and the decision says what
+    /// is missing and where (a gateway copied without it would otherwise fail every start at the last moment).
+    @Test func aMissingInitRefusesEveryStartSayingWhy() throws {
+        let g = try DecisionCLITests.live(["sandbox: none"])
+        let lonely = g.dir + "/lonely-bin"
+        try FileManager.default.createDirectory(atPath: lonely, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: TestSupport.binary, toPath: lonely + "/spawngate")
+        let request = g.dir + "/request.json"
+        try DecisionCLITests.write(g.envelope(), request)
+        let exec = try TestSupport.run(lonely + "/spawngate", ["exec", request, "--home", g.vps.root])
+        #expect(exec.status == 2, "\(exec.stdout) \(exec.stderr)")
+        #expect((exec.stdout + exec.stderr).contains("spawngate-init, every agent's init, next to this program in \(lonely)"), "\(exec.stdout) \(exec.stderr)")
+    }
+
     /// T29: a `standard` agent cannot signal anything outside its own tree: not by pid (it lives in a pid
     /// namespace of its own) and not through a pidfd made from /proc (its /proc shows only its own processes, and
     /// pidfd_send_signal is refused). The same script run outside the sandbox stops the victim.
