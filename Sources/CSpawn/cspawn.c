@@ -23,6 +23,10 @@
 #include <linux/filter.h>
 #include <linux/landlock.h>
 #include <linux/seccomp.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <linux/inet_diag.h>
+#include <netinet/in.h>
 #include <seccomp.h>
 #include "cspawn.h"
 
@@ -504,4 +508,39 @@ int cspawn_await_exit(pid_t pid, int timeout_ms) {
     do { n = poll(&p, 1, timeout_ms); } while (n < 0 && errno == EINTR);
     close(pfd);
     return n < 0 ? -1 : (n > 0 ? 1 : 0);
+}
+
+int cspawn_listening_inodes(int port, unsigned long *inodes, int cap) {
+    int count = 0;
+    for (int family = AF_INET; ; family = AF_INET6) {
+        int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+        if (fd < 0) return -1;
+        struct { struct nlmsghdr nlh; struct inet_diag_req_v2 req; } msg;
+        memset(&msg, 0, sizeof msg);
+        msg.nlh.nlmsg_len = sizeof msg;
+        msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+        msg.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+        msg.req.sdiag_family = (unsigned char)family;
+        msg.req.sdiag_protocol = IPPROTO_TCP;
+        msg.req.idiag_states = 1 << 10;   // TCP_LISTEN only: the kernel walks the listening table, not every socket
+        struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
+        if (sendto(fd, &msg, sizeof msg, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0) { close(fd); return -1; }
+        long buf[8192 / sizeof(long)];
+        int done = 0;
+        while (!done) {
+            ssize_t n = recv(fd, buf, sizeof buf, 0);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) { close(fd); return -1; }
+            for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n)) {
+                if (h->nlmsg_type == NLMSG_DONE) { done = 1; break; }
+                if (h->nlmsg_type == NLMSG_ERROR) { close(fd); errno = EPROTO; return -1; }
+                if (h->nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg))) continue;
+                struct inet_diag_msg *d = NLMSG_DATA(h);
+                if (ntohs(d->id.idiag_sport) == port && count < cap) inodes[count++] = d->idiag_inode;
+            }
+        }
+        close(fd);
+        if (family == AF_INET6) break;
+    }
+    return count;
 }

@@ -53,6 +53,11 @@ enum cspawn_stage {
 /// identity from outside) on success; otherwise -1 with the stage and errno.
 int cspawn_start(const cspawn_spec *spec, pid_t *pid, int *stage, int *err);
 
+/// The inodes of the listening TCP sockets (IPv4 and IPv6) on `port`, from the kernel's socket diagnostics
+/// (only the listening table is walked: cheap however many connections the machine has). Returns how many were
+/// written to `inodes` (at most `cap`), or -1 with errno when the kernel does not answer (then read /proc/net/tcp).
+int cspawn_listening_inodes(int port, unsigned long *inodes, int cap);
+
 /// The descriptor of spawngate-init (the agents' init, a small static program next to this executable), opened
 /// once; -1 with errno when it is missing.
 int cspawn_init_fd(void);

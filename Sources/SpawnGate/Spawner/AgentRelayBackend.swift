@@ -1,3 +1,4 @@
+import CSpawn
 import Foundation
 
 /// Where the local Agent Relay broker listens and the key its HTTP API wants, from the `connection.json` it
@@ -83,7 +84,12 @@ public struct AgentRelayConnection: Sendable, Equatable {
 /// (/proc/net/tcp and tcp6, state 0A) against the socket links among /proc/PID/fd. Read as data, bounded.
 func listens(pid: Int32, port: Int) -> Bool {
     var inodes = Set<String>()
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+    // The kernel's socket diagnostics list only listening sockets (well under a millisecond); /proc/net/tcp lists
+    // every socket of the machine, which took several milliseconds of each relay worker's start.
+    var found = [UInt](repeating: 0, count: 64)
+    let n = found.withUnsafeMutableBufferPointer { cspawn_listening_inodes(Int32(port), $0.baseAddress, Int32($0.count)) }
+    if n >= 0 { inodes = Set(found.prefix(Int(n)).map { String($0) }) }
+    for table in n >= 0 ? [] : ["/proc/net/tcp", "/proc/net/tcp6"] {
         guard let bytes = try? Files.read(table, limit: 16 << 20) else { continue }
         for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n").dropFirst() {
             let f = line.split(separator: " ", omittingEmptySubsequences: true)
