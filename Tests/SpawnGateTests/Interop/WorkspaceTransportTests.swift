@@ -152,8 +152,14 @@ struct WorkspaceTransportTests {
         let outside = TestSupport.tempDir("outside", base: "/var/tmp")
         let (denied, _) = try pair.spawn("Read the other secret", cwd: outside)
         #expect(denied.status == 1 && denied.stdout.contains("cwd_not_allowed"), "a signed denial came back: \(denied.stdout) \(denied.stderr)")
+        // A stranger's request (anyone can seal one to the vps's public key): its answer, an unsigned refusal, is
+        // sealed to the stranger's reply key too.
+        let stranger = try RelayWire.request(to: "vps-broker", id: "stranger0001", op: .spawn, replyKey: RelayWire.ReplyKey.generate().publicKey,
+                                             payload: Array(#"{"sealed":"AAAA"}"#.utf8), recipient: pair.g.vps.loadIdentity().key.publicKey).get()
+        try pair.standin.postMessage(from: "mallory", to: "spawngate-vps-broker", text: stranger)
+        _ = try RealRelay.waitFor("the stranger's answer", within: 10) { try pair.dms().contains { $0.to == "mallory" } ? true : nil }
         let dms = try pair.dms().filter { $0.from.hasPrefix("spawngate-") }
-        #expect(dms.count == 4, "two requests and two answers: \(dms.map { ($0.from, $0.to) })")
+        #expect(dms.count == 5, "two requests and three answers: \(dms.map { ($0.from, $0.to) })")
         let secrets = ["secret", "claude", "plan", "cwd_not_allowed", "allow", "deny", "receipt", "spawn", "mac-laptop", "vps-broker", outside, pair.g.app,
                        pair.g.laptop.key.publicKey.fingerprint.description, "sealed"]
         for dm in dms {
@@ -164,7 +170,7 @@ struct WorkspaceTransportTests {
             // An observer's own gateway key opens none of them.
             #expect(RelayWire.open(dm.text, identity: SigningKey.generate(), reply: RelayWire.ReplyKey.generate()).failure != nil)
         }
-        // Sizes are padded: an allowed and a denied answer look alike, and so do the two requests.
+        // Sizes are padded: the answers look alike (allowed, denied, a stranger's refusal), and so do the requests.
         let sizes = Set(dms.map { $0.text.utf8.count })
         #expect(sizes.count <= 2, "padded sizes: \(sizes)")
     }
