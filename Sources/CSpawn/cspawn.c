@@ -70,6 +70,32 @@ static char *put_uint(char *p, unsigned long v) {
     return p;
 }
 
+// The namespaces' first steps, in the new pid namespace's first process (sharing the gateway's memory): our own
+// uid and gid mapped when there is a user namespace, non-dumpable, a private mount tree and the namespace's own
+// /proc. 0, or -1 with errno.
+static int own_namespace(const struct child_args *args) {
+    if (args->spec->new_userns) {
+        // Map our own uid and gid only: the agent keeps its identity and gains nothing outside. A non-dumpable
+        // process's /proc files belong to root, so a gateway that is not root (itself non-dumpable, which this
+        // child inherits) could not write its maps: dumpable only while writing them, as runc does. Nothing of ours
+        // can reach this process meanwhile: agents live in pid namespaces of their own, and anything else of the
+        // gateway's uid outside them can read the identity key file anyway.
+        prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+        char map[64], *p;
+        if (write_file("/proc/self/setgroups", "deny") != 0 && errno != ENOENT) return -1;
+        p = put_uint(map, args->uid); *p++ = ' '; p = put_uint(p, args->uid); *p++ = ' '; *p++ = '1'; *p = 0;
+        if (write_file("/proc/self/uid_map", map) != 0) return -1;
+        p = put_uint(map, args->gid); *p++ = ' '; p = put_uint(p, args->gid); *p++ = ' '; *p++ = '1'; *p = 0;
+        if (write_file("/proc/self/gid_map", map) != 0) return -1;
+    }
+    // Not readable or traceable while it holds the gateway's memory (spawngate-init sets it again after exec).
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return -1;
+    // A /proc of the agent's own namespace, in a mount namespace of its own: the agent sees its processes (pids
+    // as it knows them) and none of the host's, the gateway's command line and descriptors included.
+    if (mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) return -1;
+    return mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+}
+
 // The agent's init before it is one: pid 1 of the new pid namespace, sharing the gateway's memory (CLONE_VM |
 // CLONE_VFORK, as posix_spawn does: the gateway waits, and nothing is copied) until it execs spawngate-init, so
 // system calls and writes to its own stack only. It makes what the agent inherits (user mapping, its own /proc,
@@ -78,28 +104,9 @@ static int prepare_main(void *arg) {
     struct child_args *args = arg;
     int ep = args->ep;
     const cspawn_spec *s = args->spec;
-    if (s->new_userns) {
-        // Map our own uid and gid only: the agent keeps its identity and gains nothing outside. A non-dumpable
-        // process's /proc files belong to root, so a gateway that is not root (itself non-dumpable, which this
-        // child inherits) could not write its maps: dumpable only while writing them, as runc does. Nothing of ours
-        // can reach this process meanwhile: agents live in pid namespaces of their own, and anything else of the
-        // gateway's uid outside them can read the identity key file anyway.
-        prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
-        char map[64], *p;
-        if (write_file("/proc/self/setgroups", "deny") != 0 && errno != ENOENT) report(ep, CSPAWN_NAMESPACE);
-        p = put_uint(map, args->uid); *p++ = ' '; p = put_uint(p, args->uid); *p++ = ' '; *p++ = '1'; *p = 0;
-        if (write_file("/proc/self/uid_map", map) != 0) report(ep, CSPAWN_NAMESPACE);
-        p = put_uint(map, args->gid); *p++ = ' '; p = put_uint(p, args->gid); *p++ = ' '; *p++ = '1'; *p = 0;
-        if (write_file("/proc/self/gid_map", map) != 0) report(ep, CSPAWN_NAMESPACE);
-    }
-    // Not readable or traceable while it holds the gateway's memory (spawngate-init sets it again after exec).
-    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) report(ep, CSPAWN_NAMESPACE);
+    if (own_namespace(args) != 0) report(ep, CSPAWN_NAMESPACE);
     // A relay worker's agent is its launcher's: when the broker kills the launcher, the whole agent goes too.
     if (s->die_with_parent && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) report(ep, CSPAWN_NAMESPACE);
-    // A /proc of the agent's own namespace, in a mount namespace of its own: the agent sees its processes (pids
-    // as it knows them) and none of the host's, the gateway's command line and descriptors included.
-    if (mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) report(ep, CSPAWN_NAMESPACE);
-    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) report(ep, CSPAWN_NAMESPACE);
     // The gateway's cwd descriptor names a mount of its namespace, not of this one (getcwd would say
     // "(unreachable)"): the same directory is opened again here, without following symlinks, and must be the very
     // inode the Landlock rule was made from.
@@ -292,23 +299,10 @@ int cspawn_open_dir(const char *path) {
     return -1;
 }
 
-// The containment probe's child: the namespaces' first steps as prepare_main takes them (the user mapping when
-// not root, a private mount tree, the namespace's own /proc), then exit: no program is run.
+// The containment probe's child: the namespaces' first steps, exactly as prepare_main takes them, then exit: no
+// program is run.
 static int probe_main(void *arg) {
-    const struct child_args *args = arg;
-    if (args->spec->new_userns) {
-        char map[64], *p;
-        prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
-        if (write_file("/proc/self/setgroups", "deny") != 0 && errno != ENOENT) _exit(1);
-        p = put_uint(map, args->uid); *p++ = ' '; p = put_uint(p, args->uid); *p++ = ' '; *p++ = '1'; *p = 0;
-        if (write_file("/proc/self/uid_map", map) != 0) _exit(1);
-        p = put_uint(map, args->gid); *p++ = ' '; p = put_uint(p, args->gid); *p++ = ' '; *p++ = '1'; *p = 0;
-        if (write_file("/proc/self/gid_map", map) != 0) _exit(1);
-        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-    }
-    if (mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) _exit(1);
-    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) _exit(1);
-    _exit(0);
+    _exit(own_namespace(arg) == 0 ? 0 : 1);
 }
 
 int cspawn_containment_probe(void) {

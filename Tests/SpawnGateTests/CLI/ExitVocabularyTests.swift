@@ -232,7 +232,8 @@ struct ExitVocabularyTests {
 /// A gateway stand-in that answers every signed request (spawn, agents, logs, release) with a receipt that verifies:
 /// signed by its own key, bound to the request, sealed to the requester, saying `reason`. What a real gateway says
 /// when it could not decide, without breaking one.
-final class SigningPeer: @unchecked Sendable {  // the fd, key and port are set once, before the thread starts
+// @unchecked: the fd, key and port are set once, before the thread starts, and only read after.
+final class SigningPeer: @unchecked Sendable {
     let key = SigningKey.generate()
     let url: String
     private let listener: Int32
