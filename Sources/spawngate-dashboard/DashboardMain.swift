@@ -30,6 +30,8 @@ struct Dashboard: AsyncParsableCommand {
     var listen: String?
     @Option(help: ArgumentHelp("Seconds each exchange with a gateway may take.", valueName: "seconds"))
     var timeout: Double = 30
+    @Option(help: ArgumentHelp("This machine's gateway socket, where held requests are approved or denied (default: <home>/hook.sock, else /run/spawngate/hook.sock).", valueName: "path"))
+    var socket: String?
 
     static func main() async {
         ProcessHardening.apply()
@@ -53,6 +55,7 @@ struct Dashboard: AsyncParsableCommand {
         do { identity = try home.loadIdentity() } catch { throw failure(error, doing: "cannot start the dashboard") }
         var options = DashboardServer.Options(listen: address)
         options.timeout = timeout
+        options.socket = socket
         var server: DashboardServer
         do { server = try DashboardServer(home: home, options: options) } catch { throw failure(error, doing: "cannot start the dashboard") }
         var logger = Logger(label: "spawngate-dashboard")

@@ -9,6 +9,9 @@ struct GatewayTools: Sendable {
     let home: Home
     /// Seconds per exchange with a gateway (RemoteGateway's timeout).
     let timeout: Double
+    /// The grant this session asks under (`--grant`): read again at every call, so a revocation or expiry counts
+    /// at once. nil: the broker's own rights.
+    var grant: String? = nil
     let gate = Offload(limit: 8)
 
     // MARK: definitions
@@ -115,11 +118,15 @@ struct GatewayTools: Sendable {
             switch tool {
             case "agent.add": return try await add(Arguments(arguments, tool: tool, allowed: ["name", "cli", "task", "broker", "cwd", "model", "args", "channels"]))
             case "agent.list": return try await list(Arguments(arguments, tool: tool, allowed: ["broker"]))
-            case "agent.remove": return try await remove(Arguments(arguments, tool: tool, allowed: ["name", "broker"]))
+            case "agent.remove":
+                try onlyBroker(tool)
+                return try await remove(Arguments(arguments, tool: tool, allowed: ["name", "broker"]))
             case "broker.list":
                 _ = try Arguments(arguments, tool: tool, allowed: [])
                 return await brokers()
-            case "agent.handoff": return try await handoff(Arguments(arguments, tool: tool, allowed: ["name", "broker"]))
+            case "agent.handoff":
+                try onlyBroker(tool)
+                return try await handoff(Arguments(arguments, tool: tool, allowed: ["name", "broker"]))
             default:
                 return Self.error("invalid arguments: there is no tool '\(tool)'; the tools are \(Self.definitions.map(\.name).joined(separator: ", "))")
             }
@@ -134,9 +141,16 @@ struct GatewayTools: Sendable {
                                    model: try a.string("model"), args: try a.strings("args"), channels: try a.strings("channels"),
                                    from: "", to: "", iat: 0, exp: 0)
         let remote = try remote(try a.string("broker"))
-        let answer = try await exchange(remote) { () throws(RemoteError) in try remote.spawn(request) }
+        let held = try admit(request, to: remote.peer.name)
+        let answer = try await exchange(remote) { () throws(RemoteError) in try remote.spawn(request, grant: held) }
         let r = answer.receipt
         var facts = Self.facts(r, broker: remote.peer.name)
+        if r.pending {
+            facts["name"] = .string(name)
+            return CallTool.Result(
+                content: [Self.text("pending: \(remote.peer.name) holds \(name) for a person's approval as \(r.approval ?? "?") (\(r.detail)). It has not started; agent.list on \(remote.peer.name) shows it once approved. Do not send it again.")],
+                structuredContent: .object(facts), isError: false)
+        }
         if let s = r.started, r.allowed {
             facts["name"] = .string(name)
             let sandbox = facts["sandbox"]?.stringValue ?? "?"
@@ -231,6 +245,31 @@ struct GatewayTools: Sendable {
     }
 
     // MARK: helpers
+
+    /// Under a grant: the request checked against it here (revoked, expired, outside, used up) before anything is
+    /// signed, and the grant to send with it. A refusal is a tool error starting with the reason code.
+    private func admit(_ request: SpawnRequest, to target: String) throws(ToolFailure) -> GrantStore.Held? {
+        guard let grant else { return nil }
+        let store = GrantStore(home: home)
+        do {
+            let g = try store.load(grant)
+            if let d = try store.admit(g, request: request, target: target, now: SystemClock().now()) {
+                throw ToolFailure("\(d.reason.rawValue): \(d.detail). Refused by this session's grant '\(grant)' before anything was signed or sent: report it; do not retry with changed arguments to get around it.")
+            }
+            return g
+        } catch let e as ToolFailure { throw e } catch let e as OperatorError {
+            throw ToolFailure("cannot send: this session's grant '\(grant)' cannot be used: \(e.message)")
+        } catch {
+            throw ToolFailure("cannot send: this session's grant '\(grant)' cannot be used: \(error)")
+        }
+    }
+
+    /// Under a grant, the tools that act on agents already running are not this session's: a grant covers starts.
+    private func onlyBroker(_ tool: String) throws(ToolFailure) {
+        if let grant {
+            throw ToolFailure("grant_exceeded: \(tool) acts on this broker's running agents, and this session holds only grant '\(grant)', which covers starting agents (agent.add) and listing them")
+        }
+    }
 
     /// The gateway for `broker`; nil or this broker's own name: this machine's own gateway, which must be a peer
     /// under this broker's name.

@@ -25,6 +25,8 @@ struct MCPMain: AsyncParsableCommand {
     var home: String?
     @Option(help: ArgumentHelp("Seconds each exchange with a gateway may take (at most 15).", valueName: "seconds"))
     var timeout: Double = 10
+    @Option(help: ArgumentHelp("Act under this grant ('spawngate grant add'), narrower than the broker's rights: agent.add outside it is refused before anything is signed, the target checks it too, and agent.remove and agent.handoff are refused.", valueName: "name"))
+    var grant: String?
 
     static func main() async {
         ProcessHardening.apply()
@@ -36,7 +38,13 @@ struct MCPMain: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let tools = GatewayTools(home: Home.resolve(home), timeout: timeout)
+        var configured = GatewayTools(home: Home.resolve(home), timeout: timeout)
+        if let grant {
+            // A grant that cannot be used now is said at start, not at the first call.
+            do { _ = try GrantStore(home: configured.home).load(grant) } catch { throw failure(error, doing: "cannot use grant '\(grant)'") }
+            configured.grant = grant
+        }
+        let tools = configured
         let server = Server(
             name: "spawngate", version: "0.1.0",
             instructions: """

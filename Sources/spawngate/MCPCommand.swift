@@ -13,7 +13,7 @@ struct MCPCommand: ParsableCommand {
         abstract: "Run an MCP server on stdio: agent.add (with a broker), agent.list, agent.remove, broker.list, agent.handoff.",
         discussion: """
             Runs spawngate-mcp (installed next to spawngate) with these arguments; 'spawngate mcp --help' lists \
-            its options (--home, --timeout). Every tool call is signed with this broker's key and decided by the \
+            its options (--home, --timeout, --grant). Every tool call is signed with this broker's key and decided by the \
             target's policy, like 'spawngate spawn --broker'.
             """,
         helpNames: [])

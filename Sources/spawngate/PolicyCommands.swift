@@ -100,7 +100,9 @@ struct PolicyCommand: ParsableCommand {
             let outcome = pipeline.decide(bytes, mode: .dryRun, trace: true, source: place)
             for s in outcome.trace?.steps ?? [] { printLine(s.description) }
             let d = outcome.decision
-            if let spawn = d.spawn {
+            if d.pending, let spawn = d.spawn {
+                printLine("decision: pending by rule \(d.rule ?? "-"): held for approval before it starts: argv \(spawn.argv), cwd \(spawn.cwd), env \(spawn.env), sandbox \(spawn.sandbox)")
+            } else if let spawn = d.spawn {
                 printLine("decision: allow by rule \(d.rule ?? "-"): argv \(spawn.argv), cwd \(spawn.cwd), env \(spawn.env), sandbox \(spawn.sandbox)")
             } else {
                 printLine("decision: deny \(d.reason.rawValue)\(d.rule.map { " (rule \($0))" } ?? ""): \(d.detail)")
@@ -120,6 +122,10 @@ struct PolicyCommand: ParsableCommand {
             case .failure(let d):
                 printLine("decision: deny \(d.reason.rawValue)\(d.rule.map { " (rule \($0))" } ?? ""): \(d.detail)")
                 throw Exit.of(d.reason)
+            case .success(let m) where m.rule.approval != nil:
+                printLine("signature, window, replay, rate, concurrency: not checked: a request given by flags has none; explain a signed envelope to see the whole decision")
+                printLine("decision: pending by rule \(m.rule.name): held for approval before it starts: argv \(m.argv), cwd \(m.cwd), env \(m.env), sandbox \(m.rule.sandbox.rawValue)")
+                throw Exit.of(.approvalPending)
             case .success(let m):
                 printLine("signature, window, replay, rate, concurrency: not checked: a request given by flags has none; explain a signed envelope to see the whole decision")
                 printLine("decision: allow by rule \(m.rule.name): argv \(m.argv), cwd \(m.cwd), env \(m.env), sandbox \(m.rule.sandbox.rawValue)")

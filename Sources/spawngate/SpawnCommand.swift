@@ -33,7 +33,8 @@ struct Spawn: ParsableCommand {
             The request is signed with this broker's key, sealed to the target's key from peers.yaml (the task \
             never crosses the network in clear), and sent to the target's 'spawngate serve'. The answer counts \
             only if it is a receipt signed by that same key for this very request.
-            Exit 0: started (receipt verified); 1: denied by the target, or allowed but the agent did not start \
+            Exit 0: started (receipt verified); 3: held on the target for a person's approval (its id is printed; \
+            with --wait, 0 once it runs); 1: denied by the target, or by the grant here, or allowed but the agent did not start \
             (start_failed: its exit status and last output are printed; receipt verified); \
             2: no verified answer (peer unknown, unreachable, or a receipt that fails verification), or the target \
             could not decide (its receipt says internal_error or audit_unavailable).
@@ -50,6 +51,8 @@ struct Spawn: ParsableCommand {
     @Option(name: .customLong("channel"), help: ArgumentHelp("An Agent Relay channel; repeat for more.", valueName: "channel")) var channels: [String] = []
     @Option(help: ArgumentHelp("An Agent Relay team.", valueName: "team")) var team: String?
     @Flag(help: "Print the verified receipt's payload as JSON.") var json = false
+    @Option(help: ArgumentHelp("Ask under this grant ('spawngate grant list'): refused here, unsigned, when the request is outside it.", valueName: "name")) var grant: String?
+    @Option(help: ArgumentHelp("When the target holds the request for approval, wait this long for it to start (checking its signed agent list).", valueName: "seconds")) var wait: Double = 0
 
     func validate() throws {
         guard target.broker != nil else { throw ValidationError("spawn needs --broker TARGET: the peer whose gateway starts the agent") }
@@ -57,17 +60,45 @@ struct Spawn: ParsableCommand {
 
     func run() throws {
         let home = home.resolved
-        let answer = try remoteAction {
+        let exchanged: (RemoteGateway, RemoteGateway.Answer) = try remoteAction {
             let remote = try target.remote(home, target: target.broker!)
             var text = task
             if task == "-" { text = String(decoding: try Files.readInput("-", limit: Envelope.maxSize), as: UTF8.self) }
             let request = SpawnRequest(name: name, cli: cli, task: text, cwd: cwd, model: model,
                                        args: args.isEmpty ? nil : args, channels: channels.isEmpty ? nil : channels,
                                        team: team, from: "", to: "", iat: 0, exp: 0)
-            return try remote.spawn(request)
+            var held: GrantStore.Held?
+            if let grant {
+                let store = GrantStore(home: home)
+                let g = try store.load(grant)
+                if let d = try store.admit(g, request: request, target: target.broker!, now: SystemClock().now()) {
+                    printLine("refused here under grant \(grant): \(d.reason.rawValue): \(d.detail) (nothing was signed or sent)")
+                    throw Exit.of(d.reason)
+                }
+                held = g
+            }
+            return (remote, try remote.spawn(request, grant: held))
         }
+        let (remote, answer) = exchanged
         let r = answer.receipt
         if json { print(String(decoding: r.payload, as: UTF8.self)) }
+        if r.pending {
+            if !json { printLine("held by \(target.broker!) for approval as \(r.approval ?? "?"): \(r.detail)") }
+            guard wait > 0, let rid = r.requestID else { throw Exit.of(r.reason) }
+            let deadline = Date().addingTimeInterval(wait)
+            while Date() < deadline {
+                Thread.sleep(forTimeInterval: 1)
+                let listed = try? remote.agents()
+                if let entry = listed?.1.first(where: { if case .object(let o) = $0 { o["request_id"] == .string(rid) } else { false } }),
+                   case .object(let o) = entry {
+                    let pid = o["pid"].map { "\($0)" } ?? "?"
+                    if !json { printLine("approved: \(name) runs on \(target.broker!), pid \(pid) (seen in its signed agent list)") }
+                    return
+                }
+            }
+            if !json { printLine("not started within \(Int(wait)) s; 'spawngate agents --broker \(target.broker!)' shows it once approved") }
+            throw Exit.of(r.reason)
+        }
         guard r.allowed else {
             if !json {
                 if r.reason == .startFailed {

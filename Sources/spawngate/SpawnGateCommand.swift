@@ -18,7 +18,7 @@ struct SpawnGateCommand: AsyncParsableCommand {
             answer, or this machine cannot act), 64 usage error.
             """,
         version: SpawnGateVersion.current,
-        subcommands: [Init.self, Key.self, Sign.self, Verify.self, Check.self, Exec.self, Serve.self, Spawn.self, Agents.self, Release.self, Doctor.self, PeerCommand.self, Hook.self, Audit.self, PolicyCommand.self, Logs.self, Launch.self, HandoffCommand.self, MCPCommand.self, DashboardCommand.self, RelayCommand.self])
+        subcommands: [Init.self, Key.self, Sign.self, Verify.self, Check.self, Exec.self, Serve.self, Spawn.self, Agents.self, Release.self, Doctor.self, PeerCommand.self, Hook.self, Audit.self, PolicyCommand.self, Logs.self, Launch.self, HandoffCommand.self, MCPCommand.self, DashboardCommand.self, RelayCommand.self, GrantCommand.self, Approvals.self, Approve.self, Deny.self])
 
     static func main() async {
         ProcessHardening.apply()

@@ -238,6 +238,8 @@ public struct AuditLog: Sendable {
             out += " argv=" + String(decoding: JSONWriter.encode(.array(argv)), as: UTF8.self)
         }
         if m["decision"] != .string("allow") { out += " — " + text("detail") }
+        if m["grant"] != nil { out += " (grant \(text("grant")))" }
+        if m["approval"] != nil { out += " (approval \(text("approval")))" }
         return out
     }
 

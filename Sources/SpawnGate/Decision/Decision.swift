@@ -19,8 +19,16 @@ public struct Decision: Sendable, Equatable {
     public var rule: String?
     public var policy: String?
     public var spawn: Spawn?
+    /// The grant the request was made under (its blocks' ids), when it named one.
+    public var grant: String?
+    /// The id a held request waits under (`approval_pending`), or the approval it was started by.
+    public var approval: String?
 
     public var allowed: Bool { reason == .allowed }
+    /// Held for a person's approval: decided up to the start, not started.
+    public var pending: Bool { reason == .approvalPending }
+    /// `allow`, `pending` or `deny`: the record's `decision` member.
+    public var verdict: String { allowed ? "allow" : pending ? "pending" : "deny" }
 
     public init(reason: ReasonCode, detail: String, requestID: String?, broker: String?, fingerprint: String?,
                 rule: String? = nil, policy: String? = nil, spawn: Spawn? = nil) {
@@ -49,10 +57,10 @@ public struct Decision: Sendable, Equatable {
             spawnValue = .object(w)
         }
         return [
-            ("decision", .string(allowed ? "allow" : "deny")), ("reason", .string(reason.rawValue)),
+            ("decision", .string(verdict)), ("reason", .string(reason.rawValue)),
             ("detail", .string(detail)), ("request_id", opt(requestID)), ("broker", opt(broker)),
             ("fingerprint", opt(fingerprint)), ("rule", opt(rule)), ("policy", opt(policy)), ("spawn", spawnValue),
-        ]
+        ] + (grant.map { [("grant", .string($0))] } ?? []) + (approval.map { [("approval", .string($0))] } ?? [])
     }
 
     /// One line of JSON.
@@ -61,6 +69,6 @@ public struct Decision: Sendable, Equatable {
     /// One line for people: `deny bad_signature: the signature does not verify …`.
     /// The detail may quote the request, so it is shown through ``TerminalText``.
     public var summary: String {
-        allowed ? "allow: \(TerminalText.escaped(detail))" : "deny \(reason.rawValue): \(TerminalText.escaped(detail))"
+        allowed ? "allow: \(TerminalText.escaped(detail))" : "\(verdict) \(reason.rawValue): \(TerminalText.escaped(detail))"
     }
 }

@@ -129,6 +129,14 @@ public struct DecisionPipeline: Sendable {
         case .deny(let d): return .failure(d)
         case .allow(let m): match = m
         }
+        // A grant narrows what the broker may: the request as the policy shaped it must be inside every block.
+        if let limits = q.grant {
+            if let d = GrantLimit.outside(limits, to: nil, cli: q.cli, cwd: match.cwd, args: q.args) {
+                trace.note(.grant, "grant '\(limits.last?.name ?? "")'", "deny", d.detail)
+                return .failure(Denial(d.reason, d.detail, rule: match.rule.name))
+            }
+            trace.note(.grant, "grant '\(limits.last?.name ?? "")'", "ok", "cli, cwd and arguments are inside all \(limits.count) of its block\(limits.count == 1 ? "" : "s")")
+        }
         guard machine else {
             trace.note(.binary, "binary and sandbox", "skipped", "paths are explained as text, not as on this machine")
             return .success(match)
@@ -155,6 +163,9 @@ public struct DecisionPipeline: Sendable {
     public static func explain(_ q: PolicyRequest, engine: PolicyEngine, machine: Bool) -> (Result<PolicyMatch, Denial>, DecisionTrace) {
         var trace = TraceRecorder(true)
         let result = authorize(q, engine: engine, machine: machine, missingLayers: { SandboxSupport.missing(for: $0) }, trace: &trace)
+        if case .success(let m) = result, let approval = m.rule.approval {
+            trace.note(.approval, "approve", "would hold", "rule '\(m.rule.name)' holds it for \(approval.by.map { $0.joined(separator: " or ") } ?? "its operator") to approve within \(approval.within)s")
+        }
         return (result, DecisionTrace(trace.steps ?? []))
     }
 
@@ -184,12 +195,17 @@ public struct DecisionPipeline: Sendable {
             trace.note(.signature, "signature", "ok", "signed by \(request.broker) (\(request.fingerprint)), request \(request.requestID)")
             trace.note(.audience, "audience", "ok", "addressed to \(r.to), this broker")
             trace.note(.window, "window", "ok", "iat \(r.iat), exp \(r.exp): lives \(r.exp - r.iat)s (max_ttl \(w.maxTTL)s), valid now \(clock.now()) (clock_skew \(w.clockSkew)s)")
+            if let g = request.grant {
+                trace.note(.grant, "grant chain", "ok", "\(g.blocks.count) block\(g.blocks.count == 1 ? "" : "s") (\(g.id)): the first signed by \(request.broker)'s key, each next by its predecessor's, the proof by the last; valid now and for this target")
+            }
         }
         let nonce = Base64.urlEncode(request.request.nonce)
+        let grantID = request.grant?.id
         func deny(_ d: Denial) -> Pending {
-            traced(Pending(decision: Decision(reason: d.reason, detail: d.detail, requestID: request.requestID, broker: request.broker,
-                                              fingerprint: request.fingerprint.description, rule: d.rule, policy: policy.hash),
-                           nonce: nonce, cwd: request.request.cwd, mode: mode))
+            var decision = Decision(reason: d.reason, detail: d.detail, requestID: request.requestID, broker: request.broker,
+                                    fingerprint: request.fingerprint.description, rule: d.rule, policy: policy.hash)
+            decision.grant = grantID
+            return traced(Pending(decision: decision, nonce: nonce, cwd: request.request.cwd, mode: mode))
         }
         if let brokerSpawn {
             if let difference = HookInput.difference(brokerSpawn, signed: request.request) {
@@ -213,6 +229,27 @@ public struct DecisionPipeline: Sendable {
         if let rate = rule.rate {
             effects.append(.takeToken(broker: request.broker, rule: rule.name, intervalMilliseconds: rate.intervalMilliseconds, burst: rule.burst))
         }
+        effects += Self.grantUses(request)
+        // A rule that says approve: holds the request here: its nonce, rate token and grant uses are spent now,
+        // and it is kept (with the envelope) until a person settles it or it expires. Nothing starts yet.
+        if let approval = rule.approval {
+            let id = HeldRequest.id(of: request.requestID)
+            let expires = now + approval.within
+            effects.append(.holdApproval(HeldRequest(
+                id: id, requestID: request.requestID, broker: request.broker, rule: rule.name, name: request.request.name,
+                cli: match.cli.name, cwd: match.cwd, argv: match.argv, grantID: grantID, envelope: envelope,
+                source: source.description, decidedAt: now, expiresAt: expires)))
+            let who = approval.by.map { $0.isEmpty ? "nobody (approve.by is empty)" : $0.joined(separator: " or ") } ?? "its operator"
+            var held = Decision(reason: .approvalPending,
+                                detail: "rule '\(rule.name)' holds this request for approval as \(id) until \(expires) (\(approval.within)s): \(who) can approve it with 'spawngate approve \(id)' on \(verifier.audience); once started it is in the agent list",
+                                requestID: request.requestID, broker: request.broker, fingerprint: request.fingerprint.description,
+                                rule: rule.name, policy: policy.hash,
+                                spawn: .init(argv: match.argv, cwd: match.cwd, env: match.env, sandbox: rule.sandbox.rawValue))
+            held.grant = grantID
+            held.approval = id
+            trace.note(.approval, "approve", "held", "rule '\(rule.name)' says approve: \(who) within \(approval.within)s")
+            return traced(Pending(decision: held, nonce: nonce, cwd: match.cwd, argv: match.argv, effects: effects, mode: mode))
+        }
         var leaseID: String?
         if let max = rule.maxConcurrent {
             leaseID = request.requestID
@@ -220,10 +257,11 @@ public struct DecisionPipeline: Sendable {
                                                    name: request.request.name, max: max,
                                                    expiresAt: now + (rule.maxRuntime ?? Self.unboundLeaseSeconds))))
         }
-        let allow = Decision(reason: .allowed, detail: "allowed by rule '\(rule.name)'", requestID: request.requestID,
+        var allow = Decision(reason: .allowed, detail: "allowed by rule '\(rule.name)'", requestID: request.requestID,
                              broker: request.broker, fingerprint: request.fingerprint.description, rule: rule.name,
                              policy: policy.hash,
                              spawn: .init(argv: match.argv, cwd: match.cwd, env: match.env, sandbox: rule.sandbox.rawValue))
+        allow.grant = grantID
         return traced(Pending(decision: allow, nonce: nonce, cwd: match.cwd, argv: match.argv, effects: effects, mode: mode,
                               grant: .spawn(request, match, leaseID: leaseID, envelope: envelope, at: now, source: source)))
     }
@@ -260,6 +298,101 @@ public struct DecisionPipeline: Sendable {
                              spawn: .init(argv: match.argv, cwd: match.cwd, env: match.env, sandbox: match.rule.sandbox.rawValue))
         return .success(AuthorizedSpawn(request: request, match: match, decision: allow, leaseID: ticket.leaseID,
                                          envelope: ticket.envelope, decidedAt: ticket.decidedAt, source: source))
+    }
+
+    // MARK: Held requests
+
+    /// What a person does with a held request.
+    public enum Settlement: String, Sendable { case approve, deny }
+
+    /// A settlement that could not be tried: nothing changed and nothing was recorded (the id is unknown, or
+    /// `user` may not approve under the rule).
+    public struct SettleRefusal: Error, Sendable, Equatable {
+        public let message: String
+    }
+
+    /// Settles the held request `id` for `user` (the kernel names the caller on the gateway's socket).
+    ///
+    /// Approving checks the request again as a launch ticket's redemption does: the signature under the keys
+    /// enrolled now, its window and grant as of the hold, the policy in force now (by the same rule), the binary and
+    /// the sandbox layers. Then, in one transaction with its audit line, the hold is marked approved and the lease
+    /// taken, and the outcome carries the authorization to start. A request that no longer passes is recorded as
+    /// expired and never starts. Denying records the denial. Only a pending request whose time is not up is settled.
+    public func settle(_ id: String, _ settlement: Settlement, by user: String) -> Result<Outcome, SettleRefusal> {
+        let found: HeldRequest?
+        do { found = try state.heldRequest(id) } catch { return .success(cannotDecide(.internalError, error.message)) }
+        guard let held = found else {
+            return .failure(SettleRefusal(message: "no request is held here as \(id); 'spawngate approvals' lists the requests waiting"))
+        }
+        if let rule = policy.rules.first(where: { $0.name == held.rule && $0.effect == .allow }), let approval = rule.approval, !approval.admits(user) {
+            return .failure(SettleRefusal(message: "\(user) may not settle requests held by rule '\(rule.name)': its approve.by names \(GrantScope.list(approval.by ?? []))"))
+        }
+        let fingerprint = try? Envelope.parse(held.envelope).get().kid.description
+        func record(_ reason: ReasonCode, _ detail: String, to: HeldRequest.State) -> Result<Outcome, SettleRefusal> {
+            var d = Decision(reason: reason, detail: detail, requestID: held.requestID, broker: held.broker, fingerprint: fingerprint,
+                             rule: held.rule, policy: policy.hash)
+            d.approval = held.id; d.grant = held.grantID
+            return .success(commit([Pending(decision: d, cwd: held.cwd, effects: [.settleApproval(id: held.id, to: to, by: to == .expired ? nil : user)],
+                                            mode: .commit)])[0])
+        }
+        guard held.state == .pending else {
+            return .failure(SettleRefusal(message: "request \(id) is no longer waiting: it was \(held.state.rawValue)\(held.decidedBy.map { " by \($0)" } ?? "")"))
+        }
+        // Its time is up: recorded as expired now (the sweep would), whatever was asked.
+        if held.state == .pending && clock.now() >= held.expiresAt {
+            return record(.approvalExpired, "request \(held.id) waited its time (until \(held.expiresAt)) and expired; it will not start, and the requester can ask again", to: .expired)
+        }
+        if settlement == .deny { return record(.approvalDenied, "request \(held.id) was denied by \(user)", to: .denied) }
+
+        let asOf = RequestVerifier(audience: verifier.audience, keys: verifier.keys, window: policy.window, clock: FixedClock(held.decidedAt))
+        let verification: Verification
+        do { verification = try asOf.verify(held.envelope) } catch { return .success(cannotDecide(.internalError, error.message)) }
+        guard case .verified(let request) = verification, request.requestID == held.requestID else {
+            return record(.approvalExpired, "request \(held.id) no longer verifies (\(Decision(verification).detail)); it will not start", to: .expired)
+        }
+        guard let source = RequestSource(recorded: held.source) else {
+            return record(.approvalExpired, "request \(held.id) does not say where it came from; it will not start", to: .expired)
+        }
+        var noTrace = TraceRecorder(false)
+        let match: PolicyMatch
+        switch Self.authorize(PolicyRequest(request, source: source), engine: engine, missingLayers: missingLayers, trace: &noTrace) {
+        case .failure(let d):
+            return record(.approvalExpired, "request \(held.id) is no longer allowed by the policy in force (\(d.reason.rawValue): \(d.detail)); it will not start", to: .expired)
+        case .success(let m) where m.rule.name != held.rule:
+            return record(.approvalExpired, "the policy in force no longer allows request \(held.id) by rule '\(held.rule)'; it will not start", to: .expired)
+        case .success(let m): match = m
+        }
+        let rule = match.rule, now = clock.now()
+        var effects: [StateEffect] = [.settleApproval(id: held.id, to: .approved, by: user)]
+        var leaseID: String?
+        if let max = rule.maxConcurrent {
+            leaseID = request.requestID
+            effects.append(.takeLease(LeaseRequest(requestID: request.requestID, broker: request.broker, rule: rule.name,
+                                                   name: request.request.name, max: max,
+                                                   expiresAt: now + (rule.maxRuntime ?? Self.unboundLeaseSeconds))))
+        }
+        var allow = Decision(reason: .allowed, detail: "allowed by rule '\(rule.name)', approved by \(user)", requestID: request.requestID,
+                             broker: request.broker, fingerprint: request.fingerprint.description, rule: rule.name, policy: policy.hash,
+                             spawn: .init(argv: match.argv, cwd: match.cwd, env: match.env, sandbox: rule.sandbox.rawValue))
+        allow.grant = request.grant?.id
+        allow.approval = held.id
+        // decidedAt stays the hold's: a relay worker's launch ticket re-checks the request as of its decision.
+        return .success(commit([Pending(decision: allow, cwd: match.cwd, argv: match.argv, effects: effects, mode: .commit,
+                                        grant: .spawn(request, match, leaseID: leaseID, envelope: held.envelope, at: held.decidedAt, source: source))])[0])
+    }
+
+    /// Records every held request whose time is up as expired (one audit line each). `serve` runs it with its reaping.
+    @discardableResult
+    public func expireHeld() -> [Outcome] {
+        let overdue: [HeldRequest]
+        do { overdue = try state.overdueHeldRequests(now: clock.now()) } catch { return [] }
+        return commit(overdue.map { held in
+            var d = Decision(reason: .approvalExpired, detail: "request \(held.id) was not approved within its time (until \(held.expiresAt)); it will not start",
+                             requestID: held.requestID, broker: held.broker, fingerprint: try? Envelope.parse(held.envelope).get().kid.description,
+                             rule: held.rule, policy: policy.hash)
+            d.approval = held.id; d.grant = held.grantID
+            return Pending(decision: d, cwd: held.cwd, effects: [.settleApproval(id: held.id, to: .expired, by: nil)], mode: .commit)
+        })
     }
 
     /// What a control request (`agents`, `release`) came to: a decision, and the verified request when allowed.
@@ -359,6 +492,14 @@ public struct DecisionPipeline: Sendable {
         }
     }
 
+    /// One use of each block of the request's grant that has a max, counted here until the block expires.
+    static func grantUses(_ request: VerifiedRequest) -> [StateEffect] {
+        guard let g = request.grant else { return [] }
+        return g.blocks.compactMap { b in
+            b.scope.max.map { .useGrant(issuer: request.fingerprint.description, blockID: b.id, name: b.name, max: $0, keepUntil: b.exp + 3600) }
+        }
+    }
+
     /// The trace of the stages after `prepare`: replay, rate and concurrency (when the request got that far),
     /// then the audit log. Read off the effects and the final decision, so tracing costs the state store nothing.
     private func stateSteps(_ p: Pending, _ final: Decision) -> [TraceStep] {
@@ -368,7 +509,10 @@ public struct DecisionPipeline: Sendable {
             return [TraceStep(.gateway, "state store", "cannot decide", final.detail)]
         }
         var steps: [TraceStep] = []
-        if p.decision.allowed {
+        if final.reason == .grantExceeded && p.decision.reason != .grantExceeded {
+            steps.append(TraceStep(.grant, "grant uses", "deny", "\(final.reason.rawValue): \(final.detail)"))
+        }
+        if p.decision.allowed || p.decision.pending {
             let rule = p.decision.rule ?? "?"
             for stage in [TraceStage.replay, .rate, .concurrency] {
                 if final.reason.stage == stage {
@@ -388,10 +532,19 @@ public struct DecisionPipeline: Sendable {
                     steps.append(TraceStep(stage, "rate", "ok", "rule '\(rule)' has a token free (one per \(StateStore.seconds(interval)), burst \(burst))"))
                 case .takeLease(let lease)?:
                     steps.append(TraceStep(stage, "concurrency", "ok", "fewer than \(lease.max) live agents of \(lease.broker) under rule '\(rule)'"))
+                case nil where stage == .concurrency && p.decision.pending:
+                    steps.append(TraceStep(stage, "concurrency", "later", "a held request takes its slot when it is approved"))
+                case .useGrant?, .holdApproval?, .settleApproval?:
+                    break
                 case nil:
                     steps.append(TraceStep(stage, stage.rawValue, "none", stage == .rate ? "rule '\(rule)' sets no rate" : "rule '\(rule)' sets no max_concurrent"))
                 }
             }
+        }
+        if p.decision.pending && final.pending, let id = p.decision.approval {
+            steps.append(TraceStep(.approval, "approval", p.mode == .dryRun ? "would hold" : "held", p.mode == .dryRun
+                                   ? "a real request would wait as \(id) for 'spawngate approve \(id)'"
+                                   : "waits as \(id) for 'spawngate approve \(id)' (or deny, or expiry); nothing started"))
         }
         switch (p.mode, final.reason) {
         case (.dryRun, _):
@@ -420,15 +573,18 @@ public struct DecisionPipeline: Sendable {
 
     private func final(_ decision: Decision, _ denial: Denial?) -> Decision {
         guard let denial else { return decision }
-        return Decision(reason: denial.reason, detail: denial.detail, requestID: decision.requestID, broker: decision.broker,
-                        fingerprint: decision.fingerprint, rule: denial.rule ?? decision.rule, policy: decision.policy)
+        var d = Decision(reason: denial.reason, detail: denial.detail, requestID: decision.requestID, broker: decision.broker,
+                         fingerprint: decision.fingerprint, rule: denial.rule ?? decision.rule, policy: decision.policy)
+        d.grant = decision.grant
+        d.approval = decision.approval
+        return d
     }
 
     /// Nothing is consumed and nothing is written: the decision as it would be now.
     private func dryRun(_ p: Pending) -> Outcome {
         let nowMs = clock.nowMilliseconds()
         do {
-            let denial = p.decision.allowed ? try state.read { db in
+            let denial = !p.effects.isEmpty ? try state.read { db in
                 try StateStore.admit(p.effects, nowMilliseconds: nowMs, db).denial
             } : nil
             return Outcome(decision: final(p.decision, denial), authorized: nil, control: nil)
@@ -452,10 +608,11 @@ public struct DecisionPipeline: Sendable {
                 var chained: [(line: [UInt8], head: AuditLog.Head)] = [], finals: [Decision] = []
                 var next = head
                 for p in group {
-                    let admission = p.decision.allowed ? try StateStore.admit(p.effects, nowMilliseconds: nowMs, db) : nil
+                    // Only a decision that acts carries effects (an allow, a hold, settling a held request).
+                    let admission = p.effects.isEmpty ? nil : try StateStore.admit(p.effects, nowMilliseconds: nowMs, db)
                     let decided = final(p.decision, admission?.denial)
                     let entry = AuditLog.Entry(time: nowMs / 1000, decision: decided, nonce: p.nonce,
-                                               argv: decided.allowed ? p.argv : nil, cwd: p.cwd)
+                                               argv: decided.allowed || decided.pending ? p.argv : nil, cwd: p.cwd)
                     guard let link = AuditLog.chain(entry, after: next) else {
                         // Unrecorded, so not allowed; its effects are not applied and the rest of the group goes on.
                         finals.append(cannotDecide(.auditUnavailable, "the decision could not be recorded, so nothing is allowed: its audit line would be over \(AuditLog.maxLineLength) bytes", like: decided).decision)
@@ -486,7 +643,7 @@ public struct DecisionPipeline: Sendable {
     /// decision was never acted on, but an allow must still never be granted twice for the same nonce.
     private func honour(_ line: [UInt8], _ db: Database) throws {
         guard case .object(let m)? = try? StrictJSONReader.parse(line),
-              case .string("allow")? = m["decision"], case .string(let fp)? = m["fingerprint"],
+              m["decision"] == .string("allow") || m["decision"] == .string("pending"), case .string(let fp)? = m["fingerprint"],
               case .string(let nonce)? = m["nonce"], let time = m["time"]?.safeInteger else { return }
         let w = policy.window
         // exp ≤ iat + max_ttl and iat ≤ time + skew, so the request is dead after time + max_ttl + 2·skew.

@@ -18,6 +18,8 @@ public enum TraceStage: String, Sendable, CaseIterable {
     case rule
     /// Model, deny_args, argument shapes, task placement.
     case arguments
+    /// The request's grant (an attenuated right of its broker): chain, lifetime, and what it allows.
+    case grant
     /// The CLI's binary as it is on disk now.
     case binary
     /// The rule's sandbox profile against the layers this machine has.
@@ -25,6 +27,8 @@ public enum TraceStage: String, Sendable, CaseIterable {
     case replay
     case rate
     case concurrency
+    /// A rule that says `approve:`: the request is held for a person (or is approved or denied by one).
+    case approval
     /// The decision is recorded (or, in a dry run, not).
     case audit
     /// After an allow: the agent was started, or not.

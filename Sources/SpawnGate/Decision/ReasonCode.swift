@@ -27,6 +27,21 @@ public enum ReasonCode: String, CaseIterable, Sendable, Codable {
     /// Signed by an enrolled key, but sent from a place its key (`from=`) or the rule (`sources:`) does not
     /// accept it from.
     case sourceNotAllowed = "source_not_allowed"
+    /// The request carries a grant that does not verify: a block not signed by the requesting broker's key or by
+    /// the key its predecessor names, a missing or wrong proof, or a block of the wrong shape.
+    case grantInvalid = "grant_invalid"
+    /// The request carries a grant outside its lifetime.
+    case grantExpired = "grant_expired"
+    /// The request is outside what its grant allows (target, cli, cwd, arguments), or the grant's uses are spent.
+    case grantExceeded = "grant_exceeded"
+    /// The grant was revoked by its issuer (refused on the requesting side, before anything is signed).
+    case grantRevoked = "grant_revoked"
+    /// Allowed up to the start, and held until a person approves (`spawngate approve ID`) or it expires.
+    case approvalPending = "approval_pending"
+    /// A person refused a held request (`spawngate deny ID`).
+    case approvalDenied = "approval_denied"
+    /// A held request was not approved in time, or no longer passes the policy in force; it never starts.
+    case approvalExpired = "approval_expired"
 
     /// The stage that refuses with this code (nil for `allowed`, which no stage refuses with). Exhaustive, so a
     /// new code cannot be added without saying where it comes from.
@@ -47,6 +62,8 @@ public enum ReasonCode: String, CaseIterable, Sendable, Codable {
         case .auditUnavailable: .audit
         case .startFailed: .start
         case .internalError: .gateway
+        case .grantInvalid, .grantExpired, .grantExceeded, .grantRevoked: .grant
+        case .approvalPending, .approvalDenied, .approvalExpired: .approval
         }
     }
 
@@ -59,6 +76,9 @@ public enum ReasonCode: String, CaseIterable, Sendable, Codable {
         // Allowed, but the agent died in its startup check: the request did not succeed, and the gateway did
         // decide, so it is a refusal of this attempt rather than a gateway failure.
         case .startFailed: .denied
+        // Decided up to the start and held for a person: not started (yet), and not a refusal either.
+        case .approvalPending: .pending
+        case .grantInvalid, .grantExpired, .grantExceeded, .grantRevoked, .approvalDenied, .approvalExpired: .denied
         case .malformed, .badSignature, .unknownKey, .revokedKey, .wrongAudience, .expired, .notYetValid, .ttlTooLong,
              .replay, .remoteSpawnDisabled, .noMatchingRule, .deniedByRule, .cliNotAllowed, .argsNotAllowed,
              .cwdNotAllowed, .envNotAllowed, .rateLimited, .concurrencyLimit, .sourceNotAllowed: .denied
@@ -74,6 +94,8 @@ public enum ReasonCode: String, CaseIterable, Sendable, Codable {
         case .malformed, .badSignature, .unknownKey, .revokedKey, .wrongAudience, .replay, .expired, .notYetValid, .ttlTooLong: true
         // From a place the broker does not send from: a captured request resent from elsewhere, or a stolen key.
         case .sourceNotAllowed: true
+        // Signed by the broker's own key: a grant that does not verify is its broker's doing, not a stranger's.
+        case .grantInvalid, .grantExpired, .grantExceeded, .grantRevoked, .approvalPending, .approvalDenied, .approvalExpired: false
         case .allowed, .remoteSpawnDisabled, .noMatchingRule, .deniedByRule, .cliNotAllowed, .argsNotAllowed, .cwdNotAllowed,
              .envNotAllowed, .rateLimited, .concurrencyLimit, .auditUnavailable, .internalError, .startFailed: false
         }
@@ -86,7 +108,8 @@ public enum ReasonCode: String, CaseIterable, Sendable, Codable {
     public var givenByPolicy: Bool {
         switch stage {
         case .policy?, .rule?, .arguments?, .source?: true
-        default: false
+        // A policy test that states a grant can be outside it.
+        default: self == .grantExceeded
         }
     }
 }
@@ -99,6 +122,8 @@ public enum CommandStatus: Int32, Sendable, CaseIterable {
     /// This gateway or machine could not decide or act: broken config, missing home, unreadable files, state
     /// store or audit log unusable, a peer that gave no verified answer.
     case cannotDecide = 2
+    /// Held for a person's approval on the target: not started yet (`approval_pending`, with the approval's id).
+    case pending = 3
     /// Bad flags (argument-parser's own status).
     case usage = 64
 

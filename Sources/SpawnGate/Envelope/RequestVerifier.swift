@@ -52,9 +52,13 @@ public struct VerifiedRequest: Sendable, Equatable {
     public let requestID: String
     /// The places the signing key is bound to (`from=`), checked with the request's source by the policy stage.
     public let keySources: [SourcePattern]?
+    /// The grant the request is made under, verified (chain, proof, lifetime, target); nil when it names none.
+    public let grant: VerifiedGrant?
 
-    fileprivate init(request: SpawnRequest, broker: String, fingerprint: Fingerprint, payload: [UInt8], keySources: [SourcePattern]?) {
+    fileprivate init(request: SpawnRequest, broker: String, fingerprint: Fingerprint, payload: [UInt8], keySources: [SourcePattern]?,
+                     grant: VerifiedGrant?) {
         self.request = request
+        self.grant = grant
         self.keySources = keySources
         self.broker = broker
         self.fingerprint = fingerprint
@@ -90,8 +94,18 @@ public struct RequestVerifier: Sendable {
     public func verify(_ bytes: [UInt8]) throws(GatewayFailure) -> Verification {
         switch try authenticate(bytes, as: SpawnRequest.self) {
         case .denied(let d, let rid, let broker, let fp): return .denied(d, requestID: rid, broker: broker, fingerprint: fp)
-        case .authentic(let request, let name, let kid, let payload, let sources):
-            return .verified(VerifiedRequest(request: request, broker: name, fingerprint: kid, payload: payload, keySources: sources))
+        case .authentic(let request, let name, let kid, let payload, let sources, let key):
+            // The grant is checked with the key that signed the request: a broker can only narrow its own rights.
+            var grant: VerifiedGrant?
+            if let token = request.grant {
+                switch VerifiedGrant.verify(token, issuer: name, issuerKey: key, audience: audience, nonce: request.nonce,
+                                            now: clock.now(), skew: window.clockSkew) {
+                case .success(let g): grant = g
+                case .failure(let d):
+                    return .denied(d, requestID: Sodium.sha256(payload).hex, broker: name, fingerprint: kid)
+                }
+            }
+            return .verified(VerifiedRequest(request: request, broker: name, fingerprint: kid, payload: payload, keySources: sources, grant: grant))
         }
     }
 
@@ -100,13 +114,13 @@ public struct RequestVerifier: Sendable {
     public func verifyControl(_ bytes: [UInt8]) throws(GatewayFailure) -> ControlVerification {
         switch try authenticate(bytes, as: ControlRequest.self) {
         case .denied(let d, let rid, let broker, let fp): return .denied(d, requestID: rid, broker: broker, fingerprint: fp)
-        case .authentic(let request, let name, let kid, let payload, let sources):
+        case .authentic(let request, let name, let kid, let payload, let sources, _):
             return .verified(VerifiedControl(request: request, broker: name, fingerprint: kid, payload: payload, keySources: sources))
         }
     }
 
     private enum Authentication<P: SignedPayload> {
-        case authentic(P, name: String, kid: Fingerprint, payload: [UInt8], sources: [SourcePattern]?)
+        case authentic(P, name: String, kid: Fingerprint, payload: [UInt8], sources: [SourcePattern]?, key: PublicKey)
         case denied(Denial, requestID: String?, broker: String?, fingerprint: Fingerprint?)
     }
 
@@ -157,6 +171,6 @@ public struct RequestVerifier: Sendable {
         guard request.exp + window.clockSkew >= now else {
             return deny(.expired, "the request expired \(now - request.exp)s ago (clock_skew \(window.clockSkew)s)", broker: name)
         }
-        return .authentic(request, name: name, kid: envelope.kid, payload: envelope.payload, sources: sources)
+        return .authentic(request, name: name, kid: envelope.kid, payload: envelope.payload, sources: sources, key: key)
     }
 }

@@ -17,20 +17,23 @@ public struct SpawnRequest: SignedPayload, Sendable, Equatable {
     public var iat: Int64
     public var exp: Int64
     public var nonce: [UInt8]
+    /// The attenuated right the request is made under (``GrantToken``), when its broker signs for a grant's holder.
+    public var grant: GrantToken?
 
     public static let minimumNonceBytes = 16
 
     public init(name: String, cli: String, task: String? = nil, cwd: String? = nil, model: String? = nil,
                 args: [String]? = nil, channels: [String]? = nil, team: String? = nil,
-                from: String, to: String, iat: Int64, exp: Int64, nonce: [UInt8] = Sodium.randomBytes(16)) {
+                from: String, to: String, iat: Int64, exp: Int64, nonce: [UInt8] = Sodium.randomBytes(16), grant: GrantToken? = nil) {
         self.name = name; self.cli = cli; self.task = task; self.cwd = cwd; self.model = model
         self.args = args; self.channels = channels; self.team = team
         self.from = from; self.to = to; self.iat = iat; self.exp = exp; self.nonce = nonce
+        self.grant = grant
     }
 
     static let required: [String] = ["name", "cli", "from", "to", "iat", "exp", "nonce"]
     static let known: Set<String> = ["name", "cli", "task", "cwd", "model", "args", "channels", "team",
-                                     "from", "to", "iat", "exp", "nonce"]
+                                     "from", "to", "iat", "exp", "nonce", "grant"]
 
     /// The payload's bytes, compact JSON in a fixed member order.
     public func encoded() -> [UInt8] {
@@ -43,6 +46,7 @@ public struct SpawnRequest: SignedPayload, Sendable, Equatable {
         if let team { m.append(("team", .string(team))) }
         m += [("from", .string(from)), ("to", .string(to)), ("iat", .int(iat)), ("exp", .int(exp)),
               ("nonce", .string(Base64.urlEncode(nonce)))]
+        if let grant { m.append(("grant", grant.json())) }
         return JSONWriter.object(m)
     }
 
@@ -89,11 +93,13 @@ public struct SpawnRequest: SignedPayload, Sendable, Equatable {
             guard let nonce = Base64.urlDecode(try string("nonce").get()!), nonce.count >= minimumNonceBytes, nonce.count <= 64 else {
                 return malformed("payload field \"nonce\" must be canonical base64url of 16 to 64 random bytes")
             }
+            var grant: GrantToken?
+            if let g = m["grant"] { grant = try GrantToken.parse(g).get() }
             return .success(SpawnRequest(
                 name: name, cli: cli, task: try string("task").get(), cwd: try string("cwd").get(),
                 model: try string("model").get(), args: try strings("args").get(), channels: try strings("channels").get(),
                 team: try string("team").get(), from: from, to: to,
-                iat: try integer("iat").get(), exp: try integer("exp").get(), nonce: nonce))
+                iat: try integer("iat").get(), exp: try integer("exp").get(), nonce: nonce, grant: grant))
         } catch {
             return .failure(error)
         }

@@ -93,7 +93,7 @@ public final class GatewayService: @unchecked Sendable {
         case .identity: return identityLine
         case .health: return health
         case .metrics: return metricsText
-        case .hook: return .refused(.malformed, "POST /v1/hook is answered only on the gateway's Unix socket, where the kernel names the caller")
+        case .hook, .settle: return .refused(.malformed, "POST \(op.path) is answered only on the gateway's Unix socket, where the kernel names the caller")
         }
     }
 
@@ -358,12 +358,23 @@ public final class GatewayService: @unchecked Sendable {
         metrics.count(outcome.decision.reason)
         if !Self.unauthenticated(outcome.decision.reason) { limiter.refund(source) }
         guard let authorized = outcome.authorized else {
+            if outcome.decision.pending {
+                logger.notice("held for approval", metadata: ["approval": .string(outcome.decision.approval ?? "?"), "broker": .string(outcome.decision.broker ?? "?"),
+                                                              "rule": .string(outcome.decision.rule ?? "?")])
+            }
             return receipt(outcome.decision, started: nil, sealTo: outcome.decision.fingerprint.flatMap(Fingerprint.init), pipeline: p)
         }
-        let requester = authorized.request.fingerprint
-        func notStarted(_ why: String) -> GatewayAnswer {
+        let (decision, started, extra) = launch(authorized, decision: outcome.decision)
+        return receipt(decision, started: started, extra: extra, sealTo: authorized.request.fingerprint, pipeline: p)
+    }
+
+    /// Starts an authorized agent (locally, or as a relay worker) and says how it went: the decision as the
+    /// receipt gives it (allowed, or start_failed with why), what started, and the receipt's extra members.
+    private func launch(_ authorized: AuthorizedSpawn, decision: Decision) -> (Decision, Receipt.Started?, [(String, JSONWriter.Value)]) {
+        let outcome = (decision: decision, authorized: authorized)
+        func notStarted(_ why: String) -> (Decision, Receipt.Started?, [(String, JSONWriter.Value)]) {
             logger.error("allowed, but not started: \(why)", metadata: ["request_id": .string(authorized.request.requestID)])
-            return receipt(outcome.decision.notStarted(why: why, exitStatus: nil, relayWorker: false), started: nil, sealTo: requester, pipeline: p)
+            return (outcome.decision.notStarted(why: why, exitStatus: nil, relayWorker: false), nil, [])
         }
         let relay = authorized.match.rule.spawner == .agentRelay
         let result = relay ? agentService.startRelayWorker(authorized, environment: ProcessInfo.processInfo.environment, launcher: launcher)
@@ -375,7 +386,7 @@ public final class GatewayService: @unchecked Sendable {
             logger.info("started", metadata: ["name": .string(authorized.request.request.name), "broker": .string(authorized.request.broker),
                                               "pid": .stringConvertible(started.pid), "sandbox": .string(authorized.match.rule.sandbox.rawValue),
                                               "spawner": .string(authorized.match.rule.spawner.rawValue)])
-            return receipt(outcome.decision, started: started, extra: extra, sealTo: requester, pipeline: p)
+            return (outcome.decision, started, extra)
         case .failed(let why, let status, let tail):
             guard status != nil || relay else { return notStarted(why) }
             logger.notice("allowed, but the agent did not start", metadata: ["request_id": .string(authorized.request.requestID), "why": .string(why)])
@@ -384,8 +395,59 @@ public final class GatewayService: @unchecked Sendable {
             var more = extra
             if let status { more.append(("exit_status", .int(Int64(status)))) }
             if let tail { more.append(("output", .string(tail))) }
-            return receipt(failed, started: nil, extra: more, sealTo: requester, pipeline: p)
+            return (failed, nil, more)
         }
+    }
+
+    // MARK: Held requests
+
+    /// The Unix socket's `POST /v1/settle` (`spawngate approve` / `deny`): `{"id": …, "settle": "approve"|"deny"}`
+    /// from a caller the kernel names. The caller must be admitted to the socket (`hook_users`) and, when the rule
+    /// says `approve.by`, be one of those users. Approving starts the agent here, as any allowed request.
+    /// Answers the decision (with `pid` and `layers` when it started) as JSON, and a status: 200 settled, 403 not
+    /// admitted, 409 not settled (unknown id, not this user's to settle), 400 malformed.
+    public func settleBlocking(body: [UInt8], uid: UInt32, pid: Int32) -> (status: Int, json: [UInt8]) {
+        func error(_ status: Int, _ message: String) -> (Int, [UInt8]) { (status, JSONWriter.object([("error", .string(message))]) + [10]) }
+        let p = pipeline
+        guard SandboxSupport.sharesPidNamespace(with: pid) else {
+            return error(403, "the caller (pid \(pid)) runs in another pid namespace than the gateway: an agent's, or a container's; agents may not approve their own requests")
+        }
+        guard p.policy.admitsHookUser(uid, gatewayUID: getuid()) else {
+            return error(403, "uid \(uid) may not use this gateway's socket; the policy's hook_users names who may")
+        }
+        guard case .object(let o)? = try? StrictJSONReader.parse(body), Set(o.keys) == ["id", "settle"],
+              case .string(let id)? = o["id"], HeldRequest.isID(id),
+              case .string(let verb)? = o["settle"], let settlement = DecisionPipeline.Settlement(rawValue: verb) else {
+            return error(400, "the body must be {\"id\": the 16 hex digits 'spawngate approvals' shows, \"settle\": \"approve\" or \"deny\"}")
+        }
+        return settle(id, settlement, by: Self.userName(uid), pipeline: p)
+    }
+
+    /// Settles a held request for `user` (``settleBlocking`` once the kernel has named the caller; the dashboard for
+    /// its operator). Blocks while an approved agent starts.
+    public func settle(_ id: String, _ settlement: DecisionPipeline.Settlement, by user: String,
+                       pipeline given: DecisionPipeline? = nil) -> (status: Int, json: [UInt8]) {
+        let p = given ?? pipeline
+        let outcome: DecisionPipeline.Outcome
+        switch p.settle(id, settlement, by: user) {
+        case .failure(let refusal):
+            logger.notice("held request not settled", metadata: ["approval": .string(id), "by": .string(user), "why": .string(refusal.message)])
+            return (409, JSONWriter.object([("error", .string(refusal.message))]) + [10])
+        case .success(let o): outcome = o
+        }
+        metrics.count(outcome.decision.reason)
+        logger.notice("held request settled", metadata: ["approval": .string(id), "by": .string(user), "reason": .string(outcome.decision.reason.rawValue)])
+        guard let authorized = outcome.authorized else { return (200, Array(outcome.decision.json.utf8) + [10]) }
+        let (decision, started, extra) = launch(authorized, decision: outcome.decision)
+        return (200, Receipt.payload(decision, started: started, extra: extra) + [10])
+    }
+
+    /// The name of `uid` as this machine knows it, or `uid:N`.
+    static func userName(_ uid: UInt32) -> String {
+        var pwd = passwd(), result: UnsafeMutablePointer<passwd>?
+        var buffer = [CChar](repeating: 0, count: 4096)
+        guard getpwuid_r(uid, &pwd, &buffer, buffer.count, &result) == 0, result != nil, let name = pwd.pw_name else { return "uid:\(uid)" }
+        return String(cString: name)
     }
 
     /// Refusals that keep the source's pre-authentication token: not from an enrolled key, or not what its broker
@@ -450,6 +512,9 @@ public final class GatewayService: @unchecked Sendable {
     @discardableResult
     public func reap() -> Int {
         metrics.commits(groups: committer.groups, decisions: committer.decisions)
+        for o in pipeline.expireHeld() {
+            logger.notice("held request expired", metadata: ["approval": .string(o.decision.approval ?? "?"), "reason": .string(o.decision.reason.rawValue)])
+        }
         let ended = agentService.reap()
         if ended > 0 { logger.info("agents ended", metadata: ["count": .stringConvertible(ended)]) }
         metrics.liveAgents((try? agentService.running().count) ?? 0)

@@ -90,6 +90,10 @@ public struct SignatureDomain: Sendable, Equatable {
     public static let receipt = SignatureDomain(tag: "spawngate-receipt-v1")
     /// Requests that act on agents already running (`agents`, `release`), never mistaken for a spawn request.
     public static let control = SignatureDomain(tag: "spawngate-control-v1")
+    /// A grant's blocks: the first signed by the issuing broker's key, each later one by the key its predecessor names.
+    public static let grant = SignatureDomain(tag: "spawngate-grant-v1")
+    /// A grant's proof of possession: the last block's key over the request it travels with.
+    public static let grantProof = SignatureDomain(tag: "spawngate-grant-proof-v1")
 
     func prefixed(_ message: [UInt8]) -> [UInt8] { Array(tag.utf8) + [0] + message }
 }

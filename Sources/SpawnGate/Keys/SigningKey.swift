@@ -25,6 +25,9 @@ public struct SigningKey: Sendable, CustomStringConvertible {
 
     public var description: String { "SigningKey(\(publicKey.fingerprint))" }
 
+    /// The 32-byte seed, for a grant's holder key kept in a 0600 file (``GrantStore``).
+    var seedBytes: [UInt8] { seed }
+
     /// Opens a sealed box addressed to this key (see ``SealedBody``); nil when it was not, or was altered.
     func openSealed(_ box: [UInt8]) -> [UInt8]? {
         Sodium.openSealed(box, ed25519PublicKey: publicKey.bytes, secretKey: secretKey)

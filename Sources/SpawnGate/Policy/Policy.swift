@@ -96,7 +96,18 @@ public struct Rule: Sendable {
     /// Seconds a started agent is watched before the receipt says it started (`startup_check`).
     public let startupCheck: Int64
     public static let defaultStartupCheck: Int64 = 1
+    /// Held for a person before it starts (`approve:`); nil starts at once.
+    public let approval: Approval?
     public let line: Int
+
+    /// `approve:` of a rule: who may approve (Unix user names on this machine; nil: any user the gateway's socket
+    /// admits), and how long a held request waits before it expires.
+    public struct Approval: Sendable, Equatable {
+        public var by: [String]?
+        public var within: Int64
+        public static let defaultWithin: Int64 = 600
+        public func admits(_ user: String) -> Bool { by?.contains(user) ?? true }
+    }
 
     func appliesTo(cli: String) -> Bool { clis?.contains(cli) ?? true }
 }
@@ -124,6 +135,8 @@ public struct PolicyRequest: Sendable, Equatable {
     public var source: RequestSource?
     /// The places the signing key is bound to (its `from=` in keys/), when it is bound.
     public var keySources: [SourcePattern]?
+    /// The limits of the grant the request is made under (each block's), checked after the policy; nil: no grant.
+    public var grant: [GrantLimit]?
 
     public init(broker: String, cli: String, cwd: String?, args: [String] = [], model: String? = nil, task: String? = nil,
                 source: RequestSource? = .local, keySources: [SourcePattern]? = nil) {
@@ -136,6 +149,7 @@ public struct PolicyRequest: Sendable, Equatable {
         let r = verified.request
         self.init(broker: verified.broker, cli: r.cli, cwd: r.cwd, args: r.args ?? [], model: r.model, task: r.task,
                   source: source, keySources: verified.keySources)
+        self.grant = verified.grant?.limits
     }
 }
 

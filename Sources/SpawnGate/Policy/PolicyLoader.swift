@@ -75,10 +75,12 @@ public enum PolicyLoader {
     static let topKeys = ["version", "accept_remote_spawn", "max_ttl", "clock_skew", "hook_users", "clis", "rules", "tests"]
     static let cliKeys = ["path", "sha256", "args", "deny_args", "env", "task", "model_flag", "split_equals", "writable", "protected"]
     static let ruleKeys = ["name", "effect", "brokers", "clis", "cwd", "rate", "burst", "max_concurrent", "sandbox",
-                           "max_runtime", "limits", "spawner", "network", "startup_check", "sources"]
+                           "max_runtime", "limits", "spawner", "network", "startup_check", "sources", "approve"]
+    static let approveKeys = ["by", "within"]
     static let limitKeys = ["cpu", "memory", "open_files", "processes", "file_size"]
     static let testKeys = ["request", "expect", "rule"]
-    static let requestKeys = ["from", "cli", "cwd", "args", "model", "task", "source"]
+    static let requestKeys = ["from", "cli", "cwd", "args", "model", "task", "source", "grant"]
+    static let grantKeys = ["clis", "cwd", "args", "max"]
 
     private static func build(_ root: Node, _ r: inout YAMLNodeReader, file: String, hash: String) -> Policy? {
         guard let top = r.mapping(root, "the policy", allowed: topKeys, required: ["version"]) else { return nil }
@@ -367,6 +369,20 @@ public enum PolicyLoader {
         // reported as start_failed, with its status and last output.
         var startupCheck = Rule.defaultStartupCheck
         if let v = m["startup_check"], let d = duration(v.value, "\(label): startup_check", &r, range: 0...60) { startupCheck = d }
+        // `approve: required`, or `approve: {by: [users], within: 10m}`: held for a person before it starts.
+        var approval: Rule.Approval?
+        if let v = m["approve"] {
+            if case .scalar = v.value {
+                if r.string(v.value, "\(label): approve") == "required" { approval = Rule.Approval(by: nil, within: Rule.Approval.defaultWithin) } else {
+                    r.error(v.value, "\(label): approve must be 'required' or a mapping with 'by' (the users who may approve) and 'within' (how long a request waits, e.g. 10m)")
+                }
+            } else if let am = r.mapping(v.value, "\(label): approve", allowed: approveKeys) {
+                var a = Rule.Approval(by: nil, within: Rule.Approval.defaultWithin)
+                if let b = am["by"] { a.by = r.stringList(b.value, "\(label): approve.by") ?? [] }
+                if let w = am["within"], let d = duration(w.value, "\(label): approve.within", &r, range: 10...86400) { a.within = d }
+                approval = a
+            }
+        }
         var limits = ResourceLimits()
         if let v = m["limits"], let lm = r.mapping(v.value, "\(label): limits", allowed: limitKeys) {
             if let x = lm["cpu"] { limits.cpuSeconds = duration(x.value, "\(label): limits.cpu", &r, range: 1...(30 * 86400)) }
@@ -392,14 +408,14 @@ public enum PolicyLoader {
             r.error(v.value, "\(label): network: none needs sandbox: strict (only strict has its own network namespace); set sandbox: strict or remove network")
         }
         if effect == .deny {
-            for k in ["rate", "burst", "max_concurrent", "sandbox", "max_runtime", "limits", "spawner", "network", "startup_check"] {
+            for k in ["rate", "burst", "max_concurrent", "sandbox", "max_runtime", "limits", "spawner", "network", "startup_check", "approve"] {
                 if let v = m[k] { r.error(v.key, "\(label): '\(k)' has no meaning on a deny rule; remove it") }
             }
         }
         guard r.diagnostics.count == start || !r.diagnostics[start...].contains(where: { $0.severity == .error }), !name.isEmpty else { return nil }
         return Rule(name: name, effect: effect, brokers: brokers, clis: ruleCLIs, cwd: cwd, sources: sources, rate: rate, burst: burst,
                     maxConcurrent: maxConcurrent, sandbox: sandbox, maxRuntime: maxRuntime, limits: limits, spawner: spawner,
-                    network: network, startupCheck: startupCheck, line: node.mark?.line ?? 0)
+                    network: network, startupCheck: startupCheck, approval: approval, line: node.mark?.line ?? 0)
     }
 
     private static func test(_ i: Int, _ node: Node, _ r: inout YAMLNodeReader, rules: [Rule]) -> PolicyTest? {
@@ -417,6 +433,20 @@ public enum PolicyLoader {
             request.args = q["args"].flatMap { r.stringList($0.value, "\(p).request.args") } ?? []
             request.model = q["model"].flatMap { r.string($0.value, "\(p).request.model") }
             request.task = q["task"].flatMap { r.string($0.value, "\(p).request.task") }
+            // The grant the request is made under, as its limits (the target checks them after the policy).
+            if let v = q["grant"], let g = r.mapping(v.value, "\(p).request.grant", allowed: grantKeys) {
+                let clis = g["clis"].flatMap { r.stringList($0.value, "\(p).request.grant.clis") }
+                let cwd = g["cwd"].flatMap { r.stringList($0.value, "\(p).request.grant.cwd") }
+                var args: [[String]]?
+                if let a = g["args"], let shapes = r.stringList(a.value, "\(p).request.grant.args") {
+                    args = shapes.map { $0.split(separator: " ", omittingEmptySubsequences: true).map(String.init) }
+                }
+                let max = g["max"].flatMap { r.integer($0.value, "\(p).request.grant.max", range: 1...1_000_000) }
+                switch GrantScope.parse(targets: nil, clis: clis, cwd: cwd, args: args, max: max) {
+                case .success(let scope): request.grant = [GrantLimit(name: "test", scope: scope)]
+                case .failure(let why): r.error(v.value, "\(p).request.grant: \(why)")
+                }
+            }
             if let v = q["source"], let s = r.string(v.value, "\(p).request.source") {
                 if let place = RequestSource(recorded: s) { request.source = place } else {
                     r.error(v.value, "\(p).request.source: '\(s)' is not an IP address, 'local' or 'workspace'")
@@ -425,10 +455,10 @@ public enum PolicyLoader {
         }
         var expect = ReasonCode.allowed
         if let v = m["expect"], let s = r.string(v.value, "\(p).expect") {
-            if s == "allow" { expect = .allowed } else if let code = ReasonCode(rawValue: s), PolicyEngine.policyReasons.contains(code) { expect = code } else {
-                let options = ["allow"] + PolicyEngine.policyReasons.map(\.rawValue)
+            if s == "allow" { expect = .allowed } else if s == "pending" { expect = .approvalPending } else if let code = ReasonCode(rawValue: s), PolicyEngine.policyReasons.contains(code) { expect = code } else {
+                let options = ["allow", "pending"] + PolicyEngine.policyReasons.map(\.rawValue)
                 let hint = closestMatch(to: s, in: options).map { " (did you mean '\($0)'?)" } ?? ""
-                r.error(v.value, "\(p).expect must be allow or a reason the policy can give (\(PolicyEngine.policyReasons.map(\.rawValue).joined(separator: ", "))); got '\(s)'\(hint)")
+                r.error(v.value, "\(p).expect must be allow, pending (a rule that says approve:) or a reason the policy can give (\(PolicyEngine.policyReasons.map(\.rawValue).joined(separator: ", "))); got '\(s)'\(hint)")
             }
         }
         var rule: String?

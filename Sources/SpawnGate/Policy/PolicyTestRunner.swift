@@ -13,10 +13,11 @@ public enum PolicyTestRunner {
         public func line(file: String) -> String {
             let q = test.request
             let what = "\(q.broker) \(q.cli)\(q.args.isEmpty ? "" : " \(q.args)") \(q.cwd ?? "(no cwd)")"
-            let gotText = got == .allowed ? "allow" : got.rawValue
+            func shown(_ r: ReasonCode) -> String { r == .allowed ? "allow" : r == .approvalPending ? "pending" : r.rawValue }
+            let gotText = shown(got)
             let byRule = rule.map { " by rule \($0)" } ?? ""
             if passed { return "\(file):\(test.line):\(test.column): ok: \(what) → \(gotText)\(byRule)" }
-            let want = test.expect == .allowed ? "allow" : test.expect.rawValue
+            let want = shown(test.expect)
             let wantRule = test.rule.map { " by rule \($0)" } ?? ""
             return "\(file):\(test.line):\(test.column): FAIL: \(what): expected \(want)\(wantRule), got \(gotText)\(byRule): \(detail)"
         }
@@ -26,9 +27,13 @@ public enum PolicyTestRunner {
         let engine = PolicyEngine(policy: policy, resolver: .lexical)
         return policy.tests.map { t in
             let got: ReasonCode, rule: String?, detail: String
-            switch engine.evaluate(t.request) {
-            case .allow(let m): (got, rule, detail) = (.allowed, m.rule.name, "allowed")
-            case .deny(let d): (got, rule, detail) = (d.reason, d.rule, d.detail)
+            // The decision's own stages after authentication (policy, then the grant), without this machine's
+            // binaries and sandbox layers; a rule that says approve: holds the request (`pending`).
+            var noTrace = TraceRecorder(false)
+            switch DecisionPipeline.authorize(t.request, engine: engine, machine: false, missingLayers: { _ in [] }, trace: &noTrace) {
+            case .success(let m) where m.rule.approval != nil: (got, rule, detail) = (.approvalPending, m.rule.name, "held for approval")
+            case .success(let m): (got, rule, detail) = (.allowed, m.rule.name, "allowed")
+            case .failure(let d): (got, rule, detail) = (d.reason, d.rule, d.detail)
             }
             let passed = got == t.expect && (t.rule == nil || t.rule == rule)
             return Result(test: t, passed: passed, got: got, rule: rule, detail: detail)

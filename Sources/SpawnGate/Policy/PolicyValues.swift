@@ -1,7 +1,7 @@
 /// Value syntaxes of the policy file: durations, rates, sizes, and the sandbox profile names.
-enum PolicyValues {
+public enum PolicyValues {
     /// `30s`, `2m`, `1h`, `1d` → seconds. A unit is required: a bare `30` could mean anything.
-    static func duration(_ text: String) -> Int64? {
+    public static func duration(_ text: String) -> Int64? {
         guard let unit = text.last, let n = Int64(text.dropLast()), n >= 0, text.dropLast().allSatisfy(\.isNumber) else { return nil }
         switch unit {
         case "s": return n

@@ -64,9 +64,10 @@ public enum Receipt {
         default:
             return fail("the receipt answers another request (request_id \(o["request_id"].map { "\($0)" } ?? "missing"), expected \(requestID ?? "none"))")
         }
-        guard case .string(let verdict)? = o["decision"], verdict == "allow" || verdict == "deny",
+        guard case .string(let verdict)? = o["decision"], verdict == "allow" || verdict == "deny" || verdict == "pending",
               case .string(let reasonText)? = o["reason"], let reason = ReasonCode(rawValue: reasonText),
-              (verdict == "allow") == (reason == .allowed), case .string(let detail)? = o["detail"] else {
+              (verdict == "allow") == (reason == .allowed), (verdict == "pending") == (reason == .approvalPending),
+              case .string(let detail)? = o["detail"] else {
             return fail("the receipt's decision, reason or detail is missing or inconsistent")
         }
         var started: Started?
@@ -98,6 +99,9 @@ public struct VerifiedReceipt: Sendable {
     /// The signed payload, as the target wrote it.
     public let payload: [UInt8]
     public var allowed: Bool { reason == .allowed }
+    /// Held on the target for a person's approval; `approval` names it.
+    public var pending: Bool { reason == .approvalPending }
+    public var approval: String? { if case .string(let s)? = members["approval"] { s } else { nil } }
 }
 
 public struct ReceiptError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -111,14 +115,14 @@ extension VerifiedReceipt {
     /// answers): broker, decision, reason, detail, request_id, rule; on a start pid, started_at, layers, sandbox;
     /// and exit_status, output, spawner when the target sent them.
     public func facts(broker: String) -> [String: JSONValue] {
-        var f: [String: JSONValue] = ["broker": .string(broker), "decision": .string(allowed ? "allow" : "deny"),
+        var f: [String: JSONValue] = ["broker": .string(broker), "decision": .string(allowed ? "allow" : pending ? "pending" : "deny"),
                                       "reason": .string(reason.rawValue), "detail": .string(detail),
                                       "request_id": requestID.map { .string($0) } ?? .null, "rule": rule.map { .string($0) } ?? .null]
         if let s = started {
             f["pid"] = .number(String(s.pid)); f["started_at"] = .number(String(s.startedAt)); f["layers"] = .array(s.layers.map { .string($0) })
         }
         if case .object(let spawn)? = members["spawn"], case .string(let p)? = spawn["sandbox"] { f["sandbox"] = .string(p) }
-        for k in ["exit_status", "output", "spawner"] { if let v = members[k] { f[k] = v } }
+        for k in ["exit_status", "output", "spawner", "grant", "approval", "expires_at"] { if let v = members[k] { f[k] = v } }
         return f
     }
 }

@@ -10,6 +10,13 @@ public enum StateEffect: Sendable, Equatable {
     case takeToken(broker: String, rule: String, intervalMilliseconds: Int64, burst: Int64)
     /// Hold one of at most `max` concurrency slots of (broker, rule) until the lease ends.
     case takeLease(LeaseRequest)
+    /// Count one use of a grant's block that has a max (keyed by the issuing key and the block's id).
+    case useGrant(issuer: String, blockID: String, name: String, max: Int64, keepUntil: Int64)
+    /// Keep a request held for approval.
+    case holdApproval(HeldRequest)
+    /// Settle a held request: `approved`, `denied` (by a person) or `expired`. A request that is no longer pending,
+    /// or (unless it is being expired) whose time is up, is refused.
+    case settleApproval(id: String, to: HeldRequest.State, by: String?)
 }
 
 /// A concurrency slot being asked for. Until a process is bound to it, a lease ends at `expiresAt`.
@@ -87,6 +94,34 @@ extension StateStore {
                         .execute(arguments: [broker, rule, tat + interval])
                 }
 
+            case .useGrant(let issuer, let blockID, let name, let max, let keepUntil):
+                let used = try Int64.fetchOne(db.cachedStatement(sql: "SELECT uses FROM grant_use WHERE issuer = ? AND block_id = ?"), arguments: [issuer, blockID]) ?? 0
+                if used >= max {
+                    return .denied(Denial(.grantExceeded, "grant '\(name)' has been used \(used) time\(used == 1 ? "" : "s") here, its max; its issuer can add a new one with 'spawngate grant add'"))
+                }
+                writes.append {
+                    try db.cachedStatement(sql: "INSERT INTO grant_use (issuer, block_id, uses, keep_until) VALUES (?, ?, 1, ?) ON CONFLICT (issuer, block_id) DO UPDATE SET uses = uses + 1")
+                        .execute(arguments: [issuer, blockID, keepUntil])
+                }
+
+            case .holdApproval(let held):
+                writes.append { try held.insert(db) }
+
+            case .settleApproval(let id, let to, let by):
+                guard let held = try HeldRequest.fetch(id, db) else {
+                    return .denied(Denial(.approvalExpired, "no request is held here as \(id); 'spawngate approvals' lists them"))
+                }
+                guard held.state == .pending else {
+                    return .denied(Denial(.approvalExpired, "request \(id) is no longer waiting: it was \(held.state.rawValue)\(held.decidedBy.map { " by \($0)" } ?? "")", rule: held.rule))
+                }
+                if to != .expired, now >= held.expiresAt {
+                    return .denied(Denial(.approvalExpired, "request \(id) waited its time (until \(held.expiresAt)) and expired; the requester can ask again", rule: held.rule))
+                }
+                writes.append {
+                    try db.cachedStatement(sql: "UPDATE approval SET state = ?, decided_by = ?, resolved_at = ? WHERE id = ? AND state = 'pending'")
+                        .execute(arguments: [to.rawValue, by, now, id])
+                }
+
             case .takeLease(let want):
                 let leases = try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM lease WHERE broker = ? AND rule = ?"), arguments: [want.broker, want.rule]).map(Lease.init)
                 let dead = leases.filter { !$0.isLive(now: now) }
@@ -106,6 +141,7 @@ extension StateStore {
             for w in writes { try w() }
             // Nonces of requests that can no longer be valid are forgotten.
             try db.cachedStatement(sql: "DELETE FROM nonce WHERE keep_until < ?").execute(arguments: [now])
+            try db.cachedStatement(sql: "DELETE FROM grant_use WHERE keep_until < ?").execute(arguments: [now])
         })
     }
 

@@ -100,6 +100,20 @@ public final class StateStore: Sendable {
         m.registerMigration("v6-source") { db in
             try db.execute(sql: "ALTER TABLE ticket ADD COLUMN source TEXT")
         }
+        // Uses of grants (each block with a max), and requests held for a person's approval.
+        m.registerMigration("v7-grants-approvals") { db in
+            try db.execute(sql: """
+                CREATE TABLE grant_use (
+                    block_id TEXT NOT NULL, issuer TEXT NOT NULL, uses INTEGER NOT NULL, keep_until INTEGER NOT NULL,
+                    PRIMARY KEY (issuer, block_id)) WITHOUT ROWID;
+                CREATE TABLE approval (
+                    id TEXT PRIMARY KEY NOT NULL, request_id TEXT NOT NULL, broker TEXT NOT NULL, rule TEXT NOT NULL,
+                    name TEXT NOT NULL, cli TEXT NOT NULL, cwd TEXT NOT NULL, argv TEXT NOT NULL, grant_id TEXT,
+                    envelope BLOB NOT NULL, source TEXT NOT NULL, decided_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+                    state TEXT NOT NULL, decided_by TEXT, resolved_at INTEGER);
+                CREATE INDEX approval_state ON approval(state, expires_at);
+                """)
+        }
         return m
     }
 

@@ -55,6 +55,18 @@ public struct JSONWriter {
         }
     }
 
+    /// A JSON array of `items`.
+    public static func array(_ items: [Value]) -> [UInt8] {
+        var w = JSONWriter()
+        w.bytes.append(0x5B)
+        for (i, v) in items.enumerated() {
+            if i > 0 { w.bytes.append(0x2C) }
+            w.write(v)
+        }
+        w.bytes.append(0x5D)
+        return w.bytes
+    }
+
     public mutating func writeObject(_ members: [(String, Value)]) {
         bytes.append(UInt8(ascii: "{"))
         for (i, (key, value)) in members.enumerated() {

@@ -21,6 +21,9 @@ public enum GatewayOperation: String, Sendable, CaseIterable {
     case metrics
     /// A broker hook's input (`spawngate hook pre-spawn`): only on the Unix socket, where the kernel names the caller.
     case hook
+    /// Approving or denying a held request (`spawngate approve` / `deny`): only on the Unix socket, where the kernel
+    /// names the person doing it.
+    case settle
 
     /// What the request carries.
     public enum Input: Sendable {
@@ -33,7 +36,7 @@ public enum GatewayOperation: String, Sendable, CaseIterable {
 
     public var method: String {
         switch self {
-        case .spawn, .release, .enroll, .hook: "POST"
+        case .spawn, .release, .enroll, .hook, .settle: "POST"
         case .agents, .logs, .identity, .health, .metrics: "GET"
         }
     }
@@ -48,17 +51,17 @@ public enum GatewayOperation: String, Sendable, CaseIterable {
 
     public var input: Input {
         switch self {
-        case .spawn, .release, .enroll, .hook: .body
+        case .spawn, .release, .enroll, .hook, .settle: .body
         case .agents, .logs: .requestHeader
         case .identity, .health, .metrics: .none
         }
     }
 
     /// Answered on `serve`'s TCP listener, to other machines.
-    public var onNetwork: Bool { self != .hook }
+    public var onNetwork: Bool { self != .hook && self != .settle }
 
     /// Answered on the hook socket (this machine's broker hooks and monitoring).
-    public var onHookSocket: Bool { self == .hook || self == .health || self == .metrics }
+    public var onHookSocket: Bool { self == .hook || self == .settle || self == .health || self == .metrics }
 
     /// Carried through the Agent Relay workspace (``RelayWire``): the signed operations a peer may ask.
     public var throughWorkspace: Bool { self == .spawn || self == .release || self == .agents || self == .logs }

@@ -50,11 +50,13 @@ public struct RemoteGateway: Sendable {
         public let envelope: [UInt8]
     }
 
-    /// Signs `request` (its `from`, `to`, `iat`, `exp` and nonce are set here) and sends it.
-    public func spawn(_ request: SpawnRequest) throws(RemoteError) -> Answer {
+    /// Signs `request` (its `from`, `to`, `iat`, `exp` and nonce are set here) and sends it; under `grant`, with
+    /// the grant's blocks and a proof for this request (the caller has checked it with ``GrantStore/admit``).
+    public func spawn(_ request: SpawnRequest, grant: GrantStore.Held? = nil) throws(RemoteError) -> Answer {
         var r = request
         let now = clock.now()
         r.from = identity.name; r.to = peer.name; r.iat = now; r.exp = now + ttl
+        r.grant = grant?.token(to: peer.name, nonce: r.nonce)
         let payload = r.encoded()
         let envelope = Envelope.seal(payload, with: identity.key, domain: .request)
         return try send(.spawn, input: SealedBody.seal(envelope, to: peer.key), requestID: Sodium.sha256(payload).hex, kind: .spawn)

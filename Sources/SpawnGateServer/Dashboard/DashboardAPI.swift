@@ -13,6 +13,8 @@ struct DashboardAPI: Sendable {
     let home: Home
     let timeout: Double
     let logger: Logger
+    /// This machine's gateway socket (`--socket`), for approving and denying held requests.
+    var socket: String? = nil
     let gate = Offload(limit: 16)
     let streams = StreamSlots(limit: 4)
     /// How often a live-update stream looks at the state.
@@ -43,7 +45,13 @@ struct DashboardAPI: Sendable {
             case .object(let body): return await release(body)
             }
         }
-        for path in ["/api/spawn", "/api/release"] {
+        router.post("/api/settle") { request, _ in
+            switch await Self.body(request) {
+            case .refused(let answer): return answer
+            case .object(let body): return await settle(body)
+            }
+        }
+        for path in ["/api/spawn", "/api/release", "/api/settle"] {
             router.get(RouterPath(stringLiteral: path)) { _, _ in Self.error(405, "\(path) takes POST with a JSON body") }
         }
         router.post("/api/state") { _, _ in Self.error(405, "/api/state takes GET") }
@@ -101,13 +109,13 @@ struct DashboardAPI: Sendable {
             if case .object(let l)? = listings[b.peer.name] { for (k, v) in l { row[k] = v } }
             rows.append(.object(row))
         }
-        let local = await gate.run(deadline: 10) { [home] in (Self.decisions(home), Self.policy(home)) }
-        guard case .done(let (decisions, policy)) = local else {
+        let local = await gate.run(deadline: 10) { [home] in (Self.decisions(home), Self.policy(home), Self.approvals(home)) }
+        guard case .done(let (decisions, policy, approvals)) = local else {
             return (503, .object(["error": .string("busy: this broker's audit log and policy could not be read in time")]))
         }
         return (200, .object([
             "self": .string(identity.name), "fingerprint": .string(identity.key.publicKey.fingerprint.description),
-            "brokers": .array(rows), "decisions": decisions, "policy": policy,
+            "brokers": .array(rows), "decisions": decisions, "policy": policy, "approvals": approvals,
         ]))
     }
 
@@ -158,6 +166,45 @@ struct DashboardAPI: Sendable {
             out.append(shown(.object(row)))
         }
         return .object(["entries": .array(out)])
+    }
+
+    /// Requests this broker's gateway holds for approval (and those settled in the last hour), newest first.
+    static func approvals(_ home: Home) -> JSONValue {
+        let now = SystemClock().now()
+        do {
+            let held = try StateStore.open(home.stateDB).heldRequests(now: now)
+            return .object(["entries": .array(held.map { shown($0.json(now: now)) })])
+        } catch {
+            return .object(["error": .string("cannot read the held requests: \(error.message)")])
+        }
+    }
+
+    /// `POST /api/settle` `{"id": …, "settle": "approve"|"deny"}`: the same request as `spawngate approve` /
+    /// `deny`, to this machine's gateway socket, where the kernel names the dashboard's user.
+    func settle(_ body: [String: JSONValue]) async -> Response {
+        if let unknown = body.keys.sorted().first(where: { !["id", "settle"].contains($0) }) {
+            return Self.error(400, "settle takes no field '\(unknown)'; it takes id, settle")
+        }
+        guard case .string(let id)? = body["id"], HeldRequest.isID(id), case .string(let verb)? = body["settle"],
+              let settlement = DecisionPipeline.Settlement(rawValue: verb) else {
+            return Self.error(400, "settle needs id (16 hex digits) and settle (\"approve\" or \"deny\")")
+        }
+        let home = self.home, socket = self.socket
+        let outcome = await gate.run(deadline: 70) { () -> Result<[String: JSONValue], OperatorError> in
+            do throws(OperatorError) { return .success(try SettleClient.settle(id, settlement, socket: try SettleClient.socket(socket, home: home))) } catch {
+                return .failure(error)
+            }
+        }
+        switch outcome {
+        case .busy(let why): return Self.error(503, "busy: \(why)")
+        case .timedOut: return Self.error(504, "the gateway did not answer in time; 'spawngate approvals' shows where \(id) stands")
+        case .done(.failure(let e)): return Self.error(e.kind == .refused ? 409 : 502, e.message)
+        case .done(.success(var o)):
+            o["ok"] = .bool(o["reason"] == .string(settlement == .approve ? "allowed" : "approval_denied"))
+            o["id"] = .string(id)
+            logger.notice("\(settlement.rawValue) \(id): \(o["reason"].map { "\($0)" } ?? "?")")
+            return Self.json(200, Self.shown(.object(o)))
+        }
     }
 
     /// The policy's status and its embedded tests, as `policy check` and `policy test` see them.

@@ -29,6 +29,10 @@ enum DashboardAssets {
             <h2>Agents <span class="dim">(this broker's, on each broker; from each one's signed listing)</span></h2>
             <table id="agents"><thead><tr><th>broker</th><th>name</th><th>cli</th><th>cwd</th><th>pid</th><th>sandbox</th><th>state</th><th></th></tr></thead><tbody></tbody></table>
           </section>
+          <section id="approvals-section">
+            <h2>Waiting for approval <span class="dim">(held here by rules that say approve:)</span></h2>
+            <table id="approvals"><thead><tr><th>id</th><th>from</th><th>name</th><th>rule</th><th>argv</th><th>cwd</th><th>state</th><th></th></tr></thead><tbody></tbody></table>
+          </section>
           <section id="decisions-section">
             <h2>Recent decisions <span class="dim">(this broker's audit log)</span></h2>
             <table id="decisions"><thead><tr><th>time</th><th>decision</th><th>reason</th><th>rule</th><th>from</th><th>detail</th></tr></thead><tbody></tbody></table>
@@ -162,9 +166,29 @@ enum DashboardAssets {
           }
           if (agents.length === 0) agents.push(row([el("td", "no agents of this broker on any broker that answers", "dim")]));
           fill("agents", agents);
+          const ap = s.approvals || { entries: [] };
+          if (ap.error) fill("approvals", [row([el("td", ap.error, "bad")])]);
+          else if (ap.entries.length === 0) fill("approvals", [row([el("td", "no requests held for approval", "dim")])]);
+          else fill("approvals", ap.entries.map((h) => {
+            const waiting = h.state === "pending";
+            const tr = row([el("td", h.id, "mono"), show(h.broker), show(h.name), show(h.rule), el("td", (h.argv || []).join(" "), "mono wrap"),
+              el("td", h.cwd, "mono"), el("td", waiting ? "waits until " + when(h.expires_at) : h.state + (h.by ? " by " + h.by : ""), waiting ? "" : "dim")]);
+            tr.dataset.approval = h.id; tr.dataset.state = h.state;
+            const cell = el("td");
+            if (waiting) {
+              for (const [label, verb] of [["Approve", "approve"], ["Deny", "deny"]]) {
+                const button = el("button", label, verb);
+                button.type = "button";
+                button.addEventListener("click", () => settle(h.id, verb, button));
+                cell.appendChild(button);
+              }
+            }
+            tr.appendChild(cell);
+            return tr;
+          }));
           const d = s.decisions;
           if (d.error) fill("decisions", [row([el("td", d.error, "bad")])]);
-          else fill("decisions", d.entries.map((e) => row([when(e.time), el("td", e.decision, e.decision === "allow" ? "ok" : "bad"),
+          else fill("decisions", d.entries.map((e) => row([when(e.time), el("td", e.decision, e.decision === "allow" ? "ok" : e.decision === "pending" ? "" : "bad"),
             el("td", e.reason, "mono"), show(e.rule), show(e.broker), el("td", show(e.detail), "wrap")])));
           const p = s.policy, status = document.getElementById("policy-status");
           status.replaceChildren();
@@ -218,6 +242,19 @@ enum DashboardAssets {
             else { out.className = "bad"; out.textContent = outcome(r); }
           } catch (e) { out.className = "bad"; out.textContent = e.message; }
           finally { submit.disabled = false; refresh(); }
+        }
+
+        async function settle(id, verb, button) {
+          const msg = document.getElementById("message");
+          button.disabled = true;
+          try {
+            const r = await api("/api/settle", { id, settle: verb });
+            msg.textContent = verb === "approve"
+              ? (r.ok ? "approved " + id + ": started, pid " + show(r.pid) : id + " not started: " + r.reason + ": " + r.detail)
+              : (r.ok ? "denied " + id : id + ": " + r.reason + ": " + r.detail);
+            msg.className = r.ok ? "ok" : "bad";
+          } catch (e) { msg.textContent = e.message; msg.className = "bad"; }
+          finally { button.disabled = false; refresh(); }
         }
 
         async function release(broker, name, button) {

@@ -25,6 +25,8 @@ public struct DashboardServer {
         public var headerTimeout: TimeAmount = .seconds(10)
         public var bodyTimeout: TimeAmount = .seconds(10)
         public var idleTimeout: TimeAmount = .seconds(60)
+        /// This machine's gateway socket, where held requests are settled (nil: the default places).
+        public var socket: String?
         public init(listen: ListenAddress) { self.listen = listen }
     }
 
@@ -57,7 +59,8 @@ public struct DashboardServer {
 
     public func run() async throws {
         let bound = BoundAddress()
-        let api = DashboardAPI(home: home, timeout: options.timeout, logger: logger)
+        var api = DashboardAPI(home: home, timeout: options.timeout, logger: logger)
+        api.socket = options.socket
         let router = Router(context: BasicRequestContext.self)
         router.add(middleware: DashboardGuard(address: bound, secret: Array(secret.utf8)))
         api.register(router)

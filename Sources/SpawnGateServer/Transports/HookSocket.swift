@@ -212,6 +212,9 @@ final class HookSocket: Service, @unchecked Sendable {
             let (status, decision) = gateway.hookBlocking(body: body, uid: uid, pid: pid)
             // The hook's decision JSON, with the status that says whether the caller may ask (403, 429) at all.
             return Reply(status: status, json: Array(decision.json.utf8) + [10])
+        case .settle:
+            let (status, json) = gateway.settleBlocking(body: body, uid: uid, pid: pid)
+            return Reply(status: status, json: json)
         case .health: return Reply(gateway.health)
         case .metrics: return Reply(gateway.metricsText)
         default: return Reply(error: 404, "no \(head.path) on the hook socket")

@@ -213,7 +213,7 @@ struct PolicyLoaderTests {
 
     @Test func testsMayExpectOnlyPolicyReasons() {
         let text = Self.base + "tests:\n  - request: {from: a, cli: claude}\n    expect: replay\n"
-        #expect(policyErrors(text).first?.hasPrefix("p.yaml:14:13: error: tests[0].expect must be allow or a reason the policy can give") == true)
+        #expect(policyErrors(text).first?.hasPrefix("p.yaml:14:13: error: tests[0].expect must be allow, pending (a rule that says approve:) or a reason the policy can give") == true)
     }
 
     @Test func limitsAndRatesParse() throws {
