@@ -11,6 +11,9 @@ struct ExplainAgreementTests {
         .auditUnavailable: "a dry run writes nothing, so the audit log cannot fail it",
         .startFailed: "given only after an allowed agent was started, never by the decision",
         .envNotAllowed: "no stage gives it: env is the CLI's list in the policy, not something a request asks for",
+        .grantRevoked: "given by the requester before signing: the revocation list is the issuer's, the target never holds it",
+        .approvalDenied: "given only when a person settles a held request, never by the decision",
+        .approvalExpired: "given only when a held request is settled or swept after its expiry, never by the decision",
     ]
 
     struct Case: Sendable {
@@ -75,6 +78,21 @@ struct ExplainAgreementTests {
             #expect(first == .allowed)
             return g.envelope(request(g))
         },
+        Case(.grantInvalid) { g in
+            let held = try GrantTests.issue(g)
+            var other = g.request()
+            other.grant = held.token(to: other.to, nonce: Sodium.randomBytes(16))
+            return g.envelope(other)
+        },
+        Case(.grantExpired) { g in
+            let held = try GrantTests.store(g).issue(name: "fixer", scope: GrantTests.scope(g), ttl: 60, identity: g.laptop,
+                                                     now: g.clock.now() - 3600)
+            return GrantTests.envelope(g, held)
+        },
+        Case(.grantExceeded) { g in
+            GrantTests.envelope(g, try GrantTests.issue(g, scope: GrantTests.scope(clis: ["codex"], g)))
+        },
+        Case(.approvalPending, rule: ["approve: required"]) { g in g.envelope(request(g)) },
         // The state store cannot be opened: neither command can decide.
         Case(.internalError) { g in
             for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: g.vps.stateDB + suffix) }
@@ -105,7 +123,9 @@ struct ExplainAgreementTests {
         let json = try #require(try JSONSerialization.jsonObject(with: Data(check.stdout.utf8)) as? [String: Any], "\(check.stdout)\(check.stderr)")
         let explain = try g.cli(["policy", "explain", "-"], stdin: env)
         let last = try #require(explain.stdout.split(separator: "\n").last.map(String.init), "\(explain.stderr)")
-        let explained = last.hasPrefix("decision: allow") ? "allowed" : last.dropFirst("decision: deny ".count).prefix { $0 != " " && $0 != ":" }
+        let explained = last.hasPrefix("decision: allow") ? "allowed"
+            : last.hasPrefix("decision: pending") ? Substring(ReasonCode.approvalPending.rawValue)
+            : last.dropFirst("decision: deny ".count).prefix { $0 != " " && $0 != ":" }
 
         #expect(json["reason"] as? String == c.expect.rawValue, "check: \(check.stdout)")
         #expect(String(explained) == c.expect.rawValue, "explain: \(explain.stdout)")

@@ -6,11 +6,13 @@ import Testing
 /// one mapping from an error to an exit status that every command uses.
 @Suite("Exit statuses")
 struct ExitStatusTests {
-    /// PRODUCT.md: 0 allowed, 1 denied (malformed input included), 2 the gateway cannot decide.
+    /// PRODUCT.md: 0 allowed, 1 denied (malformed input included), 2 the gateway cannot decide; and 3, held for a
+    /// person's approval (issue 28: neither allowed nor denied yet).
     @Test func everyReasonHasItsContractStatus() {
         let cannotDecide: Set<ReasonCode> = [.internalError, .auditUnavailable]
         for r in ReasonCode.allCases {
-            let want: CommandStatus = r == .allowed ? .allowed : cannotDecide.contains(r) ? .cannotDecide : .denied
+            let want: CommandStatus = r == .allowed ? .allowed : r == .approvalPending ? .pending
+                : cannotDecide.contains(r) ? .cannotDecide : .denied
             #expect(r.exitStatus == want, "\(r)")
             #expect(r.isGatewayFailure == cannotDecide.contains(r))
         }
@@ -25,7 +27,7 @@ struct ExitStatusTests {
 
     @Test func policyReasonsComeFromTheStages() {
         #expect(PolicyEngine.policyReasons == [.remoteSpawnDisabled, .noMatchingRule, .deniedByRule, .cliNotAllowed,
-                                               .argsNotAllowed, .cwdNotAllowed, .envNotAllowed, .sourceNotAllowed])
+                                               .argsNotAllowed, .cwdNotAllowed, .envNotAllowed, .sourceNotAllowed, .grantExceeded])
         #expect(ReasonCode.allowed.stage == nil)
         #expect(ReasonCode.replay.stage == .replay && ReasonCode.badSignature.stage == .signature)
     }
