@@ -194,7 +194,7 @@ fi
 
 step "15. Two gateways on loopback: from the laptop, start an agent on the VPS with no SSH"
 start_gateway() { # start_gateway HOME LOG: serve on a free port; sets URL. Called directly, not in $(…), so PIDS keeps the pid.
-  "$BIN" serve --home "$1" --listen 127.0.0.1:0 > "$2" 2> "$2.err" &
+  "$BIN" serve --home "$1" --listen 127.0.0.1:0 --socket "$1/hook.sock" > "$2" 2> "$2.err" &
   PIDS="$PIDS $!"
   for _ in $(seq 1 200); do grep -q 'listening on http' "$2" 2>/dev/null && break; sleep 0.05; done
   URL=$(grep -o 'http://[0-9.:]*' "$2" | head -n 1)
@@ -248,6 +248,34 @@ else
   echo "skipped: the Agent Relay broker is not installed ('make relay' puts it in .build-relay/)"
 fi
 
+step "15c. An agent with less than its broker's rights (a grant), and a spawn that waits for a person's approval"
+echo "-- the VPS operator adds a rule: the laptop may start claude in $SRV/review too, each start approved by a person"
+BEFORE=$(curl -s "$VPS_URL/healthz")
+python3 - "$VPS/policy/policy.yaml" "$SRV/review" <<'PY'
+import sys
+path, cwd = sys.argv[1], sys.argv[2]
+text = open(path).read().replace("burst: 5", "burst: 10", 1)
+rule = f"  - name: laptop-review\n    brokers: [mac-laptop]\n    clis: [claude]\n    cwd: [{cwd}/**]\n    approve: required\n"
+open(path, "w").write(text.replace("tests:\n", rule + "tests:\n", 1))
+PY
+mkdir -p "$SRV/review"
+expect 0 "$BIN" policy check --home "$VPS"
+for _ in $(seq 1 200); do [ "$(curl -s "$VPS_URL/healthz")" != "$BEFORE" ] && break; sleep 0.05; done
+echo "-- the laptop's operator gives an agent a grant: claude in $SRV/app only, no arguments, twice at most, for 8 hours"
+expect 0 "$BIN" grant add fixer --broker vps-broker --cli claude --cwd "$SRV/app/**" --no-args --max 2 --ttl 8h --home "$LAPTOP"
+echo "-- outside it (arguments the grant does not allow, though the VPS's policy would): refused here, nothing signed or sent"
+expect 1 "$BIN" spawn fixer claude "Fix the bug" --broker vps-broker --cwd "$SRV/app" --arg=--model --arg opus --grant fixer --home "$LAPTOP"
+echo "-- inside it: the VPS checks the grant's signatures and limits after its own policy, and records it"
+expect 0 "$BIN" spawn fixer claude "keep working on the fix" --broker vps-broker --cwd "$SRV/app" --grant fixer --home "$LAPTOP"
+expect 0 "$BIN" release fixer --broker vps-broker --home "$LAPTOP"
+echo "-- a start under laptop-review is held (exit 3) until the VPS's operator approves it"
+expect 3 "$BIN" spawn reviewer claude "keep working on the review" --broker vps-broker --cwd "$SRV/review" --home "$LAPTOP"
+expect 0 "$BIN" approvals --home "$VPS"
+HELD=$("$BIN" approvals --json --home "$VPS" | python3 -c 'import json, sys; print(next(h["id"] for h in json.load(sys.stdin) if h["state"] == "pending"))')
+expect 0 "$BIN" approve "$HELD" --home "$VPS"
+expect 0 "$BIN" agents --broker vps-broker --home "$LAPTOP"
+expect 0 "$BIN" release reviewer --broker vps-broker --home "$LAPTOP"
+
 echo "-- the other way: the laptop's own policy is still default deny, so the VPS cannot spawn there"
 expect 0 "$BIN" key enroll vps-broker --file "$VPS/identity.pub" --fingerprint "$VPS_FP" --home "$LAPTOP"
 LAPTOP_FP=$("$BIN" key show --home "$LAPTOP" | tail -n 1)
@@ -259,4 +287,4 @@ expect 0 "$BIN" key revoke mac-laptop --home "$VPS"
 expect 1 "$BIN" check --home "$VPS" "$WORK/request3.json"
 expect 1 "$BIN" spawn coder claude --broker vps-broker --cwd "$SRV/app" --home "$LAPTOP"
 
-printf '\n\033[1mdemo complete:\033[0m enrollment, a signed request decided and audited, and tampering, misaddressing, replay, a mismatched broker spawn and revocation refused, approved agents run in their sandboxes (standard, and strict where bubblewrap works), listed and released, and an agent started from the laptop on the VPS through two gateways with a verified receipt, also as a real Agent Relay worker inside the sandbox when the broker is installed.\n'
+printf '\n\033[1mdemo complete:\033[0m enrollment, a signed request decided and audited, and tampering, misaddressing, replay, a mismatched broker spawn and revocation refused, approved agents run in their sandboxes (standard, and strict where bubblewrap works), listed and released, an agent started from the laptop on the VPS through two gateways with a verified receipt, also as a real Agent Relay worker inside the sandbox when the broker is installed, under a grant narrower than what the laptop may do, and after a person approved it.\n'

@@ -64,7 +64,8 @@ struct GrantCommand: ParsableCommand {
                 } else {
                     g = try store.issue(name: name, scope: scope, ttl: ttlSeconds ?? GrantStore.defaultTTL, identity: try home.loadIdentity(), now: now)
                 }
-                printLine("issued grant \(g.name) (\(g.id)), until \(g.expiresAt): \(g.limits.map(\.scope.summary).joined(separator: "; and "))")
+                let until = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: TimeInterval(g.expiresAt)))
+                printLine("issued grant \(g.name) (\(g.id)), until \(until): \(g.limits.map(\.scope.summary).joined(separator: "; and "))")
                 printLine("use it with: spawngate mcp --grant \(g.name)")
             }
         }

@@ -116,7 +116,7 @@ struct Spawn: ParsableCommand {
                 let how = r.members["spawner"] == .string("agent-relay") ? " as an Agent Relay worker" : ""
                 printLine("started \(name) on \(target.broker!)\(how): pid \(s.pid), sandbox \(sandbox(r)) (\(s.layers.joined(separator: ", ")))")
             }
-            printLine("receipt verified with \(target.broker!)'s key (request \(r.requestID ?? "-"), rule \(r.rule ?? "-"))")
+            printLine("receipt verified with \(target.broker!)'s key (request \(r.requestID ?? "-"), rule \(r.rule ?? "-")\(r.grant.map { ", grant \($0)" } ?? ""))")
         }
     }
 

@@ -1,3 +1,4 @@
+import Foundation
 import GRDB
 
 /// A request that passed every stage of the pipeline and whose allow is durably in the audit log. Only
@@ -241,7 +242,7 @@ public struct DecisionPipeline: Sendable {
                 source: source.description, decidedAt: now, expiresAt: expires)))
             let who = approval.by.map { $0.isEmpty ? "nobody (approve.by is empty)" : $0.joined(separator: " or ") } ?? "its operator"
             var held = Decision(reason: .approvalPending,
-                                detail: "rule '\(rule.name)' holds this request for approval as \(id) until \(expires) (\(approval.within)s): \(who) can approve it with 'spawngate approve \(id)' on \(verifier.audience); once started it is in the agent list",
+                                detail: "rule '\(rule.name)' holds this request for approval as \(id) until \(ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: TimeInterval(expires)))) (\(approval.within)s): \(who) can approve it with 'spawngate approve \(id)' on \(verifier.audience); once started it is in the agent list",
                                 requestID: request.requestID, broker: request.broker, fingerprint: request.fingerprint.description,
                                 rule: rule.name, policy: policy.hash,
                                 spawn: .init(argv: match.argv, cwd: match.cwd, env: match.env, sandbox: rule.sandbox.rawValue))

@@ -102,6 +102,8 @@ public struct VerifiedReceipt: Sendable {
     /// Held on the target for a person's approval; `approval` names it.
     public var pending: Bool { reason == .approvalPending }
     public var approval: String? { if case .string(let s)? = members["approval"] { s } else { nil } }
+    /// The grant the target checked the request against (its blocks' ids), when the request carried one.
+    public var grant: String? { if case .string(let s)? = members["grant"] { s } else { nil } }
 }
 
 public struct ReceiptError: Error, Sendable, Equatable, CustomStringConvertible {
