@@ -209,12 +209,26 @@ def main():
         # 3 warm-up rounds with long bounds: they also show the broker really works (a v6 broker has stalled ~16 s on
         # the stand-in early on).
         res = {k: [] for k in ("a", "b1", "b2")}
+        # The launcher's parts, interleaved: a fresh spawngate process doing nothing (`--version`), and `launch` with a
+        # ticket nobody issued (the same start, then opening the home and looking the ticket up; it starts nothing).
+        fresh, lookup = [], []
+
+        def timed(argv, want):
+            t0 = time.perf_counter()
+            r = subprocess.run(argv, capture_output=True, timeout=10)
+            if r.returncode != want:
+                raise Fail(f"{' '.join(argv)} exited {r.returncode}, not {want}: {r.stderr.decode()[-400:]}")
+            return (time.perf_counter() - t0) * 1e3
         for i in range(3 + rounds):
             for kind in res:
                 name = f"bench-{kind}-{os.getpid()}-{i}"
                 m = measure(kind, name, 40 if i < 3 else 15)
                 if i >= 3:
                     res[kind].append((name,) + m)
+            v, l = timed([sg, "--version"], 0), timed([sg, "launch", "--home", vps, "--ticket=" + "A" * 43], 1)
+            if i >= 3:
+                fresh.append(v)
+                lookup.append(l)
 
         # When the broker began each spawn ("spawning worker" in its log) splits each path in three: before the
         # broker, the broker until the program runs, the program running until the answer.
@@ -248,7 +262,12 @@ def main():
             f"\n\nWhere (b1)'s time goes (medians, from the broker's log): {b0:.1f} ms until the broker begins the spawn (signing, "
             f"the gateway's decision and audit; (a): {a0:.1f} ms), {b1:.1f} ms from there until the program runs ((a): {a1:.1f} ms; "
             f"the difference is the launcher: a fresh `spawngate` process, its ticket redemption and the sandbox), and {b2:.1f} ms "
-            "from the program running to the receipt (the launcher's report, the gateway's 1 ms polling for it, the signed receipt).\n\n"
+            "from the program running to the receipt (the launcher's report, the gateway's 1 ms polling for it, the signed receipt). "
+            f"Of the launcher's {b1 - a1:.1f} ms (measured in the same rounds): starting a fresh `spawngate` process "
+            f"(`spawngate --version`) {med(fresh):.1f} ms; opening the home and looking its ticket up (`spawngate launch` with a "
+            f"ticket nobody issued, less that start) {med(lookup) - med(fresh):.1f} ms; the other {b1 - a1 - med(lookup):.1f} ms "
+            "redeem the ticket (the key, the policy and the binary checked again), start the CLI under `standard` and record "
+            "that it started.\n\n"
             + f"Target (b) ≤ (a) + 5 ms, as the median of (b1) − (a): {med(d1):.1f} ms: " + ("met." if med(d1) <= 5 else "**not met**."))
     except (Fail, subprocess.TimeoutExpired, OSError, ValueError, KeyError) as e:
         out(f"\n{TITLE}\n\nNot measured: {e}")
