@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import SpawnGate
 
 /// The one exit vocabulary of every executable (`spawngate`, `spawngate-serve` and its `relay-guard`,
@@ -61,7 +62,15 @@ extension AsyncParsableCommand {
                 try command.run()
             }
         } catch {
-            exit(withError: Exit.forRun(error))
+            exitNow(Exit.forRun(error))
         }
+    }
+
+    /// Exits as argument-parser's `exit(withError:)` does. An ``ExitCode`` prints nothing, so it exits at once:
+    /// argument-parser would first build the help text of the whole command tree only to print none of it, which
+    /// costs a fresh process that denies (`check`, `launch`) milliseconds (perf, issue 27).
+    public static func exitNow(_ error: any Error) -> Never {
+        if let code = error as? ExitCode { Foundation.exit(code.rawValue) }
+        exit(withError: error)
     }
 }

@@ -22,7 +22,49 @@ struct SpawnGateCommand: AsyncParsableCommand {
 
     static func main() async {
         ProcessHardening.apply()
+        if let leaf = FastPath.leaf(Array(CommandLine.arguments.dropFirst())) {
+            do { try leaf() } catch { exitNow(Exit.forRun(error)) }
+            return
+        }
         await mainWithExitVocabulary(nil)
+    }
+}
+
+/// The commands a machine starts as fresh processes many times a second (the hook path's `check` and `hook`, the
+/// relay worker's `launch`, `spawn`, `exec`, `verify`) are parsed as their own command, not through the whole
+/// tree: building the tree asks the Swift runtime about every command type's conformances, and in a binary this
+/// size each first ask scans every conformance record; that was most of a fresh process's 10 ms (perf, issue 27).
+/// Only a command line its leaf parses and validates takes this path; anything else (help, a typo, a bad value)
+/// goes the whole way, so every message and exit status is the tree's own. A debug build checks each entry against
+/// the tree whenever it is taken, so every test that runs one of these commands checks the table.
+enum FastPath {
+    static var leaves: [(path: [String], type: any ParsableCommand.Type, run: ([String]) throws -> (() throws -> Void))] { [
+        (["check"], Check.self, { a in let c = try Check.parse(a); return { try c.run() } }),
+        (["launch"], Launch.self, { a in let c = try Launch.parse(a); return { try c.run() } }),
+        (["spawn"], Spawn.self, { a in let c = try Spawn.parse(a); return { try c.run() } }),
+        (["exec"], Exec.self, { a in let c = try Exec.parse(a); return { try c.run() } }),
+        (["verify"], Verify.self, { a in let c = try Verify.parse(a); return { try c.run() } }),
+        (["hook", "pre-spawn"], Hook.PreSpawn.self, { a in let c = try Hook.PreSpawn.parse(a); return { try c.run() } }),
+        (["hook", "started"], Hook.Started.self, { a in let c = try Hook.Started.parse(a); return { try c.run() } }),
+        (["hook", "exited"], Hook.Exited.self, { a in let c = try Hook.Exited.parse(a); return { try c.run() } }),
+    ] }
+    /// Words that ask argument-parser itself for something (help, version, completion): never taken here.
+    static let builtIn: Set<String> = ["-h", "--help", "-help", "help", "--version", "--experimental-dump-help", "--generate-completion-script"]
+
+    /// The parsed command's run, when `arguments` name a leaf here and it parses them; nil to go the whole way.
+    static func leaf(_ arguments: [String]) -> (() throws -> Void)? {
+        guard !arguments.contains(where: { builtIn.contains($0) || $0.hasPrefix("--generate-completion") }) else { return nil }
+        for entry in leaves where arguments.starts(with: entry.path) {
+            guard let run = try? entry.run(Array(arguments.dropFirst(entry.path.count))) else { return nil }
+            #if DEBUG
+            // Every test that runs one of these commands checks the table against the tree (debug builds only).
+            let tree = try? SpawnGateCommand.parseAsRoot(arguments)
+            precondition(tree.map { ObjectIdentifier(type(of: $0)) == ObjectIdentifier(entry.type) } == true,
+                         "FastPath: '\(entry.path.joined(separator: " "))' is not \(entry.type) in the command tree")
+            #endif
+            return run
+        }
+        return nil
     }
 }
 

@@ -94,4 +94,24 @@ struct ExitStatusTests {
         #expect(try TestSupport.spawngate(["check", "--no-such-flag"]).status == 64)
         #expect(try TestSupport.spawngate(["key", "enroll"]).status == 64)
     }
+
+    /// The commands parsed on their own for speed (`FastPath` in `spawngate`) read exactly as the tree does when the
+    /// command line is wrong or asks for help: the same usage line naming `spawngate <command>`, the same status.
+    /// (A debug build also checks, each time one is taken, that the tree would run the same command.)
+    @Test func theFastPathReadsAsTheTree() throws {
+        let paths: [[String]] = [["check"], ["launch"], ["spawn"], ["exec"], ["verify"], ["hook", "pre-spawn"], ["hook", "started"], ["hook", "exited"]]
+        for path in paths {
+            let bad = try TestSupport.spawngate(path + ["--no-such-flag"])
+            #expect(bad.status == 64, "\(path): \(bad.status) \(bad.stderr)")
+            #expect(bad.stderr.hasPrefix("Error: ") && bad.stderr.contains("Usage: spawngate \(path.joined(separator: " "))"),
+                    "\(path): \(bad.stderr)")
+            let help = try TestSupport.spawngate(path + ["--help"])
+            #expect(help.status == 0 && help.stdout.contains("USAGE: spawngate \(path.joined(separator: " "))"), "\(path): \(help.stdout.prefix(300))")
+        }
+        // A refusal through the fast path prints its sentence and nothing of argument-parser's (no usage), exit 1.
+        let dir = TestSupport.tempDir("fastpath")
+        #expect(try TestSupport.spawngate(["init", "--name", "vps", "--home", dir + "/vps"]).status == 0)
+        let denied = try TestSupport.spawngate(["launch", "--home", dir + "/vps", "--ticket=" + String(repeating: "A", count: 43)])
+        #expect(denied.status == 1 && denied.stderr.contains("unknown, already used or expired") && !denied.stderr.contains("Usage"), "\(denied.stderr)")
+    }
 }
