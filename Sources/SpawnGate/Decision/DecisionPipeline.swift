@@ -101,11 +101,12 @@ public struct DecisionPipeline: Sendable {
     /// `policyFile` and `resolver` let `policy explain` decide under another policy file, or with paths as text.
     public static func open(home: Home, clock: any GateClock = SystemClock(), policyFile: String? = nil,
                             resolver: PathResolver = .filesystem) throws(GatewayFailure) -> DecisionPipeline {
-        let identity: Identity
-        do { identity = try home.loadIdentity() } catch { throw GatewayFailure(error.message) }
+        // Deciding needs only this broker's name, never its private key.
+        let name: String
+        do { name = try home.loadName() } catch { throw GatewayFailure(error.message) }
         let policy = try PolicyLoader.loadForDecisions(policyFile ?? home.policyFile)
         let state = try StateStore.open(home.stateDB)
-        return DecisionPipeline(audience: identity.name, keys: home.keyStore, policy: policy, state: state,
+        return DecisionPipeline(audience: name, keys: home.keyStore, policy: policy, state: state,
                                 audit: AuditLog(path: home.auditLog), clock: clock, resolver: resolver)
     }
 

@@ -87,23 +87,43 @@ public struct Home: Sendable {
     }
 
     private func readIdentity() throws(OperatorError) -> Identity {
+        try checkKeyFile()
+        let text = String(decoding: try Files.read(identityKey, limit: 16384), as: UTF8.self)
+        let key: SigningKey
+        do { key = try SigningKey.parseOpenSSHPrivateKey(text) } catch { throw OperatorError("\(identityKey): \(error.message)") }
+        let pub = try readPublicLine()
+        guard pub.key == key.publicKey else {
+            throw OperatorError("\(identityPub) does not match \(identityKey); regenerate it with 'ssh-keygen -y -f \(identityKey)' followed by the broker name")
+        }
+        return Identity(name: pub.comment, key: key)
+    }
+
+    /// This broker's name, for a process that only decides (it is the audience of the requests it checks): read
+    /// from identity.pub, so `check`, `exec`, `launch` and `policy explain` never read the private key. The key
+    /// file must still be there and private, as for ``loadIdentity()``: a home whose key others can read cannot act.
+    public func loadName() throws(OperatorError) -> String {
+        do {
+            try checkKeyFile()
+            return try readPublicLine().comment
+        } catch { throw .unusable(error.message) }
+    }
+
+    private func checkKeyFile() throws(OperatorError) {
         guard Files.exists(identityKey) else {
             throw OperatorError("no identity in \(root) (identity.key is missing); create one with 'spawngate init --name NAME'")
         }
         try Files.checkPrivate(identityKey)
-        let text = String(decoding: try Files.read(identityKey, limit: 16384), as: UTF8.self)
-        let key: SigningKey
-        do { key = try SigningKey.parseOpenSSHPrivateKey(text) } catch { throw OperatorError("\(identityKey): \(error.message)") }
+    }
+
+    /// identity.pub: this broker's public key, and its name as the line's comment.
+    private func readPublicLine() throws(OperatorError) -> (key: PublicKey, comment: String) {
         let pub: (key: PublicKey, comment: String)
         do { pub = try PublicKey.parseLine(String(decoding: try Files.read(identityPub, limit: 16384), as: UTF8.self)) }
         catch { throw OperatorError("\(identityPub): \(error.message)") }
-        guard pub.key == key.publicKey else {
-            throw OperatorError("\(identityPub) does not match \(identityKey); regenerate it with 'ssh-keygen -y -f \(identityKey)' followed by the broker name")
-        }
         do { try Home.validateBrokerName(pub.comment) } catch {
             throw OperatorError("\(identityPub) must end with this broker's name: \(error.message)")
         }
-        return Identity(name: pub.comment, key: key)
+        return pub
     }
 
     /// Written by `init`: denies everything until the operator opts in.

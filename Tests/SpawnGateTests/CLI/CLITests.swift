@@ -84,6 +84,29 @@ struct CLITests {
         #expect(out.stdout.isEmpty)
     }
 
+    /// Deciding needs this broker's name, not its private key: `check` and `policy explain` read identity.pub only
+    /// (least privilege, and a fresh `check` spends no time parsing the key). The key file must still be there and
+    /// private: a home whose key others can read cannot act, whatever the command.
+    @Test func decidingNeverReadsThePrivateKey() throws {
+        let s = try Setup()
+        let request = try s.sign()
+        // Bytes no parser takes, still mode 0600: anything that read the key would fail on it.
+        try Data("not a key\n".utf8).write(to: URL(fileURLWithPath: s.vps + "/identity.key"))
+        chmod(s.vps + "/identity.key", 0o600)
+        let check = try TestSupport.spawngate(["check", "--home", s.vps, "-"], stdin: request)
+        #expect(check.status == 1 && check.stdout.contains("\"decision\":\"deny\"") && !check.stdout.contains("internal_error"),
+                "decided without the key: \(check.status) \(check.stdout) \(check.stderr)")
+        let explain = try TestSupport.spawngate(["policy", "explain", "--home", s.vps, "-"], stdin: request)
+        #expect(explain.stdout.contains("addressed to vps-broker"), "\(explain.stdout) \(explain.stderr)")
+        // What signs still reads it, and says what is wrong with it.
+        let show = try TestSupport.spawngate(["sign", "--home", s.vps, "--to", "mac-laptop", "--name", "c", "--cli", "claude"])
+        #expect(show.status == 2 && show.stderr.contains("identity.key"), "\(show.stderr)")
+        // A key file others can read still stops a decision.
+        chmod(s.vps + "/identity.key", 0o644)
+        let open = try TestSupport.spawngate(["check", "--home", s.vps, "-"], stdin: request)
+        #expect(open.status == 2 && open.stderr.contains("chmod 600"), "\(open.status) \(open.stderr)")
+    }
+
     @Test func privateKeyIsNeverPrinted() throws {
         let s = try Setup()
         let secret = try String(contentsOfFile: s.laptop + "/identity.key", encoding: .utf8).split(separator: "\n")[1]
