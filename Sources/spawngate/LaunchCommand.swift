@@ -40,6 +40,7 @@ struct Launch: ParsableCommand {
         func fail(_ why: String) -> ExitCode {
             printError("not started: \(why)")
             try? state.report(ticketFor: t.requestID, failure: why)
+            LaunchSignal.notify(LaunchSignal.path(home: home, requestID: t.requestID))
             if let lease = t.leaseID { _ = try? state.releaseLease(requestID: lease) }
             return Exit.of(.startFailed)
         }
@@ -68,6 +69,7 @@ struct Launch: ParsableCommand {
         }
         close(fds[1])
         try? state.report(ticketFor: t.requestID, started: started.receipt)
+        LaunchSignal.notify(LaunchSignal.path(home: home, requestID: t.requestID))
         let copier = StderrCopier(from: fds[0])
         copier.start()
         // Keys typed in the terminal and resizes go to the terminal's foreground group (this process): on to the
@@ -85,6 +87,7 @@ struct Launch: ParsableCommand {
         for s in sources { s.cancel() }
         copier.finish()
         try? state.report(ticketFor: t.requestID, exitStatus: status, tail: copier.tail)
+        LaunchSignal.notify(LaunchSignal.path(home: home, requestID: t.requestID))
         if status != 0 { throw ExitCode(status) }
     }
 }
