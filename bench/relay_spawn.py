@@ -262,7 +262,7 @@ def main():
             f"\n\nWhere (b1)'s time goes (medians, from the broker's log): {b0:.1f} ms until the broker begins the spawn (signing, "
             f"the gateway's decision and audit; (a): {a0:.1f} ms), {b1:.1f} ms from there until the program runs ((a): {a1:.1f} ms; "
             f"the difference is the launcher: a fresh `spawngate` process, its ticket redemption and the sandbox), and {b2:.1f} ms "
-            "from the program running to the receipt (the launcher's report, the gateway's 1 ms polling for it, the signed receipt). "
+            "from the program running to the receipt (the launcher's report and its signal to the waiting gateway, the signed receipt). "
             f"Of the launcher's {b1 - a1:.1f} ms (measured in the same rounds): starting a fresh `spawngate` process "
             f"(one that parses a command and stops at once) {med(fresh):.1f} ms; opening the home and looking its ticket up (`spawngate launch` with a "
             f"ticket nobody issued, less that start) {med(lookup) - med(fresh):.1f} ms; the other {b1 - a1 - med(lookup):.1f} ms "

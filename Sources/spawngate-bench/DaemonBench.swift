@@ -4,6 +4,9 @@ import SpawnGate
 extension Bench {
     struct DaemonRun {
         let clients: Int, keepAlive: Bool, requests: Int
+        /// Requests each client sends at once on its connection (HTTP/1.1 pipelining); 1 is one at a time.
+        var depth = 1
+        var connection: String { depth > 1 ? "kept alive, \(depth) pipelined" : keepAlive ? "kept alive" : "new per request" }
         let rate: Double, medianLatency: Double, perCommit: Double
         let serverCPU: Double, clientCPU: Double, resent: Int
     }
@@ -13,7 +16,7 @@ extension Bench {
     /// decisions share each commit. Each point of the curve is its own gateway. `keepAlive`: each client thread
     /// keeps its connection (at most the per-uid cap of 16 at once, shared through a pool), as a resident client
     /// does; otherwise a new connection per request, as the one-shot `spawngate hook pre-spawn` does.
-    static func daemonThroughput(exe: String, clients: Int, keepAlive: Bool, requests: Int = 20_000) throws -> DaemonRun {
+    static func daemonThroughput(exe: String, clients: Int, keepAlive: Bool, depth: Int = 1, requests: Int = 20_000) throws -> DaemonRun {
         let b = try BenchBrokers("daemon", exe: exe, sandbox: .none)
         defer { b.cleanUp() }
         let socket = b.dir + "/gate.sock"
@@ -37,7 +40,24 @@ extension Bench {
             // Threads, not Dispatch: concurrentPerform would run only as many clients as there are cores.
             let thread = Thread {
                 var mine: [Double] = []
-                while case let i = next.take(), i < requests {
+                while depth > 1, case let first = next.take(count: depth), first < requests {
+                    // `depth` requests at once on the kept connection, their answers read in order.
+                    let ids = Array(first..<min(first + depth, requests))
+                    let s = now()
+                    var answers: [String] = []
+                    do throws(HTTPClient.Failure) {
+                        let rs = try pool.with { c throws(HTTPClient.Failure) in
+                            try c.exchange(pipelined: ids.map { (method: "POST", path: "/v1/hook", body: envelopes[$0]) })
+                        }
+                        answers = rs.map { "HTTP \($0.status): " + String(decoding: $0.body, as: UTF8.self) }
+                    } catch { answers = [error.message] }
+                    let took = Double(now() - s)
+                    for a in answers {
+                        mine.append(took)
+                        if a.hasPrefix("HTTP 200"), a.contains("\"decision\":\"allow\"") { _ = allowed.take() } else { lastRefusal.set(a) }
+                    }
+                }
+                while depth == 1, case let i = next.take(), i < requests {
                     let s = now()
                     var answer = ""
                     // A connection refused at accept (the per-uid cap counts a closed connection until the server has
@@ -89,7 +109,7 @@ extension Bench {
         let groups = metric("spawngate_commit_groups_total"), decided = metric("spawngate_committed_decisions_total")
         let verify = Proc.run([exe, "audit", "verify", "--home", b.vps])
         guard verify.status == 0 else { fatalError("the audit log does not verify after the daemon benchmark") }
-        return DaemonRun(clients: clients, keepAlive: keepAlive, requests: requests, rate: Double(requests) / seconds,
+        return DaemonRun(clients: clients, keepAlive: keepAlive, requests: requests, depth: depth, rate: Double(requests) / seconds,
                          medianLatency: latencies.get().median, perCommit: decided / groups,
                          serverCPU: serverCPU / Double(requests), clientCPU: clientCPU / Double(requests), resent: resent.value)
     }
@@ -109,19 +129,30 @@ extension Bench {
                 runs.append(r)
             }
         }
+        // Pipelined: a resident client with several decisions to ask sends them at once (issue 27); the gateway
+        // decides what one connection sent together, in one group commit.
+        for depth in [4, 16] where point == nil || point == "16p\(depth)" {
+            let r = try daemonThroughput(exe: exe, clients: 16, keepAlive: true, depth: depth)
+            print(String(format: "daemon 16 clients, %d pipelined: %.0f/s, serve %.0f µs, clients %.0f µs per decision, %.1f per commit",
+                         depth, r.rate, r.serverCPU * 1e6, r.clientCPU * 1e6, r.perCommit))
+            fflush(nil)
+            runs.append(r)
+        }
         var md = "## Daemon throughput against concurrent clients\n\n"
         md += "Durable decisions through `serve`'s Unix socket (hook requests: a full decision, audited and committed, nothing started), "
         md += "20,000 requests per point (5,000 for one client), each point its own gateway; clients are threads of the bench process on the same 2 cores. "
-        md += "Clients hold at most 16 connections at once (the socket's per-uid cap): with 64 clients, 48 wait for a slot.\n\n"
+        md += "Clients hold at most 16 connections at once (the socket's per-uid cap): with 64 clients, 48 wait for a slot. "
+        md += "Pipelined: each client sends that many requests at once on its kept connection and reads the answers in order; "
+        md += "the latency is that of the whole batch.\n\n"
         md += "| clients | connection | decisions/s | median latency | decisions per commit | serve CPU per decision | client CPU per decision | refused at the cap, sent again |\n"
         md += "|---|---|---|---|---|---|---|---|\n"
         for r in runs {
-            md += String(format: "| %d | %@ | %.0f | %.2f ms | %.1f | %.0f µs | %.0f µs | %d |\n", r.clients, r.keepAlive ? "kept alive" : "new per request",
+            md += String(format: "| %d | %@ | %.0f | %.2f ms | %.1f | %.0f µs | %.0f µs | %d |\n", r.clients, r.connection,
                          r.rate, r.medianLatency / 1e6, r.perCommit, r.serverCPU * 1e6, r.clientCPU * 1e6, r.resent)
         }
         section(md)
         guard point == nil else { return }
-        for r in runs where r.clients == 16 {
+        for r in runs where r.clients == 16 && r.depth == 1 {
             let how = r.keepAlive ? "kept-alive connections" : "a new connection per request, as the one-shot hook"
             row("daemon: durable decisions through `serve`'s Unix socket, 16 concurrent clients, \(how)",
                 String(format: "%.0f decisions/s (median latency %.1f ms; %.1f decisions per commit; CPU per decision: serve %.0f µs, clients %.0f µs)",
@@ -135,7 +166,7 @@ extension Bench {
         let cores = Double(ProcessInfo.processInfo.activeProcessorCount)
         let budget = cores * 1e6 / 10_000, serveUs = best.serverCPU * 1e6, clientUs = best.clientCPU * 1e6
         let (goal, m) = target("a daemon keeps ≥ 10,000 durable decisions/s through its socket, clients on the same 2 cores",
-                               measured: String(format: "%.0f/s at best (%d clients, %@)", best.rate, best.clients, best.keepAlive ? "kept alive" : "new connections"),
+                               measured: String(format: "%.0f/s at best (%d clients, %@)", best.rate, best.clients, best.connection),
                                met: best.rate >= 10_000,
                                where: String(format: "CPU per decision at that point: serve %.0f µs and its clients %.0f µs, %.0f µs in all, where %.0f cores "
                                              + "give 10,000 decisions a second %.0f µs each. Of serve's %.0f µs: raw verify %.0f µs (measured here); "
@@ -202,7 +233,9 @@ func ownCPUSeconds() -> Double {
 final class Counter: @unchecked Sendable {
     private let lock = NSLock()
     private var n = 0
-    func take() -> Int { lock.lock(); defer { lock.unlock() }; n += 1; return n - 1 }
+    func take() -> Int { take(count: 1) }
+    /// The first of `count` consecutive numbers.
+    func take(count: Int) -> Int { lock.lock(); defer { lock.unlock() }; n += count; return n - count }
     var value: Int { lock.lock(); defer { lock.unlock() }; return n }
 }
 

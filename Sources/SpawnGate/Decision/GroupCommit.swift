@@ -41,6 +41,35 @@ public final class GroupCommitter: @unchecked Sendable {
     // @unchecked: written once by the committer before `ready.signal()`, read only after `ready.wait()`.
     private final class Slot: @unchecked Sendable { var outcome: DecisionPipeline.Outcome? }
 
+    /// Several decisions of one caller (requests pipelined on one connection), waiting together, in order: they
+    /// join the same group, so a client with k requests in flight is not k commits behind. Blocks until all are
+    /// durable.
+    public func commit(_ batch: [DecisionPipeline.Pending], through pipeline: DecisionPipeline) -> [DecisionPipeline.Outcome] {
+        let ready = DispatchGroup()
+        let results = Slots(count: batch.count)
+        let start: Bool = lock.withLock {
+            for (i, pending) in batch.enumerated() {
+                ready.enter()
+                waiting.append((pending, { results.set(i, $0); ready.leave() }))
+            }
+            latest = pipeline
+            defer { draining = true }
+            return !draining && !batch.isEmpty
+        }
+        if start { writer.async { self.drain() } }
+        ready.wait()
+        return results.all()
+    }
+
+    // @unchecked: each slot is written once by the committer under `lock`, read only after the group has left.
+    private final class Slots: @unchecked Sendable {
+        private let lock = NSLock()
+        private var outcomes: [DecisionPipeline.Outcome?]
+        init(count: Int) { outcomes = Array(repeating: nil, count: count) }
+        func set(_ i: Int, _ o: DecisionPipeline.Outcome) { lock.withLock { outcomes[i] = o } }
+        func all() -> [DecisionPipeline.Outcome] { lock.withLock { outcomes.map { $0! } } }
+    }
+
     private func submit(_ pending: DecisionPipeline.Pending, through pipeline: DecisionPipeline,
                         then done: @escaping @Sendable (DecisionPipeline.Outcome) -> Void) {
         let start: Bool = lock.withLock {

@@ -299,6 +299,26 @@ public final class GatewayService: @unchecked Sendable {
         }
     }
 
+    /// The same for requests pipelined on one connection, answered in order: each is screened and prepared as
+    /// above, and all of them wait for the same group commit.
+    public func hookBlocking(bodies: [[UInt8]], uid: UInt32, pid: Int32) -> [(status: Int, decision: Decision)] {
+        var answers: [(status: Int, decision: Decision)?] = Array(repeating: nil, count: bodies.count)
+        var toCommit: [(index: Int, status: Int, pending: DecisionPipeline.Pending)] = []
+        var through = pipeline
+        for (i, body) in bodies.enumerated() {
+            switch screenHook(body: body, uid: uid, pid: pid) {
+            case .answered(let status, let d): answers[i] = (status, d)
+            case .toCommit(let status, let pending, let p): toCommit.append((i, status, pending)); through = p
+            }
+        }
+        let outcomes = committer.commit(toCommit.map(\.pending), through: through)
+        for (c, o) in zip(toCommit, outcomes) {
+            metrics.count(o.decision.reason)
+            answers[c.index] = (c.status, o.decision)
+        }
+        return answers.map { $0! }
+    }
+
     private enum Screened {
         case answered(Int, Decision)
         case toCommit(Int, DecisionPipeline.Pending, DecisionPipeline)

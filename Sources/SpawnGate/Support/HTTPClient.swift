@@ -156,6 +156,36 @@ public enum HTTPClient {
 
         private func drop() { if fd >= 0 { close(fd); fd = -1 }; buffered = [] }
 
+        /// Sends several requests at once (HTTP/1.1 pipelining: a resident hook client with many decisions to ask)
+        /// and reads their answers, in order. Not sent again on a closed connection: one that ends before every
+        /// answer arrived fails the whole batch, and the gateway answers any request it had decided `replay`.
+        public func exchange(pipelined requests: [(method: String, path: String, body: [UInt8])]) throws(Failure) -> [Response] {
+            let deadline = Deadline(seconds: timeout)
+            if fd < 0 { fd = try HTTPClient.connect(endpoint, timeout: timeout) }
+            var bytes: [UInt8] = []
+            for r in requests { bytes += HTTPClient.request(endpoint, method: r.method, path: r.path, headers: [], body: r.body, keepAlive: true) }
+            do throws(Failure) { try HTTPClient.send(bytes, on: fd, to: endpoint, until: deadline) } catch { drop(); throw error }
+            var answers: [Response] = []
+            var atEnd = false
+            while answers.count < requests.count {
+                switch HTTPFraming.response(buffered, atEnd: atEnd, maxBody: maxResponse) {
+                case .response(let status, let body, let consumed, let close):
+                    buffered.removeFirst(consumed)
+                    answers.append(Response(status: status, body: body))
+                    if (close || atEnd) && answers.count < requests.count {
+                        drop()
+                        throw .protocolError("\(endpoint) closed the connection after \(answers.count) of \(requests.count) pipelined answers")
+                    }
+                    if close || atEnd { drop() }
+                    continue
+                case .refused(let r): drop(); throw .protocolError("\(endpoint): \(r.message)")
+                case .needMore: break
+                }
+                do throws(Failure) { atEnd = try HTTPClient.receive(fd, into: &buffered, from: endpoint, until: deadline) } catch { drop(); throw error }
+            }
+            return answers
+        }
+
         private func attempt(_ bytes: [UInt8]) throws(Failure) -> Response {
             let deadline = Deadline(seconds: timeout)
             if fd < 0 { fd = try HTTPClient.connect(endpoint, timeout: timeout) }

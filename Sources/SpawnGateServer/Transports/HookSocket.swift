@@ -180,10 +180,36 @@ final class HookSocket: Service, @unchecked Sendable {
                 return
             case .request(let head, let body, let consumed):
                 buffer.removeFirst(consumed)
-                let reply = route(head, body: body, uid: uid, pid: pid)
-                guard write(fd, answer(reply, close: head.close)), !head.close else { return }
+                // Hook requests the client pipelined (already here, whole) are decided together: one group
+                // commit for all of them, and their answers in order in one write.
+                var batch = [(head, body)]
+                while Self.isHook(batch.last!.0), !batch.last!.0.close, batch.count < Self.maxPipelined,
+                      case .request(let h, let b, let c) = HTTPFraming.request(buffer, maxHead: Self.maxHead, maxBody: Self.bodyLimit),
+                      Self.isHook(h) {
+                    buffer.removeFirst(c)
+                    batch.append((h, b))
+                }
+                if batch.count == 1 {
+                    let reply = route(head, body: body, uid: uid, pid: pid)
+                    guard write(fd, answer(reply, close: head.close)), !head.close else { return }
+                } else {
+                    let answers = gateway.hookBlocking(bodies: batch.map(\.1), uid: uid, pid: pid)
+                    var out: [UInt8] = []
+                    for ((h, _), a) in zip(batch, answers) {
+                        out += answer(Reply(status: a.status, json: Array(a.decision.json.utf8) + [10]), close: h.close)
+                    }
+                    guard write(fd, out), !batch.last!.0.close else { return }
+                }
             }
         }
+    }
+
+    /// At most this many pipelined hook requests are decided as one batch; the rest wait for the next.
+    static let maxPipelined = 32
+
+    /// A request `route` would answer with a hook decision.
+    static func isHook(_ head: HTTPFraming.RequestHead) -> Bool {
+        GatewayOperation(path: head.path) == .hook && head.method == GatewayOperation.hook.method
     }
 
     /// What goes back on the socket: the gateway's answer, or this transport's own refusal (framing, routing,

@@ -74,6 +74,57 @@ struct HookSocketTests {
         #expect(closed, "closed after the answer to a request that said Connection: close")
     }
 
+    /// Hook requests pipelined on one connection are decided together (one group commit) and answered in order:
+    /// each answer is its own request's, a request sent twice in the same batch is a replay the second time, and
+    /// what follows the batch (another operation, a frame that is refused) is answered after it, in order.
+    @Test func pipelinedHookRequestsAreDecidedTogetherAndAnsweredInOrder() throws {
+        let s = try Socket()
+        defer { s.serve.kill() }
+        let connection = HTTPClient.Connection(.unix(path: s.path), timeout: 10)
+        let envelopes = try (0..<20).map { _ in try s.g.envelope() }
+        let before = try s.g.auditLines().count
+        // The gateway's own counts of commits and of the decisions they recorded (published by its reaper).
+        func counts() -> (groups: Double, decisions: Double)? {
+            guard let r = try? HTTPClient.exchange(.unix(path: s.path), method: "GET", path: "/metrics", timeout: 2) else { return nil }
+            let text = String(decoding: r.body, as: UTF8.self)
+            func metric(_ name: String) -> Double? {
+                text.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ").last!) }
+            }
+            guard let g = metric("spawngate_commit_groups_total"), let d = metric("spawngate_committed_decisions_total") else { return nil }
+            return (g, d)
+        }
+        let c0 = try #require(counts())
+        let answers = try connection.exchange(pipelined: (envelopes + [envelopes[3]]).map { (method: "POST", path: "/v1/hook", body: $0) })
+        #expect(answers.count == 21)
+        for (i, r) in answers.enumerated() {
+            let o = try #require(try JSONSerialization.jsonObject(with: Data(r.body)) as? [String: Any])
+            let expected = try Envelope.parse(envelopes[i == 20 ? 3 : i]).get().requestID
+            #expect(r.status == 200 && o["request_id"] as? String == expected, "answer \(i) is its own request's: \(o)")
+            #expect(o["decision"] as? String == (i == 20 ? "deny" : "allow") && (i < 20 || o["reason"] as? String == "replay"), "\(i): \(o)")
+        }
+        let lines = try s.g.auditLines()
+        #expect(lines.count == before + 21, "every decision audited")
+        #expect(lines.suffix(21).map { $0["request_id"] as? String } == (envelopes + [envelopes[3]]).map { try? Envelope.parse($0).get().requestID },
+                "audited in the order sent")
+        // One connection's batch shares its commits: far fewer than one per request (one at a time made 21).
+        var c1 = c0
+        try ServeTests.Remote.eventually("the commit counts are published") {
+            c1 = counts() ?? c0
+            return c1.decisions - c0.decisions >= 21
+        }
+        #expect(c1.groups - c0.groups <= 3, "\(c1.groups - c0.groups) commits for one pipelined batch of 21")
+
+        // A batch, then another operation and a refused frame, on one connection: answered in that order.
+        let (c, d) = (try s.g.envelope(), try s.g.envelope())
+        let (text, closed) = try s.exchangeRaw(s.hookRequest(c) + s.hookRequest(d) + Array("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+                                               + Array("POST /v1/hook HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+        let statuses = text.components(separatedBy: "HTTP/1.1 ").dropFirst().map { String($0.prefix(3)) }
+        #expect(statuses == ["200", "200", "200", "411"], "\(text.prefix(600))")
+        #expect(text.components(separatedBy: #""decision":"allow""#).count - 1 == 2, "\(text.prefix(600))")
+        #expect(closed)
+        #expect(try s.g.auditLines().count == before + 23)
+    }
+
     /// Framing two readers could read differently, or that would need unbounded work, is refused with a status
     /// that says why, the connection is closed, and nothing reaches the pipeline or the audit log.
     @Test(arguments: [
