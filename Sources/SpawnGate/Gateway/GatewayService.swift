@@ -305,8 +305,10 @@ public final class GatewayService: @unchecked Sendable {
         var answers: [(status: Int, decision: Decision)?] = Array(repeating: nil, count: bodies.count)
         var toCommit: [(index: Int, status: Int, pending: DecisionPipeline.Pending)] = []
         var through = pipeline
+        // One connection, one caller: its pid namespace is looked up once for the batch, not once per request.
+        let caller = screenCaller(uid: uid, pid: pid, pipeline: through)
         for (i, body) in bodies.enumerated() {
-            switch screenHook(body: body, uid: uid, pid: pid) {
+            switch screenHook(body: body, uid: uid, caller: caller) {
             case .answered(let status, let d): answers[i] = (status, d)
             case .toCommit(let status, let pending, let p): toCommit.append((i, status, pending)); through = p
             }
@@ -326,12 +328,20 @@ public final class GatewayService: @unchecked Sendable {
 
     /// Who may ask, then the decision prepared (verified and matched), ready to commit.
     private func screenHook(body: [UInt8], uid: UInt32, pid: Int32) -> Screened {
-        let p = pipeline
-        let refused: String? = if !SandboxSupport.sharesPidNamespace(with: pid) {
+        screenHook(body: body, uid: uid, caller: screenCaller(uid: uid, pid: pid, pipeline: pipeline))
+    }
+
+    /// Why this caller may not ask (another pid namespace, a uid `hook_users` does not admit), or nil.
+    private func screenCaller(uid: UInt32, pid: Int32, pipeline p: DecisionPipeline) -> String? {
+        if !SandboxSupport.sharesPidNamespace(with: pid) {
             "the caller (pid \(pid)) runs in another pid namespace than the gateway: an agent's, or a container's; agents may not ask this gateway for decisions"
         } else if !p.policy.admitsHookUser(uid, gatewayUID: getuid()) {
             "uid \(uid) may not use this gateway's socket; the policy's hook_users names who may"
         } else { nil }
+    }
+
+    private func screenHook(body: [UInt8], uid: UInt32, caller refused: String?) -> Screened {
+        let p = pipeline
         if let refused {
             // Each refusal is an fsynced audit line: a caller that is not admitted spends a pre-authentication
             // allowance (its own, keyed by uid so it cannot collide with an address), and once that is empty it

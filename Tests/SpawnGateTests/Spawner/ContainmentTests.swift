@@ -186,7 +186,8 @@ struct ContainmentTests {
     }
 
     /// T30: an agent is not admitted on the hook socket, though it runs as the gateway's own uid: it is in
-    /// another pid namespace. The same request from outside any agent is decided.
+    /// another pid namespace. The same requests from outside any agent are decided. Two requests pipelined in one
+    /// write (decided as one batch) are each refused too.
     @Test func agentsAreNotAdmittedOnTheHookSocket() throws {
         let g = try DecisionCLITests.live(["sandbox: standard", "max_concurrent: 4"])
         let socket = g.dir + "/gate.sock"
@@ -195,8 +196,14 @@ struct ContainmentTests {
             import socket
             s = socket.socket(socket.AF_UNIX)
             s.connect("\(socket)")
-            s.sendall(b"POST /v1/hook HTTP/1.1\\r\\nHost: gate\\r\\nContent-Length: 2\\r\\nConnection: close\\r\\n\\r\\n{}")
-            print("STATUS", s.recv(64).split()[1].decode())
+            s.sendall(b"POST /v1/hook HTTP/1.1\\r\\nHost: gate\\r\\nContent-Length: 2\\r\\n\\r\\n{}"
+                      + b"POST /v1/hook HTTP/1.1\\r\\nHost: gate\\r\\nContent-Length: 2\\r\\nConnection: close\\r\\n\\r\\n{}")
+            got = b""
+            while True:
+                b = s.recv(65536)
+                if not b: break
+                got += b
+            print("STATUS", " ".join(p.split()[0].decode() for p in got.split(b"HTTP/1.1 ")[1:]))
             '
             """
         try g.script(ask + " > \(g.app)/asked.txt 2>&1")
@@ -207,9 +214,9 @@ struct ContainmentTests {
         let out = try TestSupport.spawngate(["spawn", "coder", "claude", "x", "--broker", "vps-broker", "--cwd", g.app, "--home", g.dir + "/mac-laptop"])
         #expect(out.status == 0, "\(out.stdout) \(out.stderr)")
         try ServeTests.Remote.eventually("the agent asked") { ((try? String(contentsOfFile: g.app + "/asked.txt", encoding: .utf8)) ?? "").contains("STATUS") }
-        #expect(try String(contentsOfFile: g.app + "/asked.txt", encoding: .utf8).contains("STATUS 403"))
+        #expect(try String(contentsOfFile: g.app + "/asked.txt", encoding: .utf8).contains("STATUS 403 403"))
         let control = try TestSupport.run("/bin/sh", ["-c", ask])
-        #expect(control.stdout.contains("STATUS 200"), "the same request from outside an agent is decided: \(control.stdout) \(control.stderr)")
+        #expect(control.stdout.contains("STATUS 200 200"), "the same requests from outside an agent are decided: \(control.stdout) \(control.stderr)")
     }
 
     /// T31: the agent cannot read the gateway's environment (every API key, not only the policy's) or find the
