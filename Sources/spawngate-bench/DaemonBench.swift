@@ -173,7 +173,14 @@ extension Bench {
                                              + "%.1f decisions share each commit's two fsyncs; the other %.0f µs are the socket's reads and writes, "
                                              + "a thread per connection and its wakeups, parsing, the policy, the state transaction and the audit write",
                                              serveUs, clientUs, serveUs + clientUs, cores, budget, serveUs, verifyNs / 1000, best.perCommit,
-                                             serveUs - verifyNs / 1000))
+                                             serveUs - verifyNs / 1000)
+                                      // CPU time against wall time: the share of both cores that computed nothing.
+                                      + String(format: ". The cores computed %.0f%% of the run (CPU time over wall time); the other %.0f%% they waited, "
+                                               + "which at this CPU per decision would be %.0f decisions/s more: the group's two fsyncs, for which "
+                                               + "every request in the group waits, and a client sends its next batch only once this one is answered",
+                                               best.rate * (serveUs + clientUs) / 1e6 / cores * 100,
+                                               max(0, 100 - best.rate * (serveUs + clientUs) / 1e6 / cores * 100),
+                                               max(0, cores * 1e6 / (serveUs + clientUs) - best.rate)))
         row(goal, m)
     }
 }
