@@ -131,7 +131,7 @@ extension Bench {
         }
         // Pipelined: a resident client with several decisions to ask sends them at once (issue 27); the gateway
         // decides what one connection sent together, in one group commit.
-        for depth in [4, 16] where point == nil || point == "16p\(depth)" {
+        for depth in [4, 16, 32] where point == nil || point == "16p\(depth)" {
             let r = try daemonThroughput(exe: exe, clients: 16, keepAlive: true, depth: depth)
             print(String(format: "daemon 16 clients, %d pipelined: %.0f/s, serve %.0f µs, clients %.0f µs per decision, %.1f per commit",
                          depth, r.rate, r.serverCPU * 1e6, r.clientCPU * 1e6, r.perCommit))

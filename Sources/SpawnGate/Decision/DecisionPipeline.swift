@@ -252,13 +252,7 @@ public struct DecisionPipeline: Sendable {
             trace.note(.approval, "approve", "held", "rule '\(rule.name)' says approve: \(who) within \(approval.within)s")
             return traced(Pending(decision: held, nonce: nonce, cwd: match.cwd, argv: match.argv, effects: effects, mode: mode))
         }
-        var leaseID: String?
-        if let max = rule.maxConcurrent {
-            leaseID = request.requestID
-            effects.append(.takeLease(LeaseRequest(requestID: request.requestID, broker: request.broker, rule: rule.name,
-                                                   name: request.request.name, max: max,
-                                                   expiresAt: now + (rule.maxRuntime ?? Self.unboundLeaseSeconds))))
-        }
+        let leaseID = Self.takeLease(rule, request, now: now, into: &effects)
         var allow = Decision(reason: .allowed, detail: "allowed by rule '\(rule.name)'", requestID: request.requestID,
                              broker: request.broker, fingerprint: request.fingerprint.description, rule: rule.name,
                              policy: policy.hash,
@@ -366,13 +360,7 @@ public struct DecisionPipeline: Sendable {
         }
         let rule = match.rule, now = clock.now()
         var effects: [StateEffect] = [.settleApproval(id: held.id, to: .approved, by: user)]
-        var leaseID: String?
-        if let max = rule.maxConcurrent {
-            leaseID = request.requestID
-            effects.append(.takeLease(LeaseRequest(requestID: request.requestID, broker: request.broker, rule: rule.name,
-                                                   name: request.request.name, max: max,
-                                                   expiresAt: now + (rule.maxRuntime ?? Self.unboundLeaseSeconds))))
-        }
+        let leaseID = Self.takeLease(rule, request, now: now, into: &effects)
         var allow = Decision(reason: .allowed, detail: "allowed by rule '\(rule.name)', approved by \(user)", requestID: request.requestID,
                              broker: request.broker, fingerprint: request.fingerprint.description, rule: rule.name, policy: policy.hash,
                              spawn: .init(argv: match.argv, cwd: match.cwd, env: match.env, sandbox: rule.sandbox.rawValue))
@@ -492,6 +480,16 @@ public struct DecisionPipeline: Sendable {
             if let steps = p.trace { o.trace = DecisionTrace(steps + stateSteps(p, o.decision)) }
             return o
         }
+    }
+
+    /// The concurrency slot a rule with `max_concurrent` takes for this request (its id is the lease's), added to
+    /// `effects`; nil for a rule without the limit. A decision and an approval take it the same way.
+    static func takeLease(_ rule: Rule, _ request: VerifiedRequest, now: Int64, into effects: inout [StateEffect]) -> String? {
+        guard let max = rule.maxConcurrent else { return nil }
+        effects.append(.takeLease(LeaseRequest(requestID: request.requestID, broker: request.broker, rule: rule.name,
+                                               name: request.request.name, max: max,
+                                               expiresAt: now + (rule.maxRuntime ?? unboundLeaseSeconds))))
+        return request.requestID
     }
 
     /// One use of each block of the request's grant that has a max, counted here until the block expires.
