@@ -4,7 +4,7 @@ import SpawnGate
 
 /// The one exit vocabulary of every executable (`spawngate`, `spawngate-serve` and its `relay-guard`,
 /// `spawngate-mcp`, `spawngate-dashboard`), as argument-parser exit codes: 0 allowed or done, 1 denied or refused,
-/// 2 cannot decide (no verified answer, a machine that cannot act), 64 usage. The statuses themselves come from the
+/// 2 cannot decide (no verified answer, a machine that cannot act), 3 pending (held for approval), 64 usage. The statuses themselves come from the
 /// library's table (``ReasonCode/exitStatus`` for a decision, ``CommandStatus/init(for:)`` for an error); nothing
 /// here or in a command decides a number of its own.
 public enum Exit {

@@ -2,7 +2,7 @@ import ArgumentParser
 import SpawnGate
 import SpawnGateCLI
 
-/// Prints an outcome's decision JSON and exits with its status (0 allow, 1 deny, 2 cannot decide).
+/// Prints an outcome's decision JSON and exits with its status (0 allow, 1 deny, 2 cannot decide, 3 held for approval).
 func finish(_ outcome: DecisionPipeline.Outcome) throws {
     print(outcome.decision.json)
     if outcome.exitCode == 2 { printError(outcome.decision.detail) }

@@ -15,7 +15,7 @@ struct SpawnGateCommand: AsyncParsableCommand {
             A requesting broker signs a spawn request with its Ed25519 identity key; the target's gateway \
             verifies it against enrolled keys, checks the policy, and only then starts the agent.
             Exit codes of every command: 0 allowed or done, 1 denied or refused, 2 cannot decide (no verified \
-            answer, or this machine cannot act), 64 usage error.
+            answer, or this machine cannot act), 3 pending (held for a person's approval), 64 usage error.
             """,
         version: SpawnGateVersion.current,
         subcommands: [Init.self, Key.self, Sign.self, Verify.self, Check.self, Exec.self, Serve.self, Spawn.self, Agents.self, Release.self, Doctor.self, PeerCommand.self, Hook.self, Audit.self, PolicyCommand.self, Logs.self, Launch.self, HandoffCommand.self, MCPCommand.self, DashboardCommand.self, RelayCommand.self, GrantCommand.self, Approvals.self, Approve.self, Deny.self])
