@@ -12,7 +12,8 @@ import Glibc
 /// Why not Hummingbird here: a hook decision is about 200 µs of work, and NIO, Hummingbird and the hops between
 /// its event loops, Swift's executors and the commit queue cost about three times that per request (perf, issue
 /// 19). Here a connection's own thread reads the request, verifies and matches it (both cores work at once),
-/// waits for the group commit, and writes the answer. The protocol is the small part of HTTP/1.1 the hook client
+/// waits for the group commit, and writes the answer; hook requests the client pipelined are decided as one batch
+/// (one commit, answers in order, one write). The protocol is the small part of HTTP/1.1 the hook client
 /// and the benchmarks speak, strictly: a request line, header fields, a body delimited by Content-Length, kept
 /// alive unless the client says `Connection: close`. Anything else is refused with a status that says why, and the
 /// connection is closed. The same limits as the TCP listener hold: a head within `headerTimeout` of the connection
