@@ -37,10 +37,12 @@ struct Launch: ParsableCommand {
             printError("this launch ticket is unknown, already used or expired: a ticket starts one allowed spawn, once, within \(LaunchTicket.lifetime) s of the decision")
             throw Exit.of(.startFailed)
         }
+        // After each report: the waiting gateway reads it at once (LaunchSignal).
+        let signalPath = LaunchSignal.path(home: home, requestID: t.requestID)
         func fail(_ why: String) -> ExitCode {
             printError("not started: \(why)")
             try? state.report(ticketFor: t.requestID, failure: why)
-            LaunchSignal.notify(LaunchSignal.path(home: home, requestID: t.requestID))
+            LaunchSignal.notify(signalPath)
             if let lease = t.leaseID { _ = try? state.releaseLease(requestID: lease) }
             return Exit.of(.startFailed)
         }
@@ -69,7 +71,7 @@ struct Launch: ParsableCommand {
         }
         close(fds[1])
         try? state.report(ticketFor: t.requestID, started: started.receipt)
-        LaunchSignal.notify(LaunchSignal.path(home: home, requestID: t.requestID))
+        LaunchSignal.notify(signalPath)
         let copier = StderrCopier(from: fds[0])
         copier.start()
         // Keys typed in the terminal and resizes go to the terminal's foreground group (this process): on to the
@@ -87,7 +89,7 @@ struct Launch: ParsableCommand {
         for s in sources { s.cancel() }
         copier.finish()
         try? state.report(ticketFor: t.requestID, exitStatus: status, tail: copier.tail)
-        LaunchSignal.notify(LaunchSignal.path(home: home, requestID: t.requestID))
+        LaunchSignal.notify(signalPath)
         if status != 0 { throw ExitCode(status) }
     }
 }

@@ -38,16 +38,16 @@ struct SpawnGateCommand: AsyncParsableCommand {
 /// goes the whole way, so every message and exit status is the tree's own. A debug build checks each entry against
 /// the tree whenever it is taken, so every test that runs one of these commands checks the table.
 enum FastPath {
-    static var leaves: [(path: [String], type: any ParsableCommand.Type, run: ([String]) throws -> (() throws -> Void))] { [
-        (["check"], Check.self, { a in let c = try Check.parse(a); return { try c.run() } }),
-        (["launch"], Launch.self, { a in let c = try Launch.parse(a); return { try c.run() } }),
-        (["spawn"], Spawn.self, { a in let c = try Spawn.parse(a); return { try c.run() } }),
-        (["exec"], Exec.self, { a in let c = try Exec.parse(a); return { try c.run() } }),
-        (["verify"], Verify.self, { a in let c = try Verify.parse(a); return { try c.run() } }),
-        (["hook", "pre-spawn"], Hook.PreSpawn.self, { a in let c = try Hook.PreSpawn.parse(a); return { try c.run() } }),
-        (["hook", "started"], Hook.Started.self, { a in let c = try Hook.Started.parse(a); return { try c.run() } }),
-        (["hook", "exited"], Hook.Exited.self, { a in let c = try Hook.Exited.parse(a); return { try c.run() } }),
-    ] }
+    typealias Leaf = (path: [String], type: any ParsableCommand.Type, run: ([String]) throws -> (() throws -> Void))
+    static var leaves: [Leaf] {
+        [leaf(["check"], Check.self), leaf(["launch"], Launch.self), leaf(["spawn"], Spawn.self), leaf(["exec"], Exec.self),
+         leaf(["verify"], Verify.self), leaf(["hook", "pre-spawn"], Hook.PreSpawn.self), leaf(["hook", "started"], Hook.Started.self),
+         leaf(["hook", "exited"], Hook.Exited.self)]
+    }
+    /// An entry: the words that name `C`, and its parse (which throws for anything it does not take) and run.
+    static func leaf<C: ParsableCommand>(_ path: [String], _ type: C.Type) -> Leaf {
+        (path, type, { arguments in var c = try C.parse(arguments); return { try c.run() } })
+    }
     /// Words that ask argument-parser itself for something (help, version, completion): never taken here.
     static let builtIn: Set<String> = ["-h", "--help", "-help", "help", "--version", "--experimental-dump-help", "--generate-completion-script"]
 

@@ -31,15 +31,8 @@ public final class GroupCommitter: @unchecked Sendable {
 
     /// The same for a caller on a thread of its own (tests, benchmarks): blocks until the outcome is durable.
     public func commit(_ pending: DecisionPipeline.Pending, through pipeline: DecisionPipeline) -> DecisionPipeline.Outcome {
-        let ready = DispatchSemaphore(value: 0)
-        let result = Slot()
-        submit(pending, through: pipeline) { result.outcome = $0; ready.signal() }
-        ready.wait()
-        return result.outcome!
+        commit([pending], through: pipeline)[0]
     }
-
-    // @unchecked: written once by the committer before `ready.signal()`, read only after `ready.wait()`.
-    private final class Slot: @unchecked Sendable { var outcome: DecisionPipeline.Outcome? }
 
     /// Several decisions of one caller (requests pipelined on one connection), waiting together, in order: they
     /// join the same group, so a client with k requests in flight is not k commits behind. Blocks until all are

@@ -290,13 +290,7 @@ public final class GatewayService: @unchecked Sendable {
     /// The same, for a caller on a thread of its own (the hook socket's connection threads): the decision is
     /// prepared on this thread and committed with whatever else is waiting, and this returns once it is durable.
     public func hookBlocking(body: [UInt8], uid: UInt32, pid: Int32) -> (status: Int, decision: Decision) {
-        switch screenHook(body: body, uid: uid, pid: pid) {
-        case .answered(let status, let d): return (status, d)
-        case .toCommit(let status, let pending, let p):
-            let d = committer.commit(pending, through: p).decision
-            metrics.count(d.reason)
-            return (status, d)
-        }
+        hookBlocking(bodies: [body], uid: uid, pid: pid)[0]
     }
 
     /// The same for requests pipelined on one connection, answered in order: each is screened and prepared as

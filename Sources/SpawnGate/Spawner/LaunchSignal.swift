@@ -21,15 +21,13 @@ public enum LaunchSignal {
 
         /// nil when the socket cannot be made here; the caller then polls.
         public init?(path: String) {
-            guard var addr = LaunchSignal.address(path) else { return nil }
+            guard let addr = UnixSocketAddress(path) else { return nil }
             let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
             guard fd >= 0 else { return nil }
             // A socket left by a gateway that died while waiting for this same request id cannot be in use now.
             var st = stat()
             if lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFSOCK { unlink(path) }
-            let bound = withUnsafePointer(to: &addr) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-            }
+            let bound = addr.with { bind(fd, $0, $1) }
             guard bound == 0 else { close(fd); return nil }
             self.fd = fd
             self.path = path
@@ -52,22 +50,11 @@ public enum LaunchSignal {
     /// The launcher's end: one empty-looking datagram after each report; any failure is ignored (the gateway
     /// still finds the report, by looking again at the latest when its wait ends).
     public static func notify(_ path: String) {
-        guard var addr = address(path) else { return }
+        guard let addr = UnixSocketAddress(path) else { return }
         let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard fd >= 0 else { return }
         defer { close(fd) }
         var byte: UInt8 = 1
-        _ = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, &byte, 1, 0, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-    }
-
-    static func address(_ path: String) -> sockaddr_un? {
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { return nil }
-        withUnsafeMutableBytes(of: &addr.sun_path) { dst in for (i, b) in bytes.enumerated() { dst[i] = b } }
-        return addr
+        _ = addr.with { sendto(fd, &byte, 1, 0, $0, $1) }
     }
 }

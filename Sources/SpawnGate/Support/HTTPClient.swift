@@ -223,16 +223,10 @@ public enum HTTPClient {
     static func connect(_ endpoint: Endpoint, timeout: Double) throws(Failure) -> Int32 {
         switch endpoint {
         case .unix(let path):
-            var addr = sockaddr_un()
-            addr.sun_family = sa_family_t(AF_UNIX)
-            let bytes = Array(path.utf8)
-            guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { throw .unreachable("socket path \(path) is too long") }
-            withUnsafeMutableBytes(of: &addr.sun_path) { dst in for (i, b) in bytes.enumerated() { dst[i] = b } }
+            guard let addr = UnixSocketAddress(path) else { throw .unreachable("socket path \(path) is too long") }
             let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             guard fd >= 0 else { throw .unreachable("cannot open a socket: \(errnoText())") }
-            let ok = withUnsafePointer(to: &addr) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-            }
+            let ok = addr.with { Glibc.connect(fd, $0, $1) }
             guard ok == 0 else {
                 let why = errnoText()
                 close(fd)

@@ -70,20 +70,14 @@ final class HookSocket: Service, @unchecked Sendable {
 
     /// Binds and listens at `path`, mode 0600 (0666 with `widen`).
     private func bind() throws(GatewayFailure) -> Int32 {
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
-            throw GatewayFailure("the socket path \(path) is too long (at most \(MemoryLayout.size(ofValue: addr.sun_path) - 1) bytes); choose a shorter --socket path")
+        guard let addr = UnixSocketAddress(path) else {
+            throw GatewayFailure("the socket path \(path) is too long (at most \(UnixSocketAddress.maxPathBytes) bytes); choose a shorter --socket path")
         }
-        withUnsafeMutableBytes(of: &addr.sun_path) { dst in for (i, b) in bytes.enumerated() { dst[i] = b } }
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw GatewayFailure("cannot open a socket: \(errnoText())") }
         // 0600 from the moment it exists: the umask applies at bind.
         let old = umask(0o177)
-        let bound = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
+        let bound = addr.with { Glibc.bind(fd, $0, $1) }
         umask(old)
         guard bound == 0, listen(fd, 512) == 0 else {
             let why = errnoText()

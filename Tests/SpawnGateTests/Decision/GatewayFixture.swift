@@ -3,6 +3,7 @@ import Testing
 @testable import SpawnGate
 
 /// A settable clock: tests move time instead of sleeping.
+// @unchecked: `ms` is read and written only under `lock`.
 final class ManualClock: GateClock, @unchecked Sendable {
     private let lock = NSLock()
     private var ms: Int64

@@ -102,6 +102,7 @@ import GRDB
 }
 
 /// A value shared between test threads.
+// @unchecked: `value` is read and written only under `lock`.
 final class Locked<T>: @unchecked Sendable {
     private let lock = NSLock()
     private var value: T

@@ -133,6 +133,7 @@ struct DropAuditorTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let (home, _) = try TestSupport.makeHome("vps-broker", in: dir)
         let gateway = try SpawnGate.GatewayService(home: home, logger: .init(label: "test"))
+        // @unchecked: `t` is written only between the awaited calls that read it, on this test's task.
         final class Clock: @unchecked Sendable { var t = ContinuousClock.now }
         let clock = Clock()
         let auditor = DropAuditor(gateway: gateway, burst: 3, window: .seconds(10), now: { clock.t })

@@ -43,6 +43,21 @@ struct InteropTests {
         func verify(_ bytes: [UInt8]) throws -> Verification {
             try RequestVerifier(audience: "vps-broker", keys: vpsHome.keyStore, clock: FixedClock(1_800_000_010)).verify(bytes)
         }
+
+        /// What the verifier says of `bytes`: "allowed", or the reason code it refused them with.
+        func verdict(_ bytes: [UInt8]) throws -> String {
+            switch try verify(bytes) {
+            case .verified: "allowed"
+            case .denied(let d, _, _, _): d.reason.rawValue
+            }
+        }
+
+        /// The refimpl's list of hostile kinds (`sign --mutate list` or `--grant-mutate list`): each kind and the
+        /// reason a strict verifier must give.
+        static func kinds(_ option: String) throws -> [[String]] {
+            try TestSupport.python(InteropTests.script, ["sign", option, "list"]).stdout
+                .split(separator: "\n").map { $0.split(separator: "\t").map(String.init) }
+        }
     }
 
     @Test func theirValidRequestVerifiesHere() throws {
@@ -62,17 +77,10 @@ struct InteropTests {
 
     @Test func everyHostileVariantIsRefusedForItsReason() throws {
         let peer = try Peer()
-        let list = try TestSupport.python(Self.script, ["sign", "--mutate", "list"])
-        let kinds = list.stdout.split(separator: "\n").map { $0.split(separator: "\t").map(String.init) }
+        let kinds = try Peer.kinds("--mutate")
         #expect(kinds.count >= 30)
         for kind in kinds {
-            let env = try peer.sign(["--mutate", kind[0]])
-            let got: String
-            switch try peer.verify(env) {
-            case .verified: got = "allowed"
-            case .denied(let d, _, _, _): got = d.reason.rawValue
-            }
-            #expect(got == kind[1], "mutation \(kind[0])")
+            #expect(try peer.verdict(try peer.sign(["--mutate", kind[0]])) == kind[1], "mutation \(kind[0])")
         }
     }
 
@@ -129,16 +137,11 @@ struct InteropTests {
     @Test func everyHostileGrantIsRefusedForItsReason() throws {
         let peer = try Peer()
         let (chain, seed, _) = try Self.theirChain(peer)
-        let kinds = try TestSupport.python(Self.script, ["sign", "--grant-mutate", "list"]).stdout
-            .split(separator: "\n").map { $0.split(separator: "\t").map(String.init) }
+        let kinds = try Peer.kinds("--grant-mutate")
         #expect(kinds.count >= 6)
         for kind in kinds {
-            let got: String
-            switch try peer.verify(try peer.sign(["--grant", chain, "--grant-seed", seed, "--grant-mutate", kind[0]])) {
-            case .verified: got = "allowed"
-            case .denied(let d, _, _, _): got = d.reason.rawValue
-            }
-            #expect(got == kind[1], "grant mutation \(kind[0])")
+            #expect(try peer.verdict(try peer.sign(["--grant", chain, "--grant-seed", seed, "--grant-mutate", kind[0]])) == kind[1],
+                    "grant mutation \(kind[0])")
         }
     }
 

@@ -24,6 +24,7 @@ struct ListenerTests {
     /// Each unauthenticated refusal spends one token of its source only; an empty source is refused until it
     /// refills, and other sources are untouched.
     @Test func preAuthAllowanceIsPerSource() {
+        // @unchecked: `t` is read and written only on this test's thread (the limiter calls `now` synchronously).
         final class Clock: @unchecked Sendable { var t = 0.0 }
         let clock = Clock()
         let limiter = PreAuthLimiter(burst: 3, refillPerSecond: 1, now: { clock.t })
@@ -39,6 +40,7 @@ struct ListenerTests {
 
     /// The table of sources is bounded: the oldest is forgotten, so junk from many addresses cannot grow it.
     @Test func preAuthTableIsBounded() {
+        // @unchecked: `t` is read and written only on this test's thread (the limiter calls `now` synchronously).
         final class Clock: @unchecked Sendable { var t = 0.0 }
         let clock = Clock()
         let limiter = PreAuthLimiter(burst: 1, refillPerSecond: 0.001, maxSources: 2, now: { clock.t })

@@ -293,6 +293,7 @@ extension ContainmentTests {
 }
 
 /// A flag shared with a racing thread.
+// @unchecked: `_value` is read and written only under `lock`.
 final class Atomic<T: Sendable>: @unchecked Sendable {
     private let lock = NSLock()
     private var _value: T

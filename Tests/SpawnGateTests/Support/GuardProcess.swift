@@ -8,6 +8,7 @@ import Glibc
 
 /// `spawngate relay guard` as a real process (in its own process group, signals at their defaults), on a free
 /// loopback port, in front of `upstream`. Stopped with SIGTERM, as an operator or systemd would.
+// @unchecked: `pid` is set in init and cleared by `stop()`, both called from the test that owns the guard.
 final class GuardProcess: @unchecked Sendable {
     let home: String
     let url: String

@@ -11,6 +11,7 @@ import Glibc
 /// Nothing is written in the real home (HOME is a temp dir: v14 keeps its logs and node tokens there), telemetry is
 /// off, and every Relaycast URL points at the stand-in on 127.0.0.1. Every process it starts carries a marker in its
 /// environment, so `stop()` finds and kills all of them, including CLIs the broker started in their own PTY sessions.
+// @unchecked: the urls, pids and `stopped` are set in init and by `stop()`, called from the test that owns it.
 final class RealRelay: @unchecked Sendable {
     enum Version: String, CaseIterable, Sendable, CustomStringConvertible {
         case v6, v14

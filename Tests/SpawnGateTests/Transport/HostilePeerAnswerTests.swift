@@ -116,7 +116,8 @@ struct HostilePeerAnswerTests {
 
 /// A one-connection TCP peer on loopback that reads the request, then follows a script of writes and pauses, then
 /// closes. Its thread ends when the script does (or when the client has gone).
-final class ScriptedPeer: @unchecked Sendable {  // the fd and port are written once, before the thread starts
+// @unchecked: the fd and port are written once, before the thread starts.
+final class ScriptedPeer: @unchecked Sendable {
     enum Step { case send([UInt8]), pause(Double) }
     let port: UInt16
     private let listener: Int32
