@@ -12,6 +12,7 @@ let package = Package(
         .executable(name: "spawngate-mcp", targets: ["spawngate-mcp"]),
         .executable(name: "spawngate-dashboard", targets: ["spawngate-dashboard"]),
         .executable(name: "spawngate-init", targets: ["spawngate-init"]),
+        .executable(name: "spawngate-launch", targets: ["spawngate-launch"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
@@ -45,6 +46,10 @@ let package = Package(
         // copy of the gateway stays behind per agent. Static: no loader reads the agent's environment outside the
         // sandbox.
         .executableTarget(name: "spawngate-init", linkerSettings: [.unsafeFlags(["-static-executable"])]),
+        // What an Agent Relay broker runs as a relay worker's program: a small C program that starts the start its
+        // gateway prepared (cspawn_start) in the worker's terminal, then execs `spawngate launch --supervise`. C, so
+        // the path to "the program runs" does not pay a Swift process's start (issue 27).
+        .executableTarget(name: "spawngate-launch", dependencies: ["CSpawn"], linkerSettings: [.unsafeFlags(["-static-executable"])]),
         .target(
             name: "SpawnGate",
             dependencies: [

@@ -7,8 +7,9 @@ serve` deciding for the vps under a `spawner: agent-relay` rule, and times, inte
   a    POST /api/spawn {name, cli, task, cwd} with the broker's X-API-Key, to its HTTP answer, and to the moment the
        program runs (its first act is to log the time: the broker answers before it has run);
   b1   `agent.add` through a resident `spawngate mcp` (one JSON-RPC tools/call) to the verified receipt: the gateway
-       decides and calls the same POST /api/spawn with `spawngate launch --ticket T` as the program; the broker runs
-       the launcher in the worker's PTY; it redeems the ticket, starts the CLI in the `standard` sandbox, reports;
+       decides and calls the same POST /api/spawn with `spawngate-launch SOCKET TICKET` as the program; the broker
+       runs the launcher (a small C program) in the worker's PTY; it shows the ticket to the waiting gateway, which
+       redeems it and hands over the prepared start; the launcher starts the CLI in the `standard` sandbox, reports;
   b2   the same through a fresh `spawngate spawn` process (its own start adds ~15-20 ms here).
 The same small bash CLI every time; each worker is released and waited for after its measurement; names never repeat.
 Prints medians, 95th percentiles, per-round differences and where the time goes (from the broker's log times).
@@ -209,9 +210,9 @@ def main():
         # 3 warm-up rounds with long bounds: they also show the broker really works (a v6 broker has stalled ~16 s on
         # the stand-in early on).
         res = {k: [] for k in ("a", "b1", "b2")}
-        # The launcher's parts, interleaved: a fresh spawngate process that parses a command and stops at once (`verify` with a home that does not exist), and `launch` with a
-        # ticket nobody issued (the same start, then opening the home and looking the ticket up; it starts nothing).
-        fresh, lookup = [], []
+        # The launcher's own start, interleaved: `spawngate-launch` given a socket nobody listens at (it starts, fails
+        # to connect and stops; it starts nothing).
+        fresh = []
 
         def timed(argv, want):
             t0 = time.perf_counter()
@@ -225,10 +226,9 @@ def main():
                 m = measure(kind, name, 40 if i < 3 else 15)
                 if i >= 3:
                     res[kind].append((name,) + m)
-            v, l = timed([sg, "verify", "--home", f"{work}/no-such-home", "/dev/null"], 2), timed([sg, "launch", "--home", vps, "--ticket=" + "A" * 43], 1)
+            v = timed([sg + "-launch", f"{work}/no-such.sock", "A" * 43], 1)
             if i >= 3:
                 fresh.append(v)
-                lookup.append(l)
 
         # When the broker began each spawn ("spawning worker" in its log) splits each path in three: before the
         # broker, the broker until the program runs, the program running until the answer.
@@ -254,20 +254,21 @@ def main():
             "once it has accepted the spawn, before the worker's program has run, so a second (a) row times until the program "
             "itself logs that it runs. (b) goes through spawngate: a signed request decided by the target's gateway (`spawner: "
             "agent-relay`, `sandbox: standard`, `startup_check: 0s`), which calls the same `POST /api/spawn` with its launcher as "
-            "the worker's program; the launcher redeems its ticket, starts the CLI in the sandbox and reports it started, and only "
+            "the worker's program; the launcher shows its ticket to the waiting gateway, which redeems it and hands over the start it "
+            "prepared; the launcher starts the CLI in the sandbox and reports it started, and only "
             "then does the requester get its verified receipt. So (b) waits for the program to be started and (a) does not, and (b) "
             "has one more process start, the launcher. (b1) is an agent's `agent.add` through a running `spawngate mcp`, (b2) a "
             "fresh `spawngate spawn` process. Differences are per round.\n\n"
             "| path | median | p95 |\n|---|---|---|\n" + "\n".join(f"| {l} | {med(x):.1f} ms | {p95(x):.1f} ms |" for l, x in rows) +
             f"\n\nWhere (b1)'s time goes (medians, from the broker's log): {b0:.1f} ms until the broker begins the spawn (signing, "
             f"the gateway's decision and audit; (a): {a0:.1f} ms), {b1:.1f} ms from there until the program runs ((a): {a1:.1f} ms; "
-            f"the difference is the launcher: a fresh `spawngate` process, its ticket redemption and the sandbox), and {b2:.1f} ms "
-            "from the program running to the receipt (the launcher's report and its signal to the waiting gateway, the signed receipt). "
-            f"Of the launcher's {b1 - a1:.1f} ms (measured in the same rounds): starting a fresh `spawngate` process "
-            f"(one that parses a command and stops at once) {med(fresh):.1f} ms; opening the home and looking its ticket up (`spawngate launch` with a "
-            f"ticket nobody issued, less that start) {med(lookup) - med(fresh):.1f} ms; the other {b1 - a1 - med(lookup):.1f} ms "
-            "redeem the ticket (the key, the policy and the binary checked again), start the CLI under `standard` and record "
-            "that it started.\n\n"
+            f"the difference is the launcher: its process, the ticket's redemption by the gateway and the sandbox), and {b2:.1f} ms "
+            "from the program running to the receipt (the launcher's report to the waiting gateway, the record, the signed receipt). "
+            f"Of the launcher's {b1 - a1:.1f} ms (measured in the same rounds): starting `spawngate-launch` "
+            f"(the same program given a socket nobody listens at, so it stops at once) {med(fresh):.1f} ms; the other {b1 - a1 - med(fresh):.1f} ms "
+            "are the gateway redeeming the ticket (the key, the policy and the binary checked again) and preparing the start "
+            "(the cwd opened, the Landlock ruleset, the seccomp program), the hand-over on the socket, and the CLI started under "
+            "`standard`.\n\n"
             + f"Target (b) ≤ (a) + 5 ms, as the median of (b1) − (a): {med(d1):.1f} ms: " + ("met." if med(d1) <= 5 else "**not met**."))
     except (Fail, subprocess.TimeoutExpired, OSError, ValueError, KeyError) as e:
         out(f"\n{TITLE}\n\nNot measured: {e}")

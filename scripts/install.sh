@@ -6,16 +6,17 @@
 #
 # Everything spawngate needs at run time is in the binaries (Swift runtime and Foundation linked statically by
 # `make release`); `spawngate serve` runs `spawngate-serve` from the same directory, and every agent's init is
-# `spawngate-init` from there too, so they go in together.
+# `spawngate-init` from there too, and an Agent Relay broker's worker runs `spawngate-launch` from there, so they go
+# in together.
 set -euo pipefail
 
 prefix=${1:?usage: scripts/install.sh PREFIX [FROM]  (FROM defaults to .build-static/release)}
 from=${2:-.build-static/release}
 root="${DESTDIR:-}${prefix}"
 
-for needed in spawngate spawngate-serve spawngate-init; do
+for needed in spawngate spawngate-serve spawngate-init spawngate-launch; do
   if [ ! -x "$from/$needed" ]; then
-    echo "install: $from/$needed is missing; run 'make release' first (or give the directory that holds all three)" >&2
+    echo "install: $from/$needed is missing; run 'make release' first (or give the directory that holds all four)" >&2
     exit 1
   fi
 done

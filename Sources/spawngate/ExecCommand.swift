@@ -34,7 +34,7 @@ struct Exec: ParsableCommand {
         let service = AgentService(spawner: LocalSpawner(home: home), state: pipeline.state)
         if authorized.match.rule.spawner == .agentRelay {
             // The broker's worker runs it, in its own terminal; this command says what started and returns.
-            switch service.startRelayWorker(authorized, environment: ProcessInfo.processInfo.environment) {
+            switch service.startRelayWorker(authorized, environment: ProcessInfo.processInfo.environment, redeem: { pipeline.redeem($0) }) {
             case .started(let s):
                 printLine("started \(authorized.request.request.name) as an Agent Relay worker (pid \(s.pid), sandbox \(authorized.match.rule.sandbox.rawValue): \(s.layers.joined(separator: ", ")))")
                 return

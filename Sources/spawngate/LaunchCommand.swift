@@ -6,76 +6,43 @@ import SpawnGateCLI
 import Glibc
 #endif
 
-/// What an Agent Relay broker runs as a relay worker's program, in the worker's PTY, for a spawn the gateway
-/// allowed (`spawner: agent-relay`). Not for people: the gateway puts the command line in the broker's request.
+/// The relay launcher's second half: `spawngate-launch` (a small C program the Agent Relay broker runs as a relay
+/// worker's program) starts the agent its gateway prepared, then execs this to stay with it. Not for people.
 struct Launch: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Start an allowed relay worker from a launch ticket (run by an Agent Relay broker, not by hand).",
+        abstract: "Supervise a relay worker's agent (exec'd by spawngate-launch, not run by hand).",
         discussion: """
             The gateway that allowed a spawn with 'spawner: agent-relay' asks the local Agent Relay broker to run \
-            'spawngate launch --ticket T' in a new relay worker's terminal. The ticket is good once, for a minute. \
-            The launcher redeems it, checks again what could have changed (the key, the policy, the binary), starts \
-            the approved program with exactly the approved arguments in the rule's sandbox, stays in the terminal \
-            while it runs (forwarding Ctrl-C and window size), and reports to the gateway how it started and ended. \
-            Exit status: the agent's own; when nothing was started, start_failed's (1), as the requester's \
-            receipt says (a ticket unknown, used or expired, or a request no longer allowed), or 2 when this \
-            gateway's state cannot be used.
+            'spawngate-launch' in a new relay worker's terminal. The launcher shows its single-use ticket to the \
+            waiting gateway, which checks again what could have changed (the key, the policy, the binary) and hands \
+            it the start, sandbox included; the launcher starts it and, once the gateway has recorded the agent, \
+            becomes this command: it stays in the terminal while the agent runs (forwarding Ctrl-C and window \
+            size, copying its standard error), stops it at the rule's max_runtime, and records how it ended. \
+            Exit status: the agent's own, or 2 when this gateway's state cannot be used.
             """,
         shouldDisplay: false)
     @OptionGroup var home: HomeOption
-    @Option(help: ArgumentHelp("The launch ticket the gateway issued.", valueName: "ticket")) var ticket: String
+    @Option(help: ArgumentHelp("The request whose agent this process started.", valueName: "request-id")) var supervise: String
+    @Option(help: ArgumentHelp("The read end of the agent's standard error pipe.", valueName: "fd")) var stderrFd: Int32
+    @Option(help: ArgumentHelp("The connection to the gateway, told when the agent has ended.", valueName: "fd")) var reportFd: Int32
 
     func run() throws {
         let home = home.resolved
-        let pipeline: DecisionPipeline
-        do { pipeline = try DecisionPipeline.open(home: home) } catch { throw failure(error, doing: "cannot launch") }
-        let state = pipeline.state
-        let redeemed: LaunchTicket?
-        do { redeemed = try state.redeemTicket(ticket, now: SystemClock().now()) } catch { throw failure(error, doing: "cannot launch") }
-        // Nothing started: the outcome the gateway reports to the requester as start_failed, with its status.
-        guard let t = redeemed else {
-            printError("this launch ticket is unknown, already used or expired: a ticket starts one allowed spawn, once, within \(LaunchTicket.lifetime) s of the decision")
+        let copier = StderrCopier(from: stderrFd)
+        copier.start()
+        let service: AgentService
+        let found: AgentService.Started?
+        do {
+            service = try AgentService.local(home)
+            found = try service.relayWorker(supervise)
+        } catch { throw failure(error, doing: "cannot supervise the relay worker") }
+        guard let started = found else {
+            printError("request \(supervise) has no agent recorded by this gateway; nothing to supervise")
             throw Exit.of(.startFailed)
         }
-        // After each report: the waiting gateway reads it at once (LaunchSignal).
-        let signalPath = LaunchSignal.path(home: home, requestID: t.requestID)
-        func fail(_ why: String) -> ExitCode {
-            printError("not started: \(why)")
-            try? state.report(ticketFor: t.requestID, failure: why)
-            LaunchSignal.notify(signalPath)
-            if let lease = t.leaseID { _ = try? state.releaseLease(requestID: lease) }
-            return Exit.of(.startFailed)
-        }
-        // The ticket travels on the broker's command line: only a process the broker started may use it.
-        let parent = Files.readLink("/proc/\(getppid())/exe") ?? "?"
-        guard parent.split(separator: "/").last?.hasPrefix("agent-relay-broker") == true else {
-            throw fail("the launcher must be started by an Agent Relay broker's worker; its parent is \(parent)")
-        }
-        let authorized: AuthorizedSpawn
-        switch pipeline.redeem(t) {
-        case .failure(let e): throw fail(e.message)
-        case .success(let a): authorized = a
-        }
-
-        // Standard error goes through a pipe copied to the terminal, so a CLI that dies young can be reported
-        // with its last lines.
-        var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else { throw fail("cannot make a pipe: \(String(cString: strerror(errno)))") }
-        _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
-        _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
-        let service = AgentService(spawner: LocalSpawner(home: home, passThrough: ["TERM"], diesWithStarter: true), state: state)
-        let started: AgentService.Started
-        do { started = try service.start(authorized, output: .descriptors(stdout: 1, stderr: fds[1]), inheritStdin: true) } catch {
-            close(fds[0]); close(fds[1])
-            throw fail(error.message)
-        }
-        close(fds[1])
-        try? state.report(ticketFor: t.requestID, started: started.receipt)
-        LaunchSignal.notify(signalPath)
-        let copier = StderrCopier(from: fds[0])
-        copier.start()
-        // Keys typed in the terminal and resizes go to the terminal's foreground group (this process): on to the
-        // agent, whose init passes them to every process it has.
+        // The agent is this process's child (spawngate-launch started it, then exec'd this). Keys typed in the
+        // terminal and resizes go to the terminal's foreground group (this process): on to the agent, whose init
+        // passes them to every process it has. The launcher left them ignored until now.
         let forwarded = [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGWINCH, SIGUSR1, SIGUSR2]
         let agentInit = started.agent.pid
         let sources = forwarded.map { sig -> DispatchSourceSignal in
@@ -88,8 +55,11 @@ struct Launch: ParsableCommand {
         let status = service.wait(started)
         for s in sources { s.cancel() }
         copier.finish()
-        try? state.report(ticketFor: t.requestID, exitStatus: status, tail: copier.tail)
-        LaunchSignal.notify(signalPath)
+        try? service.state.report(ticketFor: supervise, exitStatus: status, tail: copier.tail)
+        // A gateway still watching the start reads the report now; one that stopped watching has closed its end.
+        var byte: UInt8 = 1
+        _ = send(reportFd, &byte, 1, Int32(MSG_NOSIGNAL))
+        close(reportFd)
         if status != 0 { throw ExitCode(status) }
     }
 }

@@ -17,7 +17,7 @@ public final class GatewayService: @unchecked Sendable {
     public let identity: Identity
     /// Starts, lists, releases and reaps agents: the same service `exec` uses.
     public let agentService: AgentService
-    /// The relay launcher relay workers run (`spawngate launch`), beside this executable.
+    /// The relay launcher relay workers run (`spawngate-launch`), beside this executable.
     public var launcher = AgentService.defaultLauncher
     public let logger: Logger
     /// Where counts and latencies go (`serve`'s Prometheus registry; nothing, when none is given).
@@ -401,7 +401,9 @@ public final class GatewayService: @unchecked Sendable {
             return (outcome.decision.notStarted(why: why, exitStatus: nil, relayWorker: false), nil, [])
         }
         let relay = authorized.match.rule.spawner == .agentRelay
-        let result = relay ? agentService.startRelayWorker(authorized, environment: ProcessInfo.processInfo.environment, launcher: launcher)
+        // The launcher's ticket is redeemed against the pipeline in force when it arrives (a reload since counts).
+        let result = relay ? agentService.startRelayWorker(authorized, environment: ProcessInfo.processInfo.environment, launcher: launcher,
+                                                           redeem: { [self] in pipeline.redeem($0) })
                            : agentService.startChecked(authorized, window: Double(authorized.match.rule.startupCheck))
         metrics.liveAgents((try? agentService.running().count) ?? 0)
         let extra: [(String, JSONWriter.Value)] = relay ? [("spawner", .string("agent-relay"))] : []

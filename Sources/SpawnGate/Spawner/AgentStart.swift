@@ -4,86 +4,195 @@ import Glibc
 import Foundation
 
 extension AgentService {
-    /// Where the relay launcher is: the `spawngate` beside the running executable (`spawngate` itself, or
-    /// `spawngate-serve`, which is installed beside it).
-    public static var defaultLauncher: String {
-        let exe = Files.readLink("/proc/self/exe") ?? CommandLine.arguments[0]
-        let dir = exe.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
-        return (dir.isEmpty ? "." : dir) + "/spawngate"
+    /// The directory of the running executable: spawngate's programs are installed together.
+    static var programDirectory: String { directory(of: Files.readLink("/proc/self/exe") ?? CommandLine.arguments[0]) }
+
+    /// Where the relay launcher is: `spawngate-launch` beside the running executable (`spawngate`, or
+    /// `spawngate-serve`, which is installed beside it). Its supervisor is the `spawngate` beside it.
+    public static var defaultLauncher: String { programDirectory + "/spawngate-launch" }
+
+    /// The command line the broker's worker runs: the launcher, the socket the gateway waits at, the ticket. The
+    /// launcher takes no options, so a ticket that starts with `-` (one time in 64: base64url) is still a ticket.
+    public static func launcherCommandLine(_ launcher: String, socket: String, ticket: String) -> String {
+        AgentRelayBackend.commandLine([launcher, socket, ticket])
     }
 
     /// `spawner: agent-relay`: the local Agent Relay broker starts a relay worker (its PTY, the task typed in, its
-    /// messages delivered) whose program is spawngate's launcher with a single-use ticket; the launcher redeems
-    /// the ticket and starts the approved argv under the rule's profile through this same service
-    /// (`spawngate launch`). Waits for the launcher's report: started (then watches it for the rule's
-    /// startup check) or why not. A broker that refuses, or never runs the launcher, frees the slot.
-    /// The command line the broker's worker runs. The ticket is attached with `=`: a base64url ticket starts with
-    /// `-` one time in 64, and as a separate word it would read as an option, so the launcher would refuse it
-    /// ("Missing value for '--ticket'") and the gateway would wait out its whole launch timeout.
-    public static func launcherCommandLine(_ launcher: String, home: String, ticket: String) -> String {
-        AgentRelayBackend.commandLine([launcher, "launch", "--home", home, "--ticket=" + ticket])
-    }
-
+    /// messages delivered) whose program is the launcher, `spawngate-launch SOCKET TICKET` (a small C program).
+    /// The gateway waits at SOCKET: the launcher shows the single-use ticket and its environment; the gateway
+    /// redeems the ticket (`redeem`: the key, the policy and the binary checked again), checks that the launcher
+    /// is a broker's worker, prepares the start in full (``LocalSpawner/prepare(_:)``) and hands it over; the
+    /// launcher starts it in the worker's terminal and says how it went; the gateway records the agent, and the
+    /// launcher becomes its supervisor (`spawngate launch --supervise`). Then the gateway watches it for the rule's
+    /// startup check. A broker that refuses, or never runs the launcher, frees the slot.
     public func startRelayWorker(_ spawn: AuthorizedSpawn, environment: [String: String], launcher: String = AgentService.defaultLauncher,
-                                 timeout: Double = 20) -> Outcome {
+                                 timeout: Double = 20,
+                                 redeem: (LaunchTicket) -> Result<AuthorizedSpawn, GatewayFailure>) -> Outcome {
         let requestID = spawn.request.requestID
-        func failed(_ why: String, freeing: Bool = true) -> Outcome {
-            if freeing, let lease = spawn.leaseID { _ = try? state.releaseLease(requestID: lease) }
+        func failed(_ why: String) -> Outcome {
+            if let lease = spawn.leaseID { _ = try? state.releaseLease(requestID: lease) }
             return .failed(why: why, exitStatus: nil, tail: nil)
         }
         let connection: AgentRelayConnection
         do { connection = try AgentRelayConnection.find(cwd: spawn.match.cwd, environment: environment) } catch { return failed(error.message) }
+        let socketPath = LaunchChannel.path(home: spawner.home, requestID: requestID)
+        let listener: LaunchChannel.Listener
+        do { listener = try LaunchChannel.Listener(path: socketPath) } catch { return failed(error.message) }
         let (secret, hash) = LaunchTicket.mint()
         do { try state.issueTicket(hash: hash, for: spawn, now: clock.now()) } catch { return failed(error.message) }
         let backend = AgentRelayBackend(connection: connection)
-        let cli = Self.launcherCommandLine(launcher, home: spawner.home.root, ticket: secret)
-        // The launcher signals each report it makes; without the socket, look every millisecond as before.
-        let signal = LaunchSignal.Listener(path: LaunchSignal.path(home: spawner.home, requestID: requestID))
-        func waitForReport(_ seconds: Double, polling: Double) {
-            if let signal { signal.wait(seconds) } else { usleep(useconds_t(polling * 1e6)) }
-        }
-        do { _ = try backend.start(spawn, cli: cli) } catch {
+        do { _ = try backend.start(spawn, cli: Self.launcherCommandLine(launcher, socket: socketPath, ticket: secret)) } catch {
             try? state.voidTicket(for: requestID)
             return failed(error.message)
         }
         // The broker answers before its worker runs (v6 says 200 even for a program that cannot start): only the
-        // launcher's own report says what started.
-        let deadline = Supervisor.monotonic() + timeout
-        var report = LaunchReport()
-        while true {
-            report = (try? state.launchReport(requestID)) ?? report
-            if report.started != nil || report.failure != nil { break }
-            if Supervisor.monotonic() >= deadline {
-                try? state.voidTicket(for: requestID)
-                report = (try? state.launchReport(requestID)) ?? report
-                if report.redeemed {  // redeemed just now: its report follows
-                    waitForReport(0.25, polling: 0.001)
-                    continue
-                }
-                backend.remove(name: spawn.request.request.name)
-                return failed("the Agent Relay broker at \(connection.url.absoluteString) accepted the spawn but never ran the launcher within \(AgentService.seconds(timeout)); see the broker's log")
-            }
-            // Signalled, the report is read as soon as it is written; the bound only limits how stale a look at the
-            // deadline can be.
-            waitForReport(min(0.25, max(0.001, deadline - Supervisor.monotonic())), polling: 0.001)
-        }
-        if let failure = report.failure {
+        // launcher says what started.
+        guard let outcome = awaitLauncher(spawn, at: listener, secret: secret, launcher: launcher,
+                                          until: Supervisor.monotonic() + timeout, redeem: redeem) else {
+            try? state.voidTicket(for: requestID)
             backend.remove(name: spawn.request.request.name)
-            return .failed(why: failure, exitStatus: report.exitStatus, tail: report.tail)
+            return failed("the Agent Relay broker at \(connection.url.absoluteString) accepted the spawn but never ran the launcher within \(AgentService.seconds(timeout)); see the broker's log")
         }
-        guard let started = report.started else { return failed("the launcher reported nothing") }
-        // Watched for the rule's startup check: a CLI that dies young is reported with its status and output.
-        let checkUntil = Supervisor.monotonic() + Double(spawn.match.rule.startupCheck)
-        while Supervisor.monotonic() < checkUntil {
-            report = (try? state.launchReport(requestID)) ?? report
+        if case .failed = outcome { backend.remove(name: spawn.request.request.name) }
+        return outcome
+    }
+
+    /// Waits at `listener` until `deadline` for the launcher that shows `secret`, hands it the start and watches it
+    /// for the startup check; nil when none came in time. Connections that do not show the ticket are closed and
+    /// waited past.
+    func awaitLauncher(_ spawn: AuthorizedSpawn, at listener: LaunchChannel.Listener, secret: String, launcher: String,
+                       until deadline: Double, redeem: (LaunchTicket) -> Result<AuthorizedSpawn, GatewayFailure>) -> Outcome? {
+        while true {
+            let left = deadline - Supervisor.monotonic()
+            guard left > 0 else { return nil }
+            guard let conn = listener.accept(within: min(left, 0.5)) else { continue }
+            switch handOver(spawn, conn, secret: secret, launcher: launcher, redeem: redeem) {
+            case .notTheLauncher: continue
+            case .failed(let why, let status, let tail): return .failed(why: why, exitStatus: status, tail: tail)
+            case .started(let started): return watch(spawn, started, conn)
+            }
+        }
+    }
+
+    private enum HandOver {
+        case notTheLauncher
+        case started(Receipt.Started)
+        case failed(why: String, exitStatus: Int32?, tail: String?)
+    }
+
+    /// One connection at the launch socket: the launcher's ticket, the checks, the prepared start, its result.
+    private func handOver(_ spawn: AuthorizedSpawn, _ conn: LaunchChannel.Connection, secret: String, launcher: String,
+                          redeem: (LaunchTicket) -> Result<AuthorizedSpawn, GatewayFailure>) -> HandOver {
+        let requestID = spawn.request.requestID
+        // Only this uid can reach the socket (the home is 0700); the kernel says so again, and who it is.
+        guard let peer = conn.peer, peer.uid == getuid() else { return .notTheLauncher }
+        guard let hello = conn.readWords(within: 2), let shown = hello.first, Sodium.equal(Array(shown.utf8), Array(secret.utf8)) else {
+            conn.send(["refuse", "this is not the launch ticket the gateway waits for at this socket"])
+            return .notTheLauncher
+        }
+        func fail(_ why: String) -> HandOver {
+            conn.send(["refuse", why])
+            try? state.report(ticketFor: requestID, failure: why)
+            if let lease = spawn.leaseID { _ = try? state.releaseLease(requestID: lease) }
+            return .failed(why: why, exitStatus: nil, tail: nil)
+        }
+        let ticket: LaunchTicket
+        do {
+            guard let t = try state.redeemTicket(secret, now: clock.now()) else {
+                return fail("the launch ticket expired or was already used: a ticket starts one allowed spawn, once, within \(LaunchTicket.lifetime) s of the decision")
+            }
+            ticket = t
+        } catch { return fail(error.message) }
+        // The ticket travels on the broker's command line: only a process the broker started may use it.
+        let parent = Self.parentExecutable(of: peer.pid)
+        guard parent.split(separator: "/").last?.hasPrefix("agent-relay-broker") == true else {
+            return fail("the launcher must be started by an Agent Relay broker's worker; its parent is \(parent)")
+        }
+        let authorized: AuthorizedSpawn
+        switch redeem(ticket) {
+        case .failure(let e): return fail(e.message)
+        case .success(let a): authorized = a
+        }
+        // The worker's environment, as the broker gave it, is where the policy's variables (and TERM) come from.
+        var env: [String: String] = [:]
+        for entry in hello.dropFirst() {
+            guard let eq = entry.firstIndex(of: "=") else { continue }
+            env[String(entry[..<eq])] = String(entry[entry.index(after: eq)...])
+        }
+        let local = LocalSpawner(home: spawner.home, environment: env, passThrough: ["TERM"], diesWithStarter: true)
+        let prepared: PreparedStart
+        var task: Int32?
+        do {
+            prepared = try local.prepare(authorized)
+            if let t = authorized.match.stdinTask { task = try LocalSpawner.taskInput(t) }
+        } catch { return fail(error.message) }
+        defer { if let task { close(task) } }
+        let supervisor = [Self.directory(of: launcher) + "/spawngate", "launch", "--home", spawner.home.root, "--supervise", requestID]
+        guard let frame = LaunchChannel.startFrame(prepared, stdin: task, supervisor: supervisor) else {
+            return fail("an argument or variable holds a NUL byte, which no program can be given")
+        }
+        guard conn.send(frame.words, fds: frame.fds), let result = conn.readResult(within: 30) else {
+            return fail("the launcher stopped answering before it started the agent")
+        }
+        guard result.stage == 0, result.pid > 0 else {
+            let why = LocalSpawner.explain(stage: result.stage, errno: result.errno, spawn: authorized)
+            conn.writeSentence(why)
+            try? state.report(ticketFor: requestID, failure: why)
+            if let lease = spawn.leaseID { _ = try? state.releaseLease(requestID: lease) }
+            return .failed(why: why, exitStatus: nil, tail: nil)
+        }
+        let agent = prepared.agent(pid: result.pid)
+        let record = AgentRecord(agent, of: authorized, startedAt: clock.now())
+        do { try state.recordStart(record, leaseID: authorized.leaseID) } catch {
+            // An agent the gateway cannot track is one nobody can release: the launcher stops it.
+            conn.write([UInt8(ascii: "s")])
+            if let lease = spawn.leaseID { _ = try? state.releaseLease(requestID: lease) }
+            return .failed(why: "the agent was stopped at once: the state store did not record it: \(error.message)", exitStatus: nil, tail: nil)
+        }
+        let started = Receipt.Started(pid: agent.pid, startedAt: record.startedAt, layers: agent.layers)
+        try? state.report(ticketFor: requestID, started: started)
+        conn.write([UInt8(ascii: "g")])
+        return .started(started)
+    }
+
+    /// Watches a started relay worker for the rule's startup check: its supervisor writes to the connection (or
+    /// the connection ends) when the agent has exited, and the report is in state.db.
+    private func watch(_ spawn: AuthorizedSpawn, _ started: Receipt.Started, _ conn: LaunchChannel.Connection) -> Outcome {
+        let check = Double(spawn.match.rule.startupCheck)
+        let until = Supervisor.monotonic() + check
+        var report = LaunchReport()
+        while Supervisor.monotonic() < until {
+            report = (try? state.launchReport(spawn.request.requestID)) ?? report
             if report.exitStatus != nil { break }
-            waitForReport(min(0.25, max(0.001, checkUntil - Supervisor.monotonic())), polling: 0.01)
+            conn.waitForReport(within: min(0.25, until - Supervisor.monotonic()))
         }
         if let status = report.exitStatus, status != 0 {
-            return .failed(why: "the relay worker exited within its startup check (\(AgentService.seconds(Double(spawn.match.rule.startupCheck))))",
-                           exitStatus: status, tail: report.tail)
+            return .failed(why: "the relay worker exited within its startup check (\(AgentService.seconds(check)))", exitStatus: status, tail: report.tail)
         }
         return .started(started)
+    }
+
+    static func directory(of path: String) -> String {
+        let dir = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        return dir.isEmpty ? "." : dir
+    }
+
+    /// The executable of `pid`'s parent, or "?".
+    static func parentExecutable(of pid: Int32) -> String {
+        guard let stat = try? Files.read("/proc/\(pid)/stat", limit: 4096), let close = stat.lastIndex(of: UInt8(ascii: ")")) else { return "?" }
+        let fields = stat[(close + 1)...].split(separator: UInt8(ascii: " "))
+        guard fields.count > 1, let ppid = Int32(String(decoding: fields[1], as: UTF8.self)) else { return "?" }
+        return Files.readLink("/proc/\(ppid)/exe") ?? "?"
+    }
+
+    /// `spawngate launch --supervise`: the relay launcher, exec'd once its agent is recorded (the agent is this
+    /// process's child). The agent of `requestID` as recorded, or nil when none was. It may have exited already (a
+    /// CLI that dies young): waiting for it collects its status all the same.
+    public func relayWorker(_ requestID: String) throws(GatewayFailure) -> Started? {
+        guard let record = try state.agent(requestID: requestID) else { return nil }
+        let agent = SpawnedAgent(process: record.process, name: record.name, profile: SandboxProfile(rawValue: record.profile) ?? .standard,
+                                 layers: record.layers, stdoutLog: nil, stderrLog: nil)
+        return Started(agent: agent, record: record)
     }
 }
 

@@ -76,22 +76,9 @@ public struct LocalSpawner: Sendable {
             .filter { Files.exists($0) }
     }
 
+    /// Starts `spawn` in its sandbox here, its output as `output` says, its standard input `stdinFD` (or /dev/null).
     public func start(_ spawn: AuthorizedSpawn, output: Output, stdin stdinFD: Int32? = nil) throws(GatewayFailure) -> SpawnedAgent {
-        // The pipeline has refused any profile this machine cannot enforce before authorizing this spawn.
-        let profile = spawn.match.rule.sandbox
-        let name = spawn.request.request.name
-        do { try Home.validateBrokerName(name) } catch {
-            throw GatewayFailure("agent name '\(name)' cannot name a log directory: \(error.message)")
-        }
-        let agentDir = home.root + "/agents/" + name
-        let tag = String(spawn.request.requestID.prefix(16))
-        let tmp = agentDir + "/tmp-" + tag
-        do {
-            try Files.makeDirectory(home.root + "/agents", mode: 0o700)
-            try Files.makeDirectory(agentDir, mode: 0o700)
-            try Files.makeDirectory(tmp, mode: 0o700)
-        } catch { throw GatewayFailure(error.message) }
-
+        let prepared = try prepare(spawn)
         var opened: [Int32] = []
         defer { for fd in opened { close(fd) } }
         func openFD(_ path: String, _ flags: Int32) throws(GatewayFailure) -> Int32 {
@@ -112,34 +99,57 @@ public struct LocalSpawner: Sendable {
             outFD = try dupFD(out, &opened)
             errFD = try dupFD(err, &opened)
         case .logFiles:
-            outLog = agentDir + "/\(tag).out"
-            errLog = agentDir + "/\(tag).err"
+            outLog = prepared.agentDir + "/\(prepared.tag).out"
+            errLog = prepared.agentDir + "/\(prepared.tag).err"
             outFD = try openFD(outLog!, O_WRONLY | O_CREAT | O_APPEND)
             errFD = try openFD(errLog!, O_WRONLY | O_CREAT | O_APPEND)
         }
+        var pid: pid_t = 0, stage: Int32 = 0, err: Int32 = 0
+        let rc = prepared.withSpec(stdin: inFD, stdout: outFD, stderr: errFD, diesWithStarter: diesWithStarter) { cspawn_start(&$0, &pid, &stage, &err) }
+        guard rc == 0 else { throw GatewayFailure(Self.explain(stage: stage, errno: err, spawn: spawn)) }
+        return prepared.agent(pid: pid, stdoutLog: outLog, stderrLog: errLog)
+    }
+
+    /// Everything a start of `spawn` needs but its standard input and output, made and checked here: the agent's
+    /// directories, the approved cwd opened without following symlinks, the Landlock ruleset, the seccomp
+    /// program, bubblewrap's arguments, the environment and the limits. ``start(_:output:stdin:)`` runs it in this
+    /// process; the relay launcher runs it in a broker's worker (``AgentService/startRelayWorker``), so the
+    /// sandbox is made here in full either way, and the launcher only carries it out.
+    public func prepare(_ spawn: AuthorizedSpawn) throws(GatewayFailure) -> PreparedStart {
+        // The pipeline has refused any profile this machine cannot enforce before authorizing this spawn.
+        let profile = spawn.match.rule.sandbox
+        let name = spawn.request.request.name
+        do { try Home.validateBrokerName(name) } catch {
+            throw GatewayFailure("agent name '\(name)' cannot name a log directory: \(error.message)")
+        }
+        let agentDir = home.root + "/agents/" + name
+        let tag = String(spawn.request.requestID.prefix(16))
+        let tmp = agentDir + "/tmp-" + tag
+        do {
+            try Files.makeDirectory(home.root + "/agents", mode: 0o700)
+            try Files.makeDirectory(agentDir, mode: 0o700)
+            try Files.makeDirectory(tmp, mode: 0o700)
+        } catch { throw GatewayFailure(error.message) }
 
         // The approved cwd, opened once without following a symlink anywhere on its path: the Landlock rule, the
         // chdir, bwrap's bind and the check are all this one directory, whatever its path is renamed to later.
-        let cwdFD = try Self.openApprovedDirectory(spawn.match.cwd)
-        opened.append(cwdFD)
-
-        var landlockFD: Int32 = -1
-        var filter: UnsafeMutableRawPointer?
-        var filterLen: Int32 = 0
-        defer { if landlockFD >= 0 { close(landlockFD) }; free(filter) }
+        let p = PreparedStart(spawn: spawn, agentDir: agentDir, tag: tag, cwdFD: try Self.openApprovedDirectory(spawn.match.cwd))
         if profile != .none {
-            filterLen = cspawn_seccomp_standard(&filter)
-            guard filterLen > 0 else { throw GatewayFailure("cannot build the seccomp filter: \(errnoText())") }
+            var filter: UnsafeMutableRawPointer?
+            let n = cspawn_seccomp_standard(&filter)
+            defer { free(filter) }
+            guard n > 0, let filter else { throw GatewayFailure("cannot build the seccomp filter: \(errnoText())") }
+            p.filter = Array(UnsafeRawBufferPointer(start: filter, count: Int(n) * 8))
         }
         if profile == .standard {
             let paths = writablePaths(for: spawn, tmp: tmp)
             var bad: Int32 = -1
-            landlockFD = withCStrings(paths) { ptrs in
+            p.landlockFD = withCStrings(paths) { ptrs in
                 ptrs.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: paths.count + 1) {
-                    cspawn_landlock_ruleset(cwdFD, $0, Int32(paths.count), &bad)
+                    cspawn_landlock_ruleset(p.cwdFD, $0, Int32(paths.count), &bad)
                 }
             }
-            guard landlockFD >= 0 else {
+            guard p.landlockFD >= 0 else {
                 let which = bad >= 0 && Int(bad) < paths.count ? " for \(paths[Int(bad)])" : (bad >= 0 ? " for \(spawn.match.cwd)" : "")
                 throw GatewayFailure("cannot build the Landlock ruleset\(which): \(errnoText())")
             }
@@ -147,63 +157,27 @@ public struct LocalSpawner: Sendable {
 
         // `strict`: the shim execs bwrap, which makes the namespaces, loads the same seccomp program (passed as a
         // pipe on fd 3) and then execs the agent; the cwd goes to bwrap as fd 4.
-        var program = spawn.match.argv[0]
-        var argv = spawn.match.argv
-        var passFDs: [Int32] = []
-        var cwdSlot: Int32 = -1
         if profile == .strict {
             guard let bwrap = SandboxSupport.bubblewrapPath else { throw GatewayFailure("bubblewrap is not installed") }
-            let bytes = UnsafeRawBufferPointer(start: filter, count: Int(filterLen) * 8)
-            let pipeFD = bytes.withMemoryRebound(to: CChar.self) { cspawn_task_pipe($0.baseAddress!, $0.count) }
+            let pipeFD = p.filter.withUnsafeBytes { b in b.withMemoryRebound(to: CChar.self) { cspawn_task_pipe($0.baseAddress!, $0.count) } }
             guard pipeFD >= 0 else { throw GatewayFailure("cannot pass the seccomp filter to bubblewrap: \(errnoText())") }
-            opened.append(pipeFD)
+            p.passFDs = [pipeFD]
             let options = try Bubblewrap.arguments(
                 program: spawn.match.argv[0], cwd: spawn.match.cwd, tmp: tmp, gatewayHome: home.root,
                 writable: cliWritablePaths(for: spawn),
                 protected: spawn.match.cli.protected, network: spawn.match.rule.network,
                 home: environment["HOME"], environment: environment)
-            program = bwrap
-            argv = [bwrap] + options + spawn.match.argv
-            passFDs = [pipeFD]
-            cwdSlot = Int32(Bubblewrap.cwdFD)
-            free(filter); filter = nil; filterLen = 0
+            p.program = bwrap
+            p.argv = [bwrap] + options + spawn.match.argv
+            p.cwdSlot = Int32(Bubblewrap.cwdFD)
+            p.filter = []
         }
-
-        let limits = Self.rlimits(spawn.match.rule.limits)
-        let env = environment(for: spawn, tmp: profile == .none ? nil : (profile == .strict ? "/tmp" : tmp))
-        var pid: pid_t = 0, stage: Int32 = 0, err: Int32 = 0
-        let rc = withCStrings(argv) { argvPtrs in
-            withCStrings(env) { envPtrs in
-                limits.withUnsafeBufferPointer { lim in
-                    passFDs.withUnsafeBufferPointer { pass in
-                        var spec = cspawn_spec()
-                        spec.stdin_fd = inFD; spec.stdout_fd = outFD; spec.stderr_fd = errFD
-                        spec.rlimits = lim.baseAddress; spec.n_rlimits = Int32(lim.count)
-                        spec.landlock_fd = landlockFD
-                        spec.filter = UnsafeRawPointer(filter); spec.filter_len = UInt16(filterLen)
-                        spec.pass_fds = pass.baseAddress; spec.n_pass = Int32(pass.count)
-                        spec.cwd_fd_slot = cwdSlot
-                        spec.cwd_fd = cwdFD
-                        // Root under `standard` gives up every capability (strict's bwrap drops its own).
-                        spec.drop_caps = profile == .standard && geteuid() == 0 ? 1 : 0
-                        spec.new_userns = geteuid() != 0 ? 1 : 0
-                        spec.die_with_parent = diesWithStarter ? 1 : 0
-                        return program.withCString { path in
-                            spawn.match.cwd.withCString { cwd in
-                                spec.path = path; spec.cwd = cwd
-                                spec.argv = UnsafePointer(argvPtrs); spec.envp = UnsafePointer(envPtrs)
-                                return cspawn_start(&spec, &pid, &stage, &err)
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        guard rc == 0 else { throw GatewayFailure(Self.explain(stage: stage, errno: err, spawn: spawn)) }
-        // The child is in its own session; its start time makes the identity safe against pid reuse.
-        let identity = ProcessIdentity.of(pid: pid) ?? ProcessIdentity(pid: pid, startTime: 0)
-        return SpawnedAgent(process: identity, name: name, profile: profile, layers: SandboxSupport.layers(for: profile, network: spawn.match.rule.network),
-                            stdoutLog: outLog, stderrLog: errLog)
+        p.limits = Self.rlimits(spawn.match.rule.limits)
+        p.environment = environment(for: spawn, tmp: profile == .none ? nil : (profile == .strict ? "/tmp" : tmp))
+        // Root under `standard` gives up every capability (strict's bwrap drops its own).
+        p.dropCaps = profile == .standard && geteuid() == 0
+        p.newUserns = geteuid() != 0
+        return p
     }
 
     /// Opens `path` (the decision's canonical cwd) as an O_PATH directory descriptor without following any
@@ -277,6 +251,85 @@ public struct LocalSpawner: Sendable {
             return "cannot run spawngate-init, the agents' init, from \(dir): \(why); install it next to this program ('make install' puts them together)"
         default: return "the agent could not be started (stage \(stage)): \(why)"
         }
+    }
+}
+
+/// A start made ready by ``LocalSpawner/prepare(_:)``: it owns the descriptors it opened (closed with it).
+// @unchecked: built by one thread, then only read; its descriptors are closed once, in deinit.
+public final class PreparedStart: @unchecked Sendable {
+    public let spawn: AuthorizedSpawn
+    let agentDir: String
+    let tag: String
+    /// The approved directory (O_PATH), the Landlock ruleset or -1, and what the program inherits at 3, 4, ….
+    public let cwdFD: Int32
+    public internal(set) var landlockFD: Int32 = -1
+    public internal(set) var passFDs: [Int32] = []
+    public internal(set) var program: String
+    public internal(set) var argv: [String]
+    public internal(set) var environment: [String] = []
+    /// The seccomp program (8 bytes an instruction), or empty.
+    public internal(set) var filter: [UInt8] = []
+    public internal(set) var limits: [cspawn_rlimit] = []
+    /// Where bwrap finds the cwd descriptor, or -1.
+    public internal(set) var cwdSlot: Int32 = -1
+    public internal(set) var dropCaps = false
+    public internal(set) var newUserns = false
+
+    init(spawn: AuthorizedSpawn, agentDir: String, tag: String, cwdFD: Int32) {
+        self.spawn = spawn
+        self.agentDir = agentDir
+        self.tag = tag
+        self.cwdFD = cwdFD
+        program = spawn.match.argv[0]
+        argv = spawn.match.argv
+    }
+
+    deinit {
+        close(cwdFD)
+        if landlockFD >= 0 { close(landlockFD) }
+        for fd in passFDs { close(fd) }
+    }
+
+    /// Calls `body` with the C spec of this start, its stdio set.
+    func withSpec<R>(stdin: Int32, stdout: Int32, stderr: Int32, diesWithStarter: Bool, _ body: (inout cspawn_spec) -> R) -> R {
+        withCStrings(argv) { argvPtrs in
+            withCStrings(environment) { envPtrs in
+                limits.withUnsafeBufferPointer { lim in
+                    passFDs.withUnsafeBufferPointer { pass in
+                        filter.withUnsafeBytes { f in
+                            var spec = cspawn_spec()
+                            spec.stdin_fd = stdin; spec.stdout_fd = stdout; spec.stderr_fd = stderr
+                            spec.rlimits = lim.baseAddress; spec.n_rlimits = Int32(lim.count)
+                            spec.landlock_fd = landlockFD
+                            spec.filter = f.isEmpty ? nil : f.baseAddress; spec.filter_len = UInt16(f.count / 8)
+                            spec.pass_fds = pass.baseAddress; spec.n_pass = Int32(pass.count)
+                            spec.cwd_fd_slot = cwdSlot
+                            spec.cwd_fd = cwdFD
+                            spec.drop_caps = dropCaps ? 1 : 0
+                            spec.new_userns = newUserns ? 1 : 0
+                            spec.die_with_parent = diesWithStarter ? 1 : 0
+                            return program.withCString { path in
+                                spawn.match.cwd.withCString { cwd in
+                                    spec.path = path; spec.cwd = cwd
+                                    spec.argv = UnsafePointer(argvPtrs); spec.envp = UnsafePointer(envPtrs)
+                                    return body(&spec)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The agent this start became, as process `pid`.
+    public func agent(pid: Int32, stdoutLog: String? = nil, stderrLog: String? = nil) -> SpawnedAgent {
+        // The child is in its own session; its start time makes the identity safe against pid reuse.
+        let identity = ProcessIdentity.of(pid: pid) ?? ProcessIdentity(pid: pid, startTime: 0)
+        let profile = spawn.match.rule.sandbox
+        return SpawnedAgent(process: identity, name: spawn.request.request.name, profile: profile,
+                            layers: SandboxSupport.layers(for: profile, network: spawn.match.rule.network),
+                            stdoutLog: stdoutLog, stderrLog: stderrLog)
     }
 }
 

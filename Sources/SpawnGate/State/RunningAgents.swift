@@ -123,6 +123,16 @@ extension StateStore {
         return live
     }
 
+    /// The agent started for `requestID`, running or not (the relay supervisor's own agent may have exited, and been
+    /// marked so by someone listing, before the supervisor looked).
+    public func agent(requestID: String) throws(GatewayFailure) -> AgentRecord? {
+        do {
+            return try read { db in
+                try Row.fetchOne(db, sql: "SELECT * FROM agent WHERE request_id = ?", arguments: [requestID]).map(AgentRecord.init(row:))
+            }
+        } catch { throw Self.failure(error) }
+    }
+
     /// Agents that exited within ``exitedRetention``, newest first.
     public func exitedAgents(now: Int64 = SystemClock().now()) throws(GatewayFailure) -> [AgentRecord] {
         do {

@@ -24,6 +24,7 @@ struct InstallTests {
         #expect(help.status == 0 && help.stdout.contains("--listen"), "\(help.stdout)\(help.stderr)")
         #expect(!FileManager.default.fileExists(atPath: prefix + "/bin/spawngate-bench"), "the benchmark is not a server tool")
         #expect(access(prefix + "/bin/spawngate-init", X_OK) == 0, "every agent's init goes in with the gateway")
+        #expect(access(prefix + "/bin/spawngate-launch", X_OK) == 0, "the relay launcher goes in with the gateway")
 
         for (file, word) in [("share/bash-completion/completions/spawngate", "_spawngate"),
                              ("share/zsh/site-functions/_spawngate", "#compdef spawngate"),

@@ -111,7 +111,7 @@ struct ExitStatusTests {
         // A refusal through the fast path prints its sentence and nothing of argument-parser's (no usage), exit 1.
         let dir = TestSupport.tempDir("fastpath")
         #expect(try TestSupport.spawngate(["init", "--name", "vps", "--home", dir + "/vps"]).status == 0)
-        let denied = try TestSupport.spawngate(["launch", "--home", dir + "/vps", "--ticket=" + String(repeating: "A", count: 43)])
-        #expect(denied.status == 1 && denied.stderr.contains("unknown, already used or expired") && !denied.stderr.contains("Usage"), "\(denied.stderr)")
+        let denied = try TestSupport.spawngate(["launch", "--home", dir + "/vps", "--supervise", String(repeating: "a", count: 64), "--stderr-fd", "0", "--report-fd", "0"])
+        #expect(denied.status == 1 && denied.stderr.contains("has no agent recorded") && !denied.stderr.contains("Usage"), "\(denied.stderr)")
     }
 }
