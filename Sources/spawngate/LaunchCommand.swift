@@ -55,11 +55,10 @@ struct Launch: ParsableCommand {
         let status = service.wait(started)
         for s in sources { s.cancel() }
         copier.finish()
-        try? service.state.report(ticketFor: supervise, exitStatus: status, tail: copier.tail)
-        // A gateway still watching the start reads the report now; one that stopped watching has closed its end.
-        var byte: UInt8 = 1
-        _ = send(reportFd, &byte, 1, Int32(MSG_NOSIGNAL))
-        close(reportFd)
+        let tail = copier.tail
+        try? service.state.recordExit(requestID: supervise, status: status, tail: tail)
+        // A gateway still watching the start reads how it ended now.
+        LaunchChannel.report(fd: reportFd, status: status, tail: tail)
         if status != 0 { throw ExitCode(status) }
     }
 }

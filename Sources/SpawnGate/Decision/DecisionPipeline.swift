@@ -262,8 +262,8 @@ public struct DecisionPipeline: Sendable {
                               grant: .spawn(request, match, leaseID: leaseID, envelope: envelope, at: now, source: source)))
     }
 
-    /// Turns a redeemed launch ticket back into the authorization it was issued for, for the launcher a relay
-    /// broker runs (`spawngate launch`). The allow is already recorded, its nonce consumed and its lease taken;
+    /// Turns a launch ticket, once its launcher has shown it, back into the authorization it was issued for: the
+    /// relay launcher a broker runs (`spawngate-launch`). The allow is already recorded, its nonce consumed and its lease taken;
     /// what is checked again is everything that could have changed since: the signature under the keys enrolled
     /// now (a revocation counts), audience and window as of the decision, the policy now (a reload that no
     /// longer allows it wins), the binary and the sandbox layers. The same request id and rule are required.

@@ -202,8 +202,7 @@ extension AgentService {
         let all = try listed(broker: broker).filter { $0.name == name }
         guard let record = all.first(where: { $0.exitedAt == nil }) ?? all.first else { return nil }
         guard let out = record.log else {
-            let report = try? state.launchReport(record.requestID)
-            return AgentOutput(record: record, stdout: "", stderr: TerminalText.escaped(report?.tail ?? "", keepingNewlines: true),
+            return AgentOutput(record: record, stdout: "", stderr: TerminalText.escaped(record.tail ?? "", keepingNewlines: true),
                                size: 0, next: 0,
                                note: "a relay worker's terminal is its Agent Relay broker's; only the last lines it wrote to standard error when it ended are kept here")
         }

@@ -38,18 +38,15 @@ extension AgentService {
         let socketPath = LaunchChannel.path(home: spawner.home, requestID: requestID)
         let listener: LaunchChannel.Listener
         do { listener = try LaunchChannel.Listener(path: socketPath) } catch { return failed(error.message) }
-        let (secret, hash) = LaunchTicket.mint()
-        do { try state.issueTicket(hash: hash, for: spawn, now: clock.now()) } catch { return failed(error.message) }
+        let secret = LaunchTicket.secret()
         let backend = AgentRelayBackend(connection: connection)
         do { _ = try backend.start(spawn, cli: Self.launcherCommandLine(launcher, socket: socketPath, ticket: secret)) } catch {
-            try? state.voidTicket(for: requestID)
             return failed(error.message)
         }
         // The broker answers before its worker runs (v6 says 200 even for a program that cannot start): only the
         // launcher says what started.
         guard let outcome = awaitLauncher(spawn, at: listener, secret: secret, launcher: launcher,
                                           until: Supervisor.monotonic() + timeout, redeem: redeem) else {
-            try? state.voidTicket(for: requestID)
             backend.remove(name: spawn.request.request.name)
             return failed("the Agent Relay broker at \(connection.url.absoluteString) accepted the spawn but never ran the launcher within \(AgentService.seconds(timeout)); see the broker's log")
         }
@@ -90,26 +87,19 @@ extension AgentService {
             conn.send(["refuse", "this is not the launch ticket the gateway waits for at this socket"])
             return .notTheLauncher
         }
+        // The ticket has been shown: whatever comes of it, this wait ends here (a ticket starts one spawn, once).
         func fail(_ why: String) -> HandOver {
             conn.send(["refuse", why])
-            try? state.report(ticketFor: requestID, failure: why)
             if let lease = spawn.leaseID { _ = try? state.releaseLease(requestID: lease) }
             return .failed(why: why, exitStatus: nil, tail: nil)
         }
-        let ticket: LaunchTicket
-        do {
-            guard let t = try state.redeemTicket(secret, now: clock.now()) else {
-                return fail("the launch ticket expired or was already used: a ticket starts one allowed spawn, once, within \(LaunchTicket.lifetime) s of the decision")
-            }
-            ticket = t
-        } catch { return fail(error.message) }
         // The ticket travels on the broker's command line: only a process the broker started may use it.
         let parent = Self.parentExecutable(of: peer.pid)
         guard parent.split(separator: "/").last?.hasPrefix("agent-relay-broker") == true else {
             return fail("the launcher must be started by an Agent Relay broker's worker; its parent is \(parent)")
         }
         let authorized: AuthorizedSpawn
-        switch redeem(ticket) {
+        switch redeem(LaunchTicket(for: spawn)) {
         case .failure(let e): return fail(e.message)
         case .success(let a): authorized = a
         }
@@ -137,7 +127,6 @@ extension AgentService {
         guard result.stage == 0, result.pid > 0 else {
             let why = LocalSpawner.explain(stage: result.stage, errno: result.errno, spawn: authorized)
             conn.writeSentence(why)
-            try? state.report(ticketFor: requestID, failure: why)
             if let lease = spawn.leaseID { _ = try? state.releaseLease(requestID: lease) }
             return .failed(why: why, exitStatus: nil, tail: nil)
         }
@@ -150,26 +139,23 @@ extension AgentService {
             return .failed(why: "the agent was stopped at once: the state store did not record it: \(error.message)", exitStatus: nil, tail: nil)
         }
         let started = Receipt.Started(pid: agent.pid, startedAt: record.startedAt, layers: agent.layers)
-        try? state.report(ticketFor: requestID, started: started)
         conn.write([UInt8(ascii: "g")])
         return .started(started)
     }
 
-    /// Watches a started relay worker for the rule's startup check: its supervisor writes to the connection (or
-    /// the connection ends) when the agent has exited, and the report is in state.db.
+    /// Watches a started relay worker for the rule's startup check: its supervisor reports on the connection when
+    /// the agent has ended, `[status, tail]`; a connection that ends without a report means nothing is running.
     private func watch(_ spawn: AuthorizedSpawn, _ started: Receipt.Started, _ conn: LaunchChannel.Connection) -> Outcome {
         let check = Double(spawn.match.rule.startupCheck)
-        let until = Supervisor.monotonic() + check
-        var report = LaunchReport()
-        while Supervisor.monotonic() < until {
-            report = (try? state.launchReport(spawn.request.requestID)) ?? report
-            if report.exitStatus != nil { break }
-            conn.waitForReport(within: min(0.25, until - Supervisor.monotonic()))
+        guard check > 0 else { return .started(started) }
+        let why = "the relay worker exited within its startup check (\(AgentService.seconds(check)))"
+        switch conn.readReport(within: check) {
+        case .none: return .started(started)
+        case .ended: return .failed(why: why + "; its supervisor ended without a report (see the broker's log)", exitStatus: nil, tail: nil)
+        case .exited(let status, let tail):
+            // A program that finished its work that soon, successfully, did start.
+            return status == 0 ? .started(started) : .failed(why: why, exitStatus: status, tail: tail.isEmpty ? nil : tail)
         }
-        if let status = report.exitStatus, status != 0 {
-            return .failed(why: "the relay worker exited within its startup check (\(AgentService.seconds(check)))", exitStatus: status, tail: report.tail)
-        }
-        return .started(started)
     }
 
     static func directory(of path: String) -> String {

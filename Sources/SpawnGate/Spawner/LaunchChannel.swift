@@ -16,6 +16,12 @@ public enum LaunchChannel {
         home.root + "/launch-" + String(requestID.prefix(16)) + ".sock"
     }
 
+    /// The supervisor's report on `fd` (the launcher's connection, which it inherits): how the agent ended, for a
+    /// gateway still watching its start. Any failure is ignored: a gateway that stopped watching has closed its end.
+    public static func report(fd: Int32, status: Int32, tail: String) {
+        Connection(fd: fd).send([String(status), tail.replacingOccurrences(of: "\u{0}", with: "")])
+    }
+
     /// The largest frame either side accepts (the launcher's environment, the prepared start).
     public static let maxFrame = 4 << 20
 
@@ -123,11 +129,13 @@ public enum LaunchChannel {
             write(withUnsafeBytes(of: UInt32(b.count)) { Array($0) } + b)
         }
 
-        /// Waits until the supervisor writes (its report is in state.db) or the connection ends, or `seconds` pass.
-        public func waitForReport(within seconds: Double) {
-            guard LaunchChannel.readable(fd, within: seconds) else { return }
-            var byte: UInt8 = 0
-            _ = recv(fd, &byte, 1, Int32(MSG_DONTWAIT))
+        /// What the supervisor said within `seconds` about how the agent ended.
+        public enum Report: Equatable { case none, ended, exited(status: Int32, tail: String) }
+
+        public func readReport(within seconds: Double) -> Report {
+            guard LaunchChannel.readable(fd, within: seconds) else { return .none }
+            guard let w = readWords(within: 2), w.count == 2, let status = Int32(w[0]) else { return .ended }
+            return .exited(status: status, tail: w[1])
         }
 
         private func read(_ count: Int, until deadline: Double) -> [UInt8]? {

@@ -24,6 +24,8 @@ public struct AgentRecord: Sendable, Equatable {
     /// gateway watched). Exited agents are listed for ``StateStore/exitedRetention`` seconds.
     public var exitedAt: Int64?
     public var exitStatus: Int32?
+    /// The last lines a relay worker wrote to standard error before it ended (its terminal is the broker's).
+    public var tail: String?
     /// The signed request's payload, as verified, on a record made at start (``StateStore/recordStart(_:leaseID:)``
     /// keeps it apart, for `handoff`); nil on a record read back (``StateStore/requestPayload(of:)`` reads it).
     public var requestPayload: [UInt8]?
@@ -52,7 +54,7 @@ public struct AgentRecord: Sendable, Equatable {
         process = ProcessIdentity(pid: row["pid"], startTime: row["pid_start"])
         startedAt = row["started_at"]; log = row["log"]; deadline = row["deadline"]
         backend = SpawnerBackend(rawValue: row["backend"] ?? "local") ?? .local
-        exitedAt = row["exited_at"]; exitStatus = row["exit_status"]
+        exitedAt = row["exited_at"]; exitStatus = row["exit_status"]; tail = row["tail"]
     }
 }
 
@@ -95,11 +97,12 @@ extension StateStore {
 
     /// Marks an agent exited (its status when known) and ends its lease. The first time and the first known status
     /// win: `release` may mark it before the process that reaps it (and so knows its status) reports.
-    public func recordExit(requestID: String, status: Int32? = nil, at now: Int64 = SystemClock().now()) throws(GatewayFailure) {
+    /// `tail`: a relay worker's last lines of standard error.
+    public func recordExit(requestID: String, status: Int32? = nil, tail: String? = nil, at now: Int64 = SystemClock().now()) throws(GatewayFailure) {
         do {
             try write { db in
-                try db.execute(sql: "UPDATE agent SET exited_at = COALESCE(exited_at, ?), exit_status = COALESCE(exit_status, ?) WHERE request_id = ?",
-                               arguments: [now, status, requestID])
+                try db.execute(sql: "UPDATE agent SET exited_at = COALESCE(exited_at, ?), exit_status = COALESCE(exit_status, ?), tail = COALESCE(tail, ?) WHERE request_id = ?",
+                               arguments: [now, status, tail, requestID])
                 try db.execute(sql: "DELETE FROM lease WHERE request_id = ?", arguments: [requestID])
                 try db.execute(sql: "DELETE FROM agent WHERE exited_at < ?", arguments: [now - Self.exitedRetention])
                 try db.execute(sql: "DELETE FROM agent_request WHERE request_id NOT IN (SELECT request_id FROM agent WHERE exited_at IS NULL)")

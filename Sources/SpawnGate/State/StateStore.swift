@@ -114,6 +114,11 @@ public final class StateStore: Sendable {
                 CREATE INDEX approval_state ON approval(state, expires_at);
                 """)
         }
+        // Relay launch tickets live in the gateway's memory while it waits for the launcher (issue 27); the last lines
+        // a relay worker wrote to standard error are kept with the agent, for `logs`.
+        m.registerMigration("v8-tickets-in-memory") { db in
+            try db.execute(sql: "ALTER TABLE agent ADD COLUMN tail TEXT; DROP TABLE IF EXISTS ticket;")
+        }
         return m
     }
 

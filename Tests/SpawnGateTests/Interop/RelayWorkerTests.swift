@@ -141,6 +141,9 @@ struct RelayWorkerTests {
         #expect(out.stdout.contains("start_failed") && out.stdout.contains("exit status 3") && out.stdout.contains("no API key configured"), "\(out.stdout)")
         let agents = try m.laptop(["agents", "--broker", "vps-broker"]).stdout
         #expect(agents.contains("exited 3"), "\(agents)")
+        // Its last words are kept with the agent (its terminal was the broker's).
+        let logs = try TestSupport.run(TestSupport.binary, ["logs", "coder", "--home", m.g.vps.root])
+        #expect((logs.stdout + logs.stderr).contains("no API key configured"), "\(logs.stdout) \(logs.stderr)")
     }
 }
 }

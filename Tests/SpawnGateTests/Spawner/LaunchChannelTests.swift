@@ -24,8 +24,7 @@ struct LaunchChannelTests {
         init(_ g: Gateway, seconds: Double) throws {
             let p = try g.pipeline()
             let spawn = try #require(p.decide(g.envelope()).authorized)
-            let (secret, hash) = LaunchTicket.mint()
-            try p.state.issueTicket(hash: hash, for: spawn, now: g.clock.now())
+            let secret = LaunchTicket.secret()
             self.secret = secret
             self.spawn = spawn
             self.pipeline = p
@@ -59,7 +58,6 @@ struct LaunchChannelTests {
         #expect(stolen.status == 1 && stolen.stderr.contains("must be started by an Agent Relay broker's worker"), "\(stolen.stderr)")
         guard case .failed(let why, _, _)? = w.outcome else { Issue.record("a launcher outside a worker must not start"); return }
         #expect(why.contains("broker"))
-        #expect(try w.pipeline.state.launchReport(w.spawn.request.requestID).failure?.contains("broker") == true)
         #expect(try w.pipeline.state.runningAgents().isEmpty)
         #expect(try w.pipeline.decide(g.envelope(), mode: .dryRun).reason == .allowed, "the slot is free again")
     }

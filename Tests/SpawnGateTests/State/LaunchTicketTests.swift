@@ -2,34 +2,16 @@ import Foundation
 import Testing
 @testable import SpawnGate
 
-/// The relay launcher's single-use tickets: good once, for a minute, and redeemed only while the key, the policy
-/// and the binary still allow the request (only in a broker's worker: LaunchChannelTests).
+/// The relay launcher's tickets are redeemed only while the key, the policy and the binary still allow the request
+/// (shown once, only by a broker's worker: LaunchChannelTests).
 @Suite("Launch tickets")
 struct LaunchTicketTests {
-    static func issued(_ g: Gateway) throws -> (DecisionPipeline, AuthorizedSpawn, String) {
-        let p = try g.pipeline()
-        let spawn = try #require(p.decide(g.envelope()).authorized)
-        let (secret, hash) = LaunchTicket.mint()
-        try p.state.issueTicket(hash: hash, for: spawn, now: g.clock.now())
-        return (p, spawn, secret)
-    }
-
-    @Test func aTicketIsGoodOnceWithinItsLifetime() throws {
-        let g = try Gateway(rule: ["spawner: agent-relay", "sandbox: standard"])
-        let (p, spawn, secret) = try Self.issued(g)
-        let now = g.clock.now()
-        #expect(try p.state.redeemTicket(secret, now: now + LaunchTicket.lifetime + 1) == nil, "expired")
-        #expect(try p.state.redeemTicket("not-the-ticket", now: now) == nil)
-        #expect(try p.state.redeemTicket(secret, now: now + 1)?.requestID == spawn.request.requestID)
-        #expect(try p.state.redeemTicket(secret, now: now + 2) == nil, "used")
-    }
-
     /// What changed between the decision and the launch counts: a policy reload that no longer allows the
     /// request, and a revoked key.
     @Test func redeemingChecksAgainWhatCouldHaveChanged() throws {
         let g = try Gateway(rule: ["spawner: agent-relay", "sandbox: standard"])
-        let (p, _, secret) = try Self.issued(g)
-        let ticket = try #require(try p.state.redeemTicket(secret, now: g.clock.now()))
+        let p = try g.pipeline()
+        let ticket = LaunchTicket(for: try #require(p.decide(g.envelope()).authorized))
         if case .failure(let e) = p.redeem(ticket) { Issue.record("a fresh ticket redeems: \(e.message)") }
 
         let policyText = try String(contentsOfFile: g.vps.policyFile, encoding: .utf8)
