@@ -65,7 +65,10 @@ extension AgentService {
             guard let conn = listener.accept(within: min(left, 0.5)) else { continue }
             switch handOver(spawn, conn, secret: secret, launcher: launcher, redeem: redeem) {
             case .notTheLauncher: continue
-            case .failed(let why, let status, let tail): return .failed(why: why, exitStatus: status, tail: tail)
+            case .failed(let why):
+                // Nothing runs: the slot is free again.
+                if let lease = spawn.leaseID { _ = try? state.releaseLease(requestID: lease) }
+                return .failed(why: why, exitStatus: nil, tail: nil)
             case .started(let started): return watch(spawn, started, conn)
             }
         }
@@ -74,7 +77,8 @@ extension AgentService {
     private enum HandOver {
         case notTheLauncher
         case started(Receipt.Started)
-        case failed(why: String, exitStatus: Int32?, tail: String?)
+        /// Nothing was started, or what was is stopped.
+        case failed(String)
     }
 
     /// One connection at the launch socket: the launcher's ticket, the checks, the prepared start, its result.
@@ -90,8 +94,7 @@ extension AgentService {
         // The ticket has been shown: whatever comes of it, this wait ends here (a ticket starts one spawn, once).
         func fail(_ why: String) -> HandOver {
             conn.send(["refuse", why])
-            if let lease = spawn.leaseID { _ = try? state.releaseLease(requestID: lease) }
-            return .failed(why: why, exitStatus: nil, tail: nil)
+            return .failed(why)
         }
         // The ticket travels on the broker's command line: only a process the broker started may use it.
         let parent = Self.parentExecutable(of: peer.pid)
@@ -127,16 +130,14 @@ extension AgentService {
         guard result.stage == 0, result.pid > 0 else {
             let why = LocalSpawner.explain(stage: result.stage, errno: result.errno, spawn: authorized)
             conn.writeSentence(why)
-            if let lease = spawn.leaseID { _ = try? state.releaseLease(requestID: lease) }
-            return .failed(why: why, exitStatus: nil, tail: nil)
+            return .failed(why)
         }
         let agent = prepared.agent(pid: result.pid)
         let record = AgentRecord(agent, of: authorized, startedAt: clock.now())
         do { try state.recordStart(record, leaseID: authorized.leaseID) } catch {
             // An agent the gateway cannot track is one nobody can release: the launcher stops it.
             conn.write([UInt8(ascii: "s")])
-            if let lease = spawn.leaseID { _ = try? state.releaseLease(requestID: lease) }
-            return .failed(why: "the agent was stopped at once: the state store did not record it: \(error.message)", exitStatus: nil, tail: nil)
+            return .failed("the agent was stopped at once: the state store did not record it: \(error.message)")
         }
         let started = Receipt.Started(pid: agent.pid, startedAt: record.startedAt, layers: agent.layers)
         conn.write([UInt8(ascii: "g")])
@@ -165,9 +166,9 @@ extension AgentService {
 
     /// The executable of `pid`'s parent, or "?".
     static func parentExecutable(of pid: Int32) -> String {
-        guard let stat = try? Files.read("/proc/\(pid)/stat", limit: 4096), let close = stat.lastIndex(of: UInt8(ascii: ")")) else { return "?" }
-        let fields = stat[(close + 1)...].split(separator: UInt8(ascii: " "))
-        guard fields.count > 1, let ppid = Int32(String(decoding: fields[1], as: UTF8.self)) else { return "?" }
+        // Field 4 of /proc/PID/stat is the parent's pid.
+        guard let fields = ProcessIdentity.statFields(pid), fields.count > 1,
+              let ppid = Int32(String(decoding: fields[1], as: UTF8.self)) else { return "?" }
         return Files.readLink("/proc/\(ppid)/exe") ?? "?"
     }
 

@@ -26,8 +26,7 @@ public enum LaunchChannel {
     public static let maxFrame = 4 << 20
 
     /// Listens at `path` until it is released; the socket file goes with it.
-    // @unchecked: `fd` is set once in init and used by the one thread that waits for the launcher.
-    public final class Listener: @unchecked Sendable {
+    public final class Listener: Sendable {
         let fd: Int32
         let path: String
 
@@ -64,9 +63,8 @@ public enum LaunchChannel {
         }
     }
 
-    /// One connection from a would-be launcher.
-    // @unchecked: used by the one thread that waits for the launcher; closed once, in deinit.
-    public final class Connection: @unchecked Sendable {
+    /// One connection from a would-be launcher (closed with it).
+    public final class Connection: Sendable {
         let fd: Int32
         init(fd: Int32) { self.fd = fd }
         deinit { close(fd) }
@@ -156,7 +154,7 @@ public enum LaunchChannel {
         guard seconds > 0 else { return false }
         var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         while true {
-            let r = poll(&p, 1, Int32(min(seconds, 3600) * 1000).clamped(1))
+            let r = poll(&p, 1, max(1, Int32(min(seconds, 3600) * 1000)))
             if r < 0 && errno == EINTR { continue }
             return r > 0
         }
@@ -193,10 +191,6 @@ public enum LaunchChannel {
     static func cmsgAlign(_ n: Int) -> Int { (n + MemoryLayout<Int>.size - 1) & ~(MemoryLayout<Int>.size - 1) }
     static func cmsgLen(_ n: Int) -> Int { cmsgAlign(MemoryLayout<cmsghdr>.size) + n }
     static func cmsgSpace(_ n: Int) -> Int { cmsgAlign(MemoryLayout<cmsghdr>.size) + cmsgAlign(n) }
-}
-
-private extension Int32 {
-    func clamped(_ low: Int32) -> Int32 { Swift.max(self, low) }
 }
 
 extension LaunchChannel {

@@ -131,53 +131,68 @@ public struct LocalSpawner: Sendable {
             try Files.makeDirectory(tmp, mode: 0o700)
         } catch { throw GatewayFailure(error.message) }
 
+        // Every descriptor opened here is the prepared start's once it exists; until then, closed on a failure.
+        var opened: [Int32] = []
+        var done = false
+        defer { if !done { for fd in opened { close(fd) } } }
         // The approved cwd, opened once without following a symlink anywhere on its path: the Landlock rule, the
         // chdir, bwrap's bind and the check are all this one directory, whatever its path is renamed to later.
-        let p = PreparedStart(spawn: spawn, agentDir: agentDir, tag: tag, cwdFD: try Self.openApprovedDirectory(spawn.match.cwd))
+        let cwdFD = try Self.openApprovedDirectory(spawn.match.cwd)
+        opened.append(cwdFD)
+        var filter: [UInt8] = []
         if profile != .none {
-            var filter: UnsafeMutableRawPointer?
-            let n = cspawn_seccomp_standard(&filter)
-            defer { free(filter) }
-            guard n > 0, let filter else { throw GatewayFailure("cannot build the seccomp filter: \(errnoText())") }
-            p.filter = Array(UnsafeRawBufferPointer(start: filter, count: Int(n) * 8))
+            var program: UnsafeMutableRawPointer?
+            let n = cspawn_seccomp_standard(&program)
+            defer { free(program) }
+            guard n > 0, let program else { throw GatewayFailure("cannot build the seccomp filter: \(errnoText())") }
+            filter = Array(UnsafeRawBufferPointer(start: program, count: Int(n) * 8))
         }
+        var landlockFD: Int32 = -1
         if profile == .standard {
             let paths = writablePaths(for: spawn, tmp: tmp)
             var bad: Int32 = -1
-            p.landlockFD = withCStrings(paths) { ptrs in
+            landlockFD = withCStrings(paths) { ptrs in
                 ptrs.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: paths.count + 1) {
-                    cspawn_landlock_ruleset(p.cwdFD, $0, Int32(paths.count), &bad)
+                    cspawn_landlock_ruleset(cwdFD, $0, Int32(paths.count), &bad)
                 }
             }
-            guard p.landlockFD >= 0 else {
+            guard landlockFD >= 0 else {
                 let which = bad >= 0 && Int(bad) < paths.count ? " for \(paths[Int(bad)])" : (bad >= 0 ? " for \(spawn.match.cwd)" : "")
                 throw GatewayFailure("cannot build the Landlock ruleset\(which): \(errnoText())")
             }
+            opened.append(landlockFD)
         }
 
         // `strict`: the shim execs bwrap, which makes the namespaces, loads the same seccomp program (passed as a
         // pipe on fd 3) and then execs the agent; the cwd goes to bwrap as fd 4.
+        var program = spawn.match.argv[0]
+        var argv = spawn.match.argv
+        var passFDs: [Int32] = []
+        var cwdSlot: Int32 = -1
         if profile == .strict {
             guard let bwrap = SandboxSupport.bubblewrapPath else { throw GatewayFailure("bubblewrap is not installed") }
-            let pipeFD = p.filter.withUnsafeBytes { b in b.withMemoryRebound(to: CChar.self) { cspawn_task_pipe($0.baseAddress!, $0.count) } }
+            let pipeFD = filter.withUnsafeBytes { b in b.withMemoryRebound(to: CChar.self) { cspawn_task_pipe($0.baseAddress!, $0.count) } }
             guard pipeFD >= 0 else { throw GatewayFailure("cannot pass the seccomp filter to bubblewrap: \(errnoText())") }
-            p.passFDs = [pipeFD]
+            opened.append(pipeFD)
+            passFDs = [pipeFD]
             let options = try Bubblewrap.arguments(
                 program: spawn.match.argv[0], cwd: spawn.match.cwd, tmp: tmp, gatewayHome: home.root,
                 writable: cliWritablePaths(for: spawn),
                 protected: spawn.match.cli.protected, network: spawn.match.rule.network,
                 home: environment["HOME"], environment: environment)
-            p.program = bwrap
-            p.argv = [bwrap] + options + spawn.match.argv
-            p.cwdSlot = Int32(Bubblewrap.cwdFD)
-            p.filter = []
+            program = bwrap
+            argv = [bwrap] + options + spawn.match.argv
+            cwdSlot = Int32(Bubblewrap.cwdFD)
+            filter = []
         }
-        p.limits = Self.rlimits(spawn.match.rule.limits)
-        p.environment = environment(for: spawn, tmp: profile == .none ? nil : (profile == .strict ? "/tmp" : tmp))
-        // Root under `standard` gives up every capability (strict's bwrap drops its own).
-        p.dropCaps = profile == .standard && geteuid() == 0
-        p.newUserns = geteuid() != 0
-        return p
+        done = true
+        return PreparedStart(
+            spawn: spawn, agentDir: agentDir, tag: tag, cwdFD: cwdFD, landlockFD: landlockFD, passFDs: passFDs,
+            program: program, argv: argv,
+            environment: environment(for: spawn, tmp: profile == .none ? nil : (profile == .strict ? "/tmp" : tmp)),
+            filter: filter, limits: Self.rlimits(spawn.match.rule.limits), cwdSlot: cwdSlot,
+            // Root under `standard` gives up every capability (strict's bwrap drops its own).
+            dropCaps: profile == .standard && geteuid() == 0, newUserns: geteuid() != 0)
     }
 
     /// Opens `path` (the decision's canonical cwd) as an O_PATH directory descriptor without following any
@@ -254,34 +269,34 @@ public struct LocalSpawner: Sendable {
     }
 }
 
-/// A start made ready by ``LocalSpawner/prepare(_:)``: it owns the descriptors it opened (closed with it).
-// @unchecked: built by one thread, then only read; its descriptors are closed once, in deinit.
-public final class PreparedStart: @unchecked Sendable {
+/// A start made ready by ``LocalSpawner/prepare(_:)``: it owns the descriptors it opened, closed with it.
+public final class PreparedStart: Sendable {
     public let spawn: AuthorizedSpawn
     let agentDir: String
     let tag: String
     /// The approved directory (O_PATH), the Landlock ruleset or -1, and what the program inherits at 3, 4, ….
     public let cwdFD: Int32
-    public internal(set) var landlockFD: Int32 = -1
-    public internal(set) var passFDs: [Int32] = []
-    public internal(set) var program: String
-    public internal(set) var argv: [String]
-    public internal(set) var environment: [String] = []
+    public let landlockFD: Int32
+    public let passFDs: [Int32]
+    public let program: String
+    public let argv: [String]
+    public let environment: [String]
     /// The seccomp program (8 bytes an instruction), or empty.
-    public internal(set) var filter: [UInt8] = []
-    public internal(set) var limits: [cspawn_rlimit] = []
+    public let filter: [UInt8]
+    public let limits: [cspawn_rlimit]
     /// Where bwrap finds the cwd descriptor, or -1.
-    public internal(set) var cwdSlot: Int32 = -1
-    public internal(set) var dropCaps = false
-    public internal(set) var newUserns = false
+    public let cwdSlot: Int32
+    public let dropCaps: Bool
+    public let newUserns: Bool
 
-    init(spawn: AuthorizedSpawn, agentDir: String, tag: String, cwdFD: Int32) {
-        self.spawn = spawn
-        self.agentDir = agentDir
-        self.tag = tag
-        self.cwdFD = cwdFD
-        program = spawn.match.argv[0]
-        argv = spawn.match.argv
+    init(spawn: AuthorizedSpawn, agentDir: String, tag: String, cwdFD: Int32, landlockFD: Int32, passFDs: [Int32],
+         program: String, argv: [String], environment: [String], filter: [UInt8], limits: [cspawn_rlimit], cwdSlot: Int32,
+         dropCaps: Bool, newUserns: Bool) {
+        self.spawn = spawn; self.agentDir = agentDir; self.tag = tag
+        self.cwdFD = cwdFD; self.landlockFD = landlockFD; self.passFDs = passFDs
+        self.program = program; self.argv = argv; self.environment = environment
+        self.filter = filter; self.limits = limits; self.cwdSlot = cwdSlot
+        self.dropCaps = dropCaps; self.newUserns = newUserns
     }
 
     deinit {

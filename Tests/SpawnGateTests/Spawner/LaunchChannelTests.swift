@@ -160,10 +160,15 @@ struct LaunchChannelTests {
         let spawn = try #require(p.decide(g.envelope()).authorized)
         let prepared = try LocalSpawner(home: g.vps).prepare(spawn)
         #expect(LaunchChannel.startFrame(prepared, stdin: nil, supervisor: ["/x"]) != nil)
-        prepared.argv.append("a\u{0}1\u{0}/bin/sh")
-        #expect(LaunchChannel.startFrame(prepared, stdin: nil, supervisor: ["/x"]) == nil)
-        prepared.argv.removeLast()
-        prepared.environment.append("X=\u{0}")
-        #expect(LaunchChannel.startFrame(prepared, stdin: nil, supervisor: ["/x"]) == nil)
+        // The same start with one word changed (a prepared start owns its descriptors: each gets its own cwd).
+        func changed(argv: [String], environment: [String]) throws -> PreparedStart {
+            PreparedStart(spawn: spawn, agentDir: prepared.agentDir, tag: prepared.tag, cwdFD: try LocalSpawner.openApprovedDirectory(spawn.match.cwd),
+                          landlockFD: -1, passFDs: [], program: prepared.program, argv: argv, environment: environment,
+                          filter: prepared.filter, limits: prepared.limits, cwdSlot: -1, dropCaps: false, newUserns: prepared.newUserns)
+        }
+        #expect(LaunchChannel.startFrame(try changed(argv: prepared.argv + ["a\u{0}1\u{0}/bin/sh"], environment: prepared.environment),
+                                         stdin: nil, supervisor: ["/x"]) == nil)
+        #expect(LaunchChannel.startFrame(try changed(argv: prepared.argv, environment: prepared.environment + ["X=\u{0}"]),
+                                         stdin: nil, supervisor: ["/x"]) == nil)
     }
 }
