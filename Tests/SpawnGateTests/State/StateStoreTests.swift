@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import GRDBSQLite
 import Testing
 @testable import SpawnGate
 
@@ -15,6 +16,31 @@ struct StateStoreTests {
         }
         var st = stat()
         #expect(stat(path, &st) == 0 && st.st_mode & 0o777 == 0o600)
+    }
+
+    /// A read is a snapshot that is always rolled back: whatever a reader does is never kept.
+    @Test func aReadKeepsNothing() throws {
+        let store = try StateStore.create(TestSupport.tempDir("state") + "/state.db")
+        try store.read { db in try db.execute(sql: "INSERT INTO nonce VALUES ('SHA256:x', 'n1', 9999999999)") }
+        #expect(try store.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM nonce") } == 0)
+    }
+
+    /// Issue 27: a read leaves the decisions' prepared statements prepared. GRDB's own `read` toggled
+    /// `PRAGMA query_only`, which expires every prepared statement, so each dry run (and the decision after it)
+    /// recompiled them; SQLite counts each such recompilation.
+    @Test func aReadDoesNotExpireThePreparedStatements() throws {
+        let store = try StateStore.create(TestSupport.tempDir("state") + "/state.db")
+        let sql = "SELECT tat_ms FROM bucket WHERE broker = ? AND rule = ?"
+        func reprepared() throws -> Int32 {
+            try store.write { db in
+                let statement = try db.cachedStatement(sql: sql)
+                _ = try Int64.fetchOne(statement, arguments: ["b", "r"])
+                return sqlite3_stmt_status(statement.sqliteStatement, SQLITE_STMTSTATUS_REPREPARE, 0)
+            }
+        }
+        let before = try reprepared()
+        for _ in 0..<3 { _ = try store.read { db in try Int.fetchOne(db.cachedStatement(sql: "SELECT count(*) FROM nonce")) } }
+        #expect(try reprepared() == before, "a read made SQLite recompile a statement the next decision uses")
     }
 
     /// F19: a store others can write could be emptied of its nonces; the gateway refuses to decide with it.
