@@ -77,6 +77,44 @@ struct LaunchChannelTests {
         #expect(usage.status == 64 && usage.stderr.contains("usage: spawngate-launch SOCKET TICKET"))
     }
 
+    /// T132: whatever sits at the supervisor's end of the connection (a supervisor killed mid-report, or something
+    /// else holding the descriptor) answers the watching gateway with no report, a cut or malformed one, or a
+    /// length past the limit. Each is `ended` (the start is reported failed), read within its bound: never a crash,
+    /// an allocation of the claimed length or a wait past the startup check. A well-formed report is read as sent.
+    @Test func theWatchReadsEveryMalformedEndReportAsEnded() throws {
+        func pair() throws -> (gateway: LaunchChannel.Connection, supervisor: LaunchChannel.Connection) {
+            var fds: [Int32] = [-1, -1]
+            try #require(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
+            return (LaunchChannel.Connection(fd: fds[0]), LaunchChannel.Connection(fd: fds[1]))
+        }
+        func header(_ n: UInt32) -> [UInt8] { withUnsafeBytes(of: n) { Array($0) } }
+        let shapes: [(String, (LaunchChannel.Connection) -> Void)] = [
+            ("closed with no report", { _ in }),
+            ("one word", { $0.send(["0"]) }),
+            ("three words", { $0.send(["0", "tail", "more"]) }),
+            ("a status that is not a number", { $0.send(["zero", "tail"]) }),
+            ("a status past Int32", { $0.send(["4294967296", "tail"]) }),
+            ("a frame cut short", { $0.write(header(100) + Array("0\u{0}ta".utf8)) }),
+            ("a length past the limit", { $0.write(header(UInt32(LaunchChannel.maxFrame + 1)) + [0]) }),
+            ("a length of zero", { $0.write(header(0)) }),
+            ("no closing NUL", { $0.write(header(3) + Array("0\u{0}x".utf8)) }),
+        ]
+        for (name, send) in shapes {
+            var (gateway, supervisor): (LaunchChannel.Connection, LaunchChannel.Connection?) = try pair()
+            send(supervisor!)
+            supervisor = nil  // closed: the supervisor is gone
+            let t0 = Supervisor.monotonic()
+            #expect(gateway.readReport(within: 5) == .ended, "\(name)")
+            #expect(Supervisor.monotonic() - t0 < 3, "\(name): read within its bound")
+        }
+        // Nothing said and nothing closed: the startup check passes (the agent still runs).
+        let (quiet, open) = try pair()
+        #expect(quiet.readReport(within: 0.2) == LaunchChannel.Connection.Report.none)
+        // The supervisor's own report, with its terminal's last lines.
+        open.send(["3", "last words\n"])
+        #expect(quiet.readReport(within: 5) == .exited(status: 3, tail: "last words\n"))
+    }
+
     /// T130: every start frame a hostile or broken gateway end could send that is not well formed is refused by
     /// the launcher in a sentence, exit 1: no crash, nothing started, the supervisor never exec'd. The template is
     /// a well-formed start whose supervisor would leave a mark.
