@@ -13,6 +13,8 @@ struct GatewayTools: Sendable {
     /// at once. nil: the broker's own rights.
     var grant: String? = nil
     let gate = Offload(limit: 8)
+    /// Where the transport keeps each call's arguments as written (shared with ``LineTransport``).
+    let exact = ExactArguments()
 
     // MARK: definitions
 
@@ -116,17 +118,17 @@ struct GatewayTools: Sendable {
     func call(_ tool: String, _ arguments: [String: Value]?) async -> CallTool.Result {
         do throws(ToolFailure) {
             switch tool {
-            case "agent.add": return try await add(Arguments(arguments, tool: tool, allowed: ["name", "cli", "task", "broker", "cwd", "model", "args", "channels"]))
-            case "agent.list": return try await list(Arguments(arguments, tool: tool, allowed: ["broker"]))
+            case "agent.add": return try await add(Arguments(arguments, tool: tool, exact: exact, allowed: ["name", "cli", "task", "broker", "cwd", "model", "args", "channels"]))
+            case "agent.list": return try await list(Arguments(arguments, tool: tool, exact: exact, allowed: ["broker"]))
             case "agent.remove":
                 try onlyBroker(tool)
-                return try await remove(Arguments(arguments, tool: tool, allowed: ["name", "broker"]))
+                return try await remove(Arguments(arguments, tool: tool, exact: exact, allowed: ["name", "broker"]))
             case "broker.list":
-                _ = try Arguments(arguments, tool: tool, allowed: [])
+                _ = try Arguments(arguments, tool: tool, exact: exact, allowed: [])
                 return await brokers()
             case "agent.handoff":
                 try onlyBroker(tool)
-                return try await handoff(Arguments(arguments, tool: tool, allowed: ["name", "broker"]))
+                return try await handoff(Arguments(arguments, tool: tool, exact: exact, allowed: ["name", "broker"]))
             default:
                 return Self.error("invalid arguments: there is no tool '\(tool)'; the tools are \(Self.definitions.map(\.name).joined(separator: ", "))")
             }
@@ -327,14 +329,22 @@ struct ToolFailure: Error {
 }
 
 /// A call's arguments, checked against what the tool takes: unknown names, missing required ones and wrong types
-/// are tool errors that say which and why. JSON null counts as absent.
+/// are tool errors that say which and why. JSON null counts as absent. They are the agent's own, as the transport
+/// kept them (``ExactArguments``); otherwise the SDK's, where a string it decoded as binary data is refused, as its
+/// exact text is lost.
 struct Arguments {
     let tool: String
-    let values: [String: Value]
+    let values: [String: JSONValue]
 
-    init(_ values: [String: Value]?, tool: String, allowed: [String]) throws(ToolFailure) {
+    init(_ given: [String: Value]?, tool: String, exact: ExactArguments, allowed: [String]) throws(ToolFailure) {
         self.tool = tool
-        self.values = (values ?? [:]).filter { if case .null = $0.value { false } else { true } }
+        let values: [String: JSONValue]
+        if let given, given.count == 1, case .string(let token)? = given[ExactArguments.key], let kept = exact.claim(token) {
+            values = kept
+        } else {
+            values = try Self.exactly(given ?? [:])
+        }
+        self.values = values.filter { $0.value != .null }
         if let unknown = self.values.keys.sorted().first(where: { !allowed.contains($0) }) {
             throw ToolFailure("invalid arguments: \(tool) takes no argument '\(unknown)'\(allowed.isEmpty ? " (it takes none)" : "; it takes \(allowed.joined(separator: ", "))")")
         }
@@ -345,39 +355,43 @@ struct Arguments {
             if required { throw ToolFailure("invalid arguments: \(tool) needs '\(key)' (a string)") }
             return nil
         }
-        guard let s = Self.text(v) else { throw ToolFailure("invalid arguments: '\(key)' must be a string, not \(Self.kind(v))") }
+        guard case .string(let s) = v else { throw ToolFailure("invalid arguments: '\(key)' must be a string, not \(v.typeName)") }
         if required && s.isEmpty { throw ToolFailure("invalid arguments: '\(key)' must not be empty") }
         return s
     }
 
     func strings(_ key: String) throws(ToolFailure) -> [String]? {
         guard let v = values[key] else { return nil }
-        guard case .array(let list) = v else { throw ToolFailure("invalid arguments: '\(key)' must be an array of strings, not \(Self.kind(v))") }
+        guard case .array(let list) = v else { throw ToolFailure("invalid arguments: '\(key)' must be an array of strings, not \(v.typeName)") }
         return try list.enumerated().map { (i, e) throws(ToolFailure) -> String in
-            guard let s = Self.text(e) else { throw ToolFailure("invalid arguments: '\(key)'[\(i)] must be a string, not \(Self.kind(e))") }
+            guard case .string(let s) = e else { throw ToolFailure("invalid arguments: '\(key)'[\(i)] must be a string, not \(e.typeName)") }
             return s
         }
     }
 
-    /// A string; the SDK decodes a string that looks like a data: URL as `.data`, so that is turned back into text.
-    static func text(_ v: Value) -> String? {
-        switch v {
-        case .string(let s): return s
-        case .data:
-            guard let encoded = try? JSONEncoder().encode(v) else { return nil }
-            return try? JSONDecoder().decode(String.self, from: encoded)
-        default: return nil
+    /// The SDK's values as JSON; a string it turned into binary data cannot be given back as written, so it is refused.
+    static func exactly(_ values: [String: Value]) throws(ToolFailure) -> [String: JSONValue] {
+        func convert(_ v: Value, _ path: String) throws(ToolFailure) -> JSONValue {
+            switch v {
+            case .null: return .null
+            case .bool(let b): return .bool(b)
+            case .int(let n): return .number(String(n))
+            case .double(let d): return .number(String(d))
+            case .string(let s): return .string(s)
+            case .data:
+                throw ToolFailure("invalid arguments: '\(path)' looks like a data: URL, and the MCP library reads such a string as binary data, so its exact text is lost; spawngate signs only what was written: reword it (for example without 'data:' at its start)")
+            case .array(let items):
+                var out: [JSONValue] = []
+                for (i, item) in items.enumerated() { out.append(try convert(item, "\(path)[\(i)]")) }
+                return .array(out)
+            case .object(let members):
+                var out: [String: JSONValue] = [:]
+                for (k, item) in members { out[k] = try convert(item, "\(path).\(k)") }
+                return .object(out)
+            }
         }
-    }
-
-    static func kind(_ v: Value) -> String {
-        switch v {
-        case .null: "null"
-        case .bool: "a boolean"
-        case .int, .double: "a number"
-        case .string, .data: "a string"
-        case .array: "an array"
-        case .object: "an object"
-        }
+        var out: [String: JSONValue] = [:]
+        for (k, v) in values { out[k] = try convert(v, k) }
+        return out
     }
 }

@@ -21,19 +21,22 @@ actor LineTransport: Transport {
     private let writer = DispatchQueue(label: "spawngate.mcp.stdout")
     private var started = false
 
-    init(input: Int32 = 0, output: Int32 = 1, logger: Logger) {
+    private let exact: ExactArguments
+
+    init(input: Int32 = 0, output: Int32 = 1, logger: Logger, exact: ExactArguments) {
         self.input = input
         self.output = output
         self.logger = logger
+        self.exact = exact
         (messages, continuation) = AsyncThrowingStream.makeStream(of: Data.self)
     }
 
     func connect() async throws {
         guard !started else { return }
         started = true
-        let (fd, sink, log) = (input, continuation, logger)
+        let (fd, sink, log, exact) = (input, continuation, logger, exact)
         // Blocking reads on a thread of its own (not the cooperative pool); it ends at end of input.
-        let reader = Thread { Self.readLines(fd, into: sink, logger: log) }
+        let reader = Thread { Self.readLines(fd, into: sink, logger: log, exact: exact) }
         reader.stackSize = 256 * 1024
         reader.start()
     }
@@ -60,7 +63,8 @@ actor LineTransport: Transport {
 
     func receive() -> AsyncThrowingStream<Data, Swift.Error> { messages }
 
-    private static func readLines(_ fd: Int32, into sink: AsyncThrowingStream<Data, Swift.Error>.Continuation, logger: Logger) {
+    private static func readLines(_ fd: Int32, into sink: AsyncThrowingStream<Data, Swift.Error>.Continuation, logger: Logger,
+                                  exact: ExactArguments) {
         var pending: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 64 * 1024)
         while true {
@@ -72,7 +76,7 @@ actor LineTransport: Transport {
             pending += chunk[0..<n]
             var start = 0
             while let nl = pending[max(start, scanFrom)...].firstIndex(of: 10) {
-                if nl > start { sink.yield(Data(pending[start..<nl])) }
+                if nl > start { sink.yield(Data(exact.capture(Array(pending[start..<nl])))) }
                 start = nl + 1
             }
             pending.removeFirst(start)

@@ -59,7 +59,7 @@ struct MCPMain: AsyncParsableCommand {
         var logger = Logger(label: "spawngate-mcp") { StreamLogHandler.standardError(label: $0) }
         logger.logLevel = .warning
         do {
-            try await server.start(transport: LineTransport(logger: logger))
+            try await server.start(transport: LineTransport(logger: logger, exact: tools.exact))
         } catch {
             throw failure(error, doing: "cannot start the MCP server")
         }

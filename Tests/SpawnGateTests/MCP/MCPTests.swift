@@ -108,6 +108,26 @@ struct MCPTests {
         #expect(handoff["required"] as? [String] == ["name", "broker"])
     }
 
+    /// An argument is signed exactly as the agent wrote it, even when it looks like a data: URL. swift-sdk 0.12.1
+    /// decodes such a JSON string as binary data (its issue #277), and turning that back into text changes its
+    /// spelling ("data:,a%20b" comes back as "data:;base64,YSBi"): the gateway would sign and start a task the agent
+    /// never wrote. Tasks are free text, so "data: migrate users, then orders" is no contrived example.
+    @Test(arguments: MCPClientLine.allCases)
+    func argumentsThatLookLikeDataURLsAreSignedAsWritten(line: MCPClientLine) throws {
+        let r = try Remote()
+        defer { r.serve.kill() }
+        let tasks = ["data: migrate users, then orders", "data:,a%20b"]  // the fixture's rule allows two at once
+        let out = try MCPClient.run(home: r.laptopHome, line: line, tasks.enumerated().map { i, task in
+            MCPClient.call("agent.add", ["name": "coder\(i)", "cli": "claude", "task": task, "broker": "vps-broker", "cwd": r.g.app])
+        })
+        for (i, task) in tasks.enumerated() {
+            let added = try ToolResult(out[i])
+            #expect(!added.isError, "\(task): \(added.text) \(r.serve.stderr)")
+        }
+        let started = try r.g.auditLines().compactMap { $0["argv"] as? [String] }.compactMap(\.last)
+        #expect(started == tasks, "the tasks as signed and started: \(started)")
+    }
+
     /// The whole story through a real gateway: add on vps-broker by `broker`, list it, remove it.
     @Test(arguments: MCPClientLine.allCases)
     func addListAndRemoveOnAnotherGateway(line: MCPClientLine) throws {
@@ -327,6 +347,58 @@ struct MCPLineReaderTests {
         #expect(answers.contains { $0["id"] as? Int == 1 && $0["result"] != nil })
         let tools = answers.first { $0["id"] as? Int == 2 }.flatMap { ($0["result"] as? [String: Any])?["tools"] as? [[String: Any]] } ?? []
         #expect(tools.contains { $0["name"] as? String == "agent.add" }, "\(text)")
+    }
+
+    /// The seam behind the exact arguments: a tool call the strict reader refuses (here a duplicate "id", which the
+    /// SDK lets through) reaches the tool as the SDK decoded it, and an argument it made binary is refused in a
+    /// sentence, never re-encoded and signed. An agent that names the transport's token itself gains nothing: its
+    /// arguments are its own, and a token it makes up is an unknown argument.
+    @Test func aToolCallTheStrictReaderRefusesNeverSignsAChangedText() throws {
+        let home = TestSupport.tempDir("mcp-exact")
+        defer { try? FileManager.default.removeItem(atPath: home) }
+        #expect(try TestSupport.spawngate(["init", "--home", home, "--name", "mac-laptop"]).status == 0)
+        func call(_ id: Int, _ arguments: String, duplicateID: Bool) -> String {
+            #"{"jsonrpc":"2.0","id":\#(id),"method":"tools/call","params":{"name":"agent.add","arguments":\#(arguments)}"#
+                + (duplicateID ? #","id":\#(id)}"# : "}")
+        }
+        let answers = try Self.rawSession(home: home, [
+            call(2, #"{"name":"c","cli":"claude","task":"data:,a%20b","broker":"vps-broker"}"#, duplicateID: true),
+            call(3, #"{"spawngate.exact_arguments":"00112233445566778899aabbccddeeff"}"#, duplicateID: true),
+            call(4, #"{"spawngate.exact_arguments":"00112233445566778899aabbccddeeff"}"#, duplicateID: false),
+        ], answers: 4)
+        func text(_ id: Int) -> String {
+            let result = answers.first { $0["id"] as? Int == id }?["result"] as? [String: Any]
+            return ((result?["content"] as? [[String: Any]])?.first?["text"] as? String) ?? "no answer to \(id): \(answers)"
+        }
+        #expect(text(2).contains("'task' looks like a data: URL") && text(2).contains("exact text is lost"), "\(text(2))")
+        #expect(text(3).contains("takes no argument 'spawngate.exact_arguments'"), "\(text(3))")
+        #expect(text(4).contains("takes no argument 'spawngate.exact_arguments'"), "\(text(4))")
+    }
+
+    /// `spawngate mcp` on `home` given the initialize handshake and `lines`, each its own message; the first `answers`
+    /// JSON-RPC answers (the handshake's included), bounded by 20 s.
+    static func rawSession(home: String, _ lines: [String], answers count: Int) throws -> [[String: Any]] {
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: TestSupport.binary)
+        server.arguments = ["mcp", "--home", home]
+        let input = Pipe(), output = Pipe()
+        server.standardInput = input
+        server.standardOutput = output
+        server.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try server.run()
+        defer { if server.isRunning { server.terminate() }; server.waitUntilExit() }
+        let initialize = #"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#
+        let all = [initialize, #"{"jsonrpc":"2.0","method":"notifications/initialized"}"#] + lines
+        input.fileHandleForWriting.write(Data((all.joined(separator: "\n") + "\n").utf8))
+        var text = ""
+        let deadline = Date().addingTimeInterval(20)
+        while text.split(separator: "\n").count < count && Date() < deadline {
+            let chunk = output.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            text += String(decoding: chunk, as: UTF8.self)
+        }
+        try? input.fileHandleForWriting.close()
+        return text.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
     }
 
     @Test func aLineWithoutEndEndsTheSessionWithAReason() throws {
