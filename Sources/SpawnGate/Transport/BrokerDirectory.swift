@@ -19,12 +19,14 @@ public enum BrokerDirectory {
     /// own name, means this machine's own gateway, which must then be a peer under this broker's own name; the
     /// error says how to add it. Nothing is ever started around the gateway.
     public static func remote(_ broker: String?, home: Home, timeout: Double) throws(OperatorError) -> RemoteGateway {
+        // Each file read once per call (issue 27: the MCP server read the identity twice per tool call).
         let identity = try home.loadIdentity()
         let target = broker ?? identity.name
-        if target == identity.name, (try PeerList.load(home.peersFile)).peer(target) == nil {
+        let peers = try PeerList.load(home.peersFile)
+        if target == identity.name, peers.peer(target) == nil {
             throw OperatorError("\(broker == nil ? "no broker was named" : "'\(target)' is this broker"), and this machine's own gateway is not in \(home.peersFile). To start agents here through it, add it as a peer under this broker's own name: spawngate peer add \(identity.name) --url http://127.0.0.1:7717 --key \"$(cat \(home.identityPub))\" --fingerprint \(identity.key.publicKey.fingerprint) (and enroll that key in its own keys/ so its policy can name \(identity.name))")
         }
-        return try RemoteGateway.to(target, home: home, timeout: timeout)
+        return try RemoteGateway.to(target, in: peers, identity: identity, home: home, timeout: timeout)
     }
 
     /// nil when `peer` answers `GET /healthz` with 200 within `timeout`; otherwise why not. A `relay:` peer is

@@ -27,8 +27,11 @@ public struct RemoteGateway: Sendable {
     /// url says (http://, or relay:NAME through this home's relay guard). An operator error naming the peers there
     /// are (and how to add one) when there is no such peer.
     public static func to(_ target: String, home: Home, timeout: Double) throws(OperatorError) -> RemoteGateway {
-        let identity = try home.loadIdentity()
-        let peers = try PeerList.load(home.peersFile)
+        try to(target, in: try PeerList.load(home.peersFile), identity: try home.loadIdentity(), home: home, timeout: timeout)
+    }
+
+    /// The same with this home's peers and identity already read.
+    public static func to(_ target: String, in peers: PeerList, identity: Identity, home: Home, timeout: Double) throws(OperatorError) -> RemoteGateway {
         guard let peer = peers.peer(target) else {
             let known = peers.peers.map(\.name).joined(separator: ", ")
             throw OperatorError.unusable("no peer named '\(target)' in \(home.peersFile)\(known.isEmpty ? "" : " (known: \(known))"); add it with 'spawngate peer add \(target) --url http://HOST:PORT --key \"ssh-ed25519 …\" --fingerprint SHA256:…'")
