@@ -14,7 +14,6 @@ struct GatewayTools: Sendable {
     var grant: String? = nil
     let gate = Offload(limit: 8)
     /// Where the transport keeps each call's arguments as written (shared with ``LineTransport``).
-    let exact = ExactArguments()
 
     // MARK: definitions
 
@@ -115,20 +114,20 @@ struct GatewayTools: Sendable {
 
     // MARK: calls
 
-    func call(_ tool: String, _ arguments: [String: Value]?) async -> CallTool.Result {
+    func call(_ tool: String, _ arguments: [String: JSONValue]?) async -> CallTool.Result {
         do throws(ToolFailure) {
             switch tool {
-            case "agent.add": return try await add(Arguments(arguments, tool: tool, exact: exact, allowed: ["name", "cli", "task", "broker", "cwd", "model", "args", "channels"]))
-            case "agent.list": return try await list(Arguments(arguments, tool: tool, exact: exact, allowed: ["broker"]))
+            case "agent.add": return try await add(Arguments(arguments, tool: tool, allowed: ["name", "cli", "task", "broker", "cwd", "model", "args", "channels"]))
+            case "agent.list": return try await list(Arguments(arguments, tool: tool, allowed: ["broker"]))
             case "agent.remove":
                 try onlyBroker(tool)
-                return try await remove(Arguments(arguments, tool: tool, exact: exact, allowed: ["name", "broker"]))
+                return try await remove(Arguments(arguments, tool: tool, allowed: ["name", "broker"]))
             case "broker.list":
-                _ = try Arguments(arguments, tool: tool, exact: exact, allowed: [])
+                _ = try Arguments(arguments, tool: tool, allowed: [])
                 return await brokers()
             case "agent.handoff":
                 try onlyBroker(tool)
-                return try await handoff(Arguments(arguments, tool: tool, exact: exact, allowed: ["name", "broker"]))
+                return try await handoff(Arguments(arguments, tool: tool, allowed: ["name", "broker"]))
             default:
                 return Self.error("invalid arguments: there is no tool '\(tool)'; the tools are \(Self.definitions.map(\.name).joined(separator: ", "))")
             }
@@ -330,21 +329,15 @@ struct ToolFailure: Error {
 
 /// A call's arguments, checked against what the tool takes: unknown names, missing required ones and wrong types
 /// are tool errors that say which and why. JSON null counts as absent. They are the agent's own, as the transport
-/// kept them (``ExactArguments``); otherwise the SDK's, where a string it decoded as binary data is refused, as its
-/// exact text is lost.
+/// read them (``ToolCall``); on the SDK's path a string it decoded as binary data is refused first
+/// (``exactly(_:)``), as its exact text is lost.
 struct Arguments {
     let tool: String
     let values: [String: JSONValue]
 
-    init(_ given: [String: Value]?, tool: String, exact: ExactArguments, allowed: [String]) throws(ToolFailure) {
+    init(_ given: [String: JSONValue]?, tool: String, allowed: [String]) throws(ToolFailure) {
         self.tool = tool
-        let values: [String: JSONValue]
-        if let given, given.count == 1, case .string(let token)? = given[ExactArguments.key], let kept = exact.claim(token) {
-            values = kept
-        } else {
-            values = try Self.exactly(given ?? [:])
-        }
-        self.values = values.filter { $0.value != .null }
+        self.values = (given ?? [:]).filter { $0.value != .null }
         if let unknown = self.values.keys.sorted().first(where: { !allowed.contains($0) }) {
             throw ToolFailure("invalid arguments: \(tool) takes no argument '\(unknown)'\(allowed.isEmpty ? " (it takes none)" : "; it takes \(allowed.joined(separator: ", "))")")
         }

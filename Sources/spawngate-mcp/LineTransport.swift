@@ -9,7 +9,8 @@ import Glibc
 /// transport makes standard input non-blocking and sleeps 10 ms whenever nothing is there, which added up to
 /// 10 ms to every tool call (issue 19 measured agent.add at 20 ms against 8 ms of gateway time). Here a thread of
 /// its own blocks in read(2), so a message is handled as soon as it arrives. A line over `maxMessage` bytes ends
-/// the session with an error on standard error rather than growing without bound.
+/// the session with an error on standard error rather than growing without bound. After the handshake, a tool call
+/// goes to ``toolCalls`` instead of the SDK (``ToolCall`` says why).
 actor LineTransport: Transport {
     nonisolated let logger: Logger
     static let maxMessage = 4 << 20
@@ -21,27 +22,32 @@ actor LineTransport: Transport {
     private let writer = DispatchQueue(label: "spawngate.mcp.stdout")
     private var started = false
 
-    private let exact: ExactArguments
+    /// Tool calls, in the order they arrived, for the caller to answer with ``send(_:)``.
+    nonisolated let toolCalls: AsyncStream<ToolCall>
+    private let calls: AsyncStream<ToolCall>.Continuation
 
-    init(input: Int32 = 0, output: Int32 = 1, logger: Logger, exact: ExactArguments) {
+    init(input: Int32 = 0, output: Int32 = 1, logger: Logger) {
         self.input = input
         self.output = output
         self.logger = logger
-        self.exact = exact
         (messages, continuation) = AsyncThrowingStream.makeStream(of: Data.self)
+        (toolCalls, calls) = AsyncStream.makeStream(of: ToolCall.self)
     }
 
     func connect() async throws {
         guard !started else { return }
         started = true
-        let (fd, sink, log, exact) = (input, continuation, logger, exact)
+        let (fd, sink, calls, log) = (input, continuation, calls, logger)
         // Blocking reads on a thread of its own (not the cooperative pool); it ends at end of input.
-        let reader = Thread { Self.readLines(fd, into: sink, logger: log, exact: exact) }
+        let reader = Thread { Self.readLines(fd, into: sink, calls: calls, logger: log) }
         reader.stackSize = 256 * 1024
         reader.start()
     }
 
-    func disconnect() async { continuation.finish() }
+    func disconnect() async {
+        continuation.finish()
+        calls.finish()
+    }
 
     func send(_ data: Data) async throws {
         let bytes = [UInt8](data) + [10]
@@ -63,8 +69,11 @@ actor LineTransport: Transport {
 
     func receive() -> AsyncThrowingStream<Data, Swift.Error> { messages }
 
-    private static func readLines(_ fd: Int32, into sink: AsyncThrowingStream<Data, Swift.Error>.Continuation, logger: Logger,
-                                  exact: ExactArguments) {
+    private static func readLines(_ fd: Int32, into sink: AsyncThrowingStream<Data, Swift.Error>.Continuation,
+                                  calls: AsyncStream<ToolCall>.Continuation, logger: Logger) {
+        defer { calls.finish() }
+        // Before the client's `notifications/initialized`, every line is the SDK's: it refuses a call made too early.
+        var initialized = false
         var pending: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 64 * 1024)
         while true {
@@ -76,7 +85,15 @@ actor LineTransport: Transport {
             pending += chunk[0..<n]
             var start = 0
             while let nl = pending[max(start, scanFrom)...].firstIndex(of: 10) {
-                if nl > start { sink.yield(Data(exact.capture(Array(pending[start..<nl])))) }
+                if nl > start {
+                    let line = Array(pending[start..<nl])
+                    if initialized, let call = ToolCall.parse(line) {
+                        calls.yield(call)
+                    } else {
+                        if !initialized { initialized = ToolCall.isInitialized(line) }
+                        sink.yield(Data(line))
+                    }
+                }
                 start = nl + 1
             }
             pending.removeFirst(start)

@@ -55,14 +55,35 @@ struct MCPMain: AsyncParsableCommand {
                 """,
             capabilities: .init(tools: .init(listChanged: false)))
         await server.withMethodHandler(ListTools.self) { _ in ListTools.Result(tools: GatewayTools.definitions) }
-        await server.withMethodHandler(CallTool.self) { params in await tools.call(params.name, params.arguments) }
+        // A tool call normally reaches `tools` from the transport with its arguments as written (ToolCall); one the
+        // strict reader refused comes through the SDK, which must not have made any argument binary.
+        await server.withMethodHandler(CallTool.self) { params in
+            do throws(ToolFailure) {
+                return await tools.call(params.name, try params.arguments.map { v throws(ToolFailure) in try Arguments.exactly(v) })
+            } catch {
+                return GatewayTools.error(error.text)
+            }
+        }
         var logger = Logger(label: "spawngate-mcp") { StreamLogHandler.standardError(label: $0) }
         logger.logLevel = .warning
+        let log = logger
+        let transport = LineTransport(logger: log)
         do {
-            try await server.start(transport: LineTransport(logger: logger, exact: tools.exact))
+            try await server.start(transport: transport)
         } catch {
             throw failure(error, doing: "cannot start the MCP server")
         }
-        await server.waitUntilCompleted()
+        // Calls are answered concurrently, as the SDK answers requests; the session ends with standard input.
+        await withDiscardingTaskGroup { group in
+            group.addTask { await server.waitUntilCompleted() }
+            for await call in transport.toolCalls {
+                group.addTask {
+                    let result = await tools.call(call.name, call.arguments)
+                    do { try await transport.send(Data(ToolCall.answer(call.id, result))) } catch {
+                        log.warning("cannot send the answer to tool call \(call.id): \(error)")
+                    }
+                }
+            }
+        }
     }
 }

@@ -351,8 +351,7 @@ struct MCPLineReaderTests {
 
     /// The seam behind the exact arguments: a tool call the strict reader refuses (here a duplicate "id", which the
     /// SDK lets through) reaches the tool as the SDK decoded it, and an argument it made binary is refused in a
-    /// sentence, never re-encoded and signed. An agent that names the transport's token itself gains nothing: its
-    /// arguments are its own, and a token it makes up is an unknown argument.
+    /// sentence, never re-encoded and signed.
     @Test func aToolCallTheStrictReaderRefusesNeverSignsAChangedText() throws {
         let home = TestSupport.tempDir("mcp-exact")
         defer { try? FileManager.default.removeItem(atPath: home) }
@@ -363,16 +362,16 @@ struct MCPLineReaderTests {
         }
         let answers = try Self.rawSession(home: home, [
             call(2, #"{"name":"c","cli":"claude","task":"data:,a%20b","broker":"vps-broker"}"#, duplicateID: true),
-            call(3, #"{"spawngate.exact_arguments":"00112233445566778899aabbccddeeff"}"#, duplicateID: true),
-            call(4, #"{"spawngate.exact_arguments":"00112233445566778899aabbccddeeff"}"#, duplicateID: false),
-        ], answers: 4)
+            call(3, #"{"name":"c","cli":"claude","task":"data:,a%20b","broker":"nowhere"}"#, duplicateID: false),
+        ], answers: 3)
         func text(_ id: Int) -> String {
             let result = answers.first { $0["id"] as? Int == id }?["result"] as? [String: Any]
             return ((result?["content"] as? [[String: Any]])?.first?["text"] as? String) ?? "no answer to \(id): \(answers)"
         }
+        // A line the strict reader refuses (a duplicate member) goes the SDK's way: its binary reading is refused.
         #expect(text(2).contains("'task' looks like a data: URL") && text(2).contains("exact text is lost"), "\(text(2))")
-        #expect(text(3).contains("takes no argument 'spawngate.exact_arguments'"), "\(text(3))")
-        #expect(text(4).contains("takes no argument 'spawngate.exact_arguments'"), "\(text(4))")
+        // The same arguments in a well-formed line are read as written and go on to the broker lookup.
+        #expect(text(3).contains("no peer named 'nowhere'") && !text(3).contains("data: URL"), "\(text(3))")
     }
 
     /// `spawngate mcp` on `home` given the initialize handshake and `lines`, each its own message; the first `answers`
