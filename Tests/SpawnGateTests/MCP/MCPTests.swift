@@ -321,28 +321,9 @@ struct MCPLineReaderTests {
         let home = TestSupport.tempDir("mcp-lines")
         defer { try? FileManager.default.removeItem(atPath: home) }
         #expect(try TestSupport.spawngate(["init", "--home", home, "--name", "mac-laptop"]).status == 0)
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: TestSupport.binary)
-        server.arguments = ["mcp", "--home", home]
-        let input = Pipe(), output = Pipe()
-        server.standardInput = input
-        server.standardOutput = output
-        server.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        try server.run()
-        defer { if server.isRunning { server.terminate() }; server.waitUntilExit() }
-        let initialize = #"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#
-        let rest = #"{"jsonrpc":"2.0","method":"notifications/initialized"}"# + "\n" + #"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#
-        // One write holding all three messages.
-        input.fileHandleForWriting.write(Data((initialize + "\n" + rest + "\n").utf8))
-        var text = ""
-        let deadline = Date().addingTimeInterval(20)
-        while text.split(separator: "\n").count < 2 && Date() < deadline {
-            let chunk = output.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            text += String(decoding: chunk, as: UTF8.self)
-        }
-        try? input.fileHandleForWriting.close()
-        let answers = text.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        // rawSession writes the handshake and the request in one write.
+        let answers = try Self.rawSession(home: home, [#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#], answers: 2)
+        let text = "\(answers)"
         #expect(answers.count == 2, "\(text)")
         #expect(answers.contains { $0["id"] as? Int == 1 && $0["result"] != nil })
         let tools = answers.first { $0["id"] as? Int == 2 }.flatMap { ($0["result"] as? [String: Any])?["tools"] as? [[String: Any]] } ?? []
@@ -374,8 +355,8 @@ struct MCPLineReaderTests {
         #expect(text(3).contains("no peer named 'nowhere'") && !text(3).contains("data: URL"), "\(text(3))")
     }
 
-    /// `spawngate mcp` on `home` given the initialize handshake and `lines`, each its own message; the first `answers`
-    /// JSON-RPC answers (the handshake's included), bounded by 20 s.
+    /// `spawngate mcp` on `home` given the initialize handshake and `lines`, each its own message, all in one write;
+    /// the first `answers` JSON-RPC answers (the handshake's included), bounded by 20 s.
     static func rawSession(home: String, _ lines: [String], answers count: Int) throws -> [[String: Any]] {
         let server = Process()
         server.executableURL = URL(fileURLWithPath: TestSupport.binary)
