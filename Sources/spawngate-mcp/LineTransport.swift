@@ -9,8 +9,8 @@ import Glibc
 /// transport makes standard input non-blocking and sleeps 10 ms whenever nothing is there, which added up to
 /// 10 ms to every tool call (issue 19 measured agent.add at 20 ms against 8 ms of gateway time). Here a thread of
 /// its own blocks in read(2), so a message is handled as soon as it arrives. A line over `maxMessage` bytes ends
-/// the session with an error on standard error rather than growing without bound. After the handshake, a tool call
-/// goes to ``toolCalls`` instead of the SDK (``ToolCall`` says why).
+/// the session with an error on standard error rather than growing without bound. A tool call goes to
+/// ``toolCalls`` instead of the SDK (``ToolCall`` says why).
 actor LineTransport: Transport {
     nonisolated let logger: Logger
     static let maxMessage = 4 << 20
@@ -72,8 +72,6 @@ actor LineTransport: Transport {
     private static func readLines(_ fd: Int32, into sink: AsyncThrowingStream<Data, Swift.Error>.Continuation,
                                   calls: AsyncStream<ToolCall>.Continuation, logger: Logger) {
         defer { calls.finish() }
-        // Before the client's `notifications/initialized`, every line is the SDK's: it refuses a call made too early.
-        var initialized = false
         var pending: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 64 * 1024)
         while true {
@@ -87,12 +85,7 @@ actor LineTransport: Transport {
             while let nl = pending[max(start, scanFrom)...].firstIndex(of: 10) {
                 if nl > start {
                     let line = Array(pending[start..<nl])
-                    if initialized, let call = ToolCall.parse(line) {
-                        calls.yield(call)
-                    } else {
-                        if !initialized { initialized = ToolCall.isInitialized(line) }
-                        sink.yield(Data(line))
-                    }
+                    if let call = ToolCall.parse(line) { calls.yield(call) } else { sink.yield(Data(line)) }
                 }
                 start = nl + 1
             }

@@ -8,9 +8,9 @@ import SpawnGate
 /// swift-sdk 0.12.1 round-trips every request's params and every result through its `Value` type, and decoding
 /// turns a JSON string that looks like a data: URL into binary data (its issue #277): an agent's task "data: migrate
 /// users, then orders" came back as "data: migrate users;base64,IHRoZW4gb3JkZXJz", which the gateway would sign
-/// and start; an agent's last output in a result was changed the same way. Each such string also compiles the
-/// SDK's data: URL regex anew: about 1.5 ms of every tool call (perf, issue 27). So a tool call is read with the
-/// strict reader, its arguments kept exactly as written, and its result encoded once, as the SDK would shape it.
+/// and start; results are decoded the same way. Each string also compiles the SDK's data: URL regex anew: about
+/// 1.5 ms of every tool call (perf, issue 27). So a tool call is read with the strict reader, its arguments kept
+/// exactly as written, and its result encoded once, as the SDK would shape it.
 /// Everything else (the handshake, `tools/list`, pings, any line the strict reader refuses) goes to the SDK, whose
 /// own tool handler refuses an argument it made binary (``Arguments/exactly(_:)``).
 struct ToolCall: Sendable {
@@ -22,7 +22,7 @@ struct ToolCall: Sendable {
     /// `line` as a tool call this transport answers: a well-formed `tools/call` request whose params name the tool
     /// and whose arguments, if any, are an object. nil: the line goes to the SDK.
     static func parse(_ line: [UInt8]) -> ToolCall? {
-        guard mentions(line, "tools/call"), case .object(let message) = try? StrictJSONReader.parse(line),
+        guard case .object(let message) = try? StrictJSONReader.parse(line),
               message["jsonrpc"] == .string("2.0"), message["method"] == .string("tools/call"),
               let id = message["id"], id.isRequestID,
               case .object(let params)? = message["params"], case .string(let name)? = params["name"] else { return nil }
@@ -42,20 +42,6 @@ struct ToolCall: Sendable {
                                       ("error", .raw(JSONWriter.object([("code", .int(-32603)), ("message", .string("the tool's result could not be encoded"))])))])
         }
         return JSONWriter.object([("jsonrpc", .string("2.0")), ("id", .raw(JSONWriter.encode(id))), ("result", .raw([UInt8](body)))])
-    }
-
-    /// Whether `line` is the client's `notifications/initialized`, the end of the handshake.
-    static func isInitialized(_ line: [UInt8]) -> Bool {
-        guard mentions(line, "notifications/initialized"), case .object(let message)? = try? StrictJSONReader.parse(line) else { return false }
-        return message["method"] == .string("notifications/initialized") && message["id"] == nil
-    }
-
-    /// Whether `line` holds `needle`'s bytes: most lines are not tool calls, and those are not parsed twice.
-    private static func mentions(_ line: [UInt8], _ needle: String) -> Bool {
-        let n = Array(needle.utf8)
-        guard line.count >= n.count else { return false }
-        for i in 0...(line.count - n.count) where line[i] == n[0] && line[i..<(i + n.count)].elementsEqual(n) { return true }
-        return false
     }
 }
 
